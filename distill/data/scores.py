@@ -1,0 +1,92 @@
+"""D4RL normalized scores.
+
+`100 * (R - ref_min) / (ref_max - ref_min)`, where ref_min is the return of a
+random policy and ref_max that of an expert (D4RL's `infos.py`), so 0 is random
+and 100 is expert.
+"""
+
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+# (min, max) episode returns per task; keys are lower-case name prefixes.
+REF_RETURNS: dict[str, tuple[float, float]] = {
+    'hopper': (-20.272305, 3234.3),
+    'halfcheetah': (-280.178953, 12135.0),
+    'walker2d': (1.629008, 4592.3),
+    'ant': (-325.6, 3879.7),
+}
+
+_PREFIXES = ('d4rl:', 'suite:', 'minari:')
+
+
+def _matches(name: str, key: str) -> bool:
+  # A key must be followed by a separator or the end, so 'antmaze' is not 'ant'.
+  return re.match(re.escape(key) + r'($|[-_./: ])', name) is not None
+
+
+def _longest_key(name: str) -> str | None:
+  keys = [k for k in REF_RETURNS if _matches(name, k.lower())]
+  return max(keys, key=len) if keys else None
+
+
+def reference_returns(name: str) -> tuple[float, float] | None:
+  """Looks up D4RL reference returns for a task or dataset name.
+
+  The name may be a dataset spec or path: a 'd4rl:', 'suite:' or 'minari:'
+  prefix is stripped, then the longest key of `REF_RETURNS` that the file name
+  starts with wins ('halfcheetah-backward-medium' -> 'halfcheetah-backward',
+  'halfcheetah-medium-v2' -> 'halfcheetah', '/data/hopper_medium-v2.hdf5' ->
+  'hopper'). Failing that, a directory component of the name that starts with
+  a key counts ('mujoco/hopper/medium-v0' -> 'hopper').
+
+  Args:
+    name: task name, dataset name, spec or path.
+
+  Returns:
+    (ref_min, ref_max), or None when no key matches.
+  """
+  name = name.strip().lower()
+  for prefix in _PREFIXES:
+    if name.startswith(prefix):
+      name = name[len(prefix):]
+      break
+  parts = [p for p in name.replace(os.sep, '/').split('/') if p]
+  if not parts:
+    return None
+  key = _longest_key(parts[-1])
+  for part in reversed(parts[:-1]):
+    if key is not None:
+      break
+    key = _longest_key(part)
+  return REF_RETURNS[key] if key is not None else None
+
+
+def normalized_score(returns: Any,
+                     name_or_refs: str | tuple[float, float]) -> Any:
+  """D4RL normalized score of episode returns.
+
+  Args:
+    returns: a return or an array of returns (NumPy or JAX).
+    name_or_refs: a name for `reference_returns`, or (ref_min, ref_max).
+
+  Returns:
+    `100 * (returns - ref_min) / (ref_max - ref_min)`, same shape as returns.
+
+  Raises:
+    ValueError: no reference returns are known for the name.
+  """
+  if isinstance(name_or_refs, str):
+    refs = reference_returns(name_or_refs)
+    if refs is None:
+      raise ValueError(
+          f'no D4RL reference returns for {name_or_refs!r}; known task '
+          f'prefixes: {sorted(REF_RETURNS)}')
+  else:
+    refs = name_or_refs
+  ref_min, ref_max = (float(r) for r in refs)
+  if isinstance(returns, (list, tuple)):
+    returns = np.asarray(returns, dtype=np.float64)
+  return 100.0 * (returns - ref_min) / (ref_max - ref_min)
