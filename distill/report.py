@@ -1,0 +1,244 @@
+"""Run outputs: `results.json`, `report.md` and PNG plots.
+
+Every file is written to a temporary name in the target directory and renamed,
+so a reader never sees a half-written report and a failed write leaves the
+previous one in place.
+
+Shapes: N logged steps, T tasks.
+"""
+
+from collections.abc import Mapping, Sequence
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+
+def write_atomic(path: str, data: bytes | str) -> None:
+  """Writes `data` to `path` through a temporary file and a rename.
+
+  Args:
+    path: destination file.
+    data: the content; `str` is written as UTF-8.
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  if isinstance(data, str):
+    data = data.encode("utf-8")
+  fd, tmp = tempfile.mkstemp(dir=directory,
+                             prefix="." + os.path.basename(path) + ".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes `obj` as indented JSON, atomically."""
+  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def aggregate_scores(scores_RxT: np.ndarray, *, reps: int = 2000,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+  """Interquartile mean and mean over runs and tasks, with 95% bootstrap CIs.
+
+  Args:
+    scores_RxT: normalized scores, one row per run (seed), one column per task.
+    reps: bootstrap replications (rliable's stratified bootstrap).
+    seed: seed of the bootstrap.
+
+  Returns:
+    `{"iqm": {"value", "ci_low", "ci_high"}, "mean": {...}}`.
+
+  References:
+    Agarwal et al. 2021, "Deep Reinforcement Learning at the Edge of the
+    Statistical Precipice".
+  """
+  from rliable import library as rly  # pylint: disable=g-import-not-at-top
+  from rliable import metrics  # pylint: disable=g-import-not-at-top
+
+  scores_RxT = np.asarray(scores_RxT, dtype=np.float64)
+  if scores_RxT.ndim != 2 or not scores_RxT.size:
+    raise ValueError(f"scores_RxT must be a non-empty [runs, tasks] array, got"
+                     f" shape {scores_RxT.shape}")
+  fn = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
+  np.random.seed(seed)  # rliable's bootstrap draws from NumPy's global state.
+  point, interval = rly.get_interval_estimates({"x": scores_RxT}, fn, reps=reps)
+  out = {}
+  for i, name in enumerate(("iqm", "mean")):
+    out[name] = {"value": float(point["x"][i]),
+                 "ci_low": float(interval["x"][0, i]),
+                 "ci_high": float(interval["x"][1, i])}
+  return out
+
+
+def _figure(width=6.0, height=3.5):
+  # A bare Figure with an Agg canvas touches no global pyplot state.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(width, height), dpi=110)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _save_png(fig, path: str) -> None:
+  import io  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  fig.tight_layout()
+  fig.savefig(buf, format="png")
+  write_atomic(path, buf.getvalue())
+
+
+def plot_divergences(path: str, steps_N: np.ndarray, kl_NxT: np.ndarray,
+                     tasks: Sequence[str]) -> None:
+  """Per-teacher KL(teacher || student) over distillation steps."""
+  fig = _figure()
+  ax = fig.add_subplot(1, 1, 1)
+  for t, task in enumerate(tasks):
+    ax.plot(steps_N, kl_NxT[:, t], label=task, lw=1.2)
+  ax.set_yscale("log")
+  ax.set_xlabel("distillation step")
+  ax.set_ylabel("KL(teacher || student), probe batches")
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  _save_png(fig, path)
+
+
+def plot_curriculum(path: str, steps_N: np.ndarray, choice_N: np.ndarray,
+                    tasks: Sequence[str], window: int = 50) -> None:
+  """The curriculum's choices over time: share of each teacher per window."""
+  fig = _figure()
+  ax = fig.add_subplot(1, 1, 1)
+  choice_N = np.asarray(choice_N)
+  if (choice_N < 0).all():  # A mixture uses every teacher in every batch.
+    ax.text(0.5, 0.5, "mixture: every teacher in every batch",
+            ha="center", va="center", transform=ax.transAxes)
+  else:
+    n = len(choice_N) // window * window
+    if n == 0:
+      window, n = max(len(choice_N), 1), len(choice_N)
+    blocks = choice_N[:n].reshape(-1, window)
+    x = np.asarray(steps_N)[:n].reshape(-1, window)[:, -1]
+    shares = np.stack([(blocks == t).mean(axis=1) for t in range(len(tasks))])
+    ax.stackplot(x, shares, labels=tasks, alpha=0.85)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"share of steps (window {window})")
+    ax.legend(fontsize=8, loc="upper right")
+  ax.set_xlabel("distillation step")
+  _save_png(fig, path)
+
+
+def plot_scores(path: str, tasks: Sequence[str],
+                columns: Mapping[str, Sequence[float]]) -> None:
+  """Grouped bars of normalized scores per task (dataset, teacher, student)."""
+  fig = _figure(width=7.0)
+  ax = fig.add_subplot(1, 1, 1)
+  x = np.arange(len(tasks))
+  width = 0.8 / max(len(columns), 1)
+  for i, (label, values) in enumerate(columns.items()):
+    ax.bar(x + (i - (len(columns) - 1) / 2) * width,
+           [np.nan if v is None else v for v in values], width, label=label)
+  ax.set_xticks(x, tasks, rotation=15, fontsize=8)
+  ax.set_ylabel("D4RL-normalized score")
+  ax.legend(fontsize=8)
+  ax.grid(axis="y", alpha=0.3)
+  _save_png(fig, path)
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return "-"
+  return f"{x:.{digits}f}"
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+  """The contents of `results.json` as Markdown tables."""
+  tasks = results["tasks"]
+  lines = ["# distill report", ""]
+  lines += [f"Seed {results.get('seed')}; curriculum "
+            f"`{results['curriculum']['name']}`, surgery "
+            f"`{results['surgery']['name']}`. Scores are D4RL-normalized means "
+            "over evaluation episodes (std in parentheses); the student row is "
+            f"the **{results.get('student_checkpoint', 'last')}** checkpoint.",
+            ""]
+  lines += ["## Scores per task", "",
+            "| task | dataset | teacher | student | student / teacher |",
+            "|---|---:|---:|---:|---:|"]
+  for task, r in tasks.items():
+    ratio = (r["student_score"] / r["teacher_score"]
+             if r.get("teacher_score") not in (None, 0) else None)
+    lines.append(
+        f"| {task} | {_fmt(r.get('dataset_score'))} "
+        f"| {_fmt(r.get('teacher_score'))} ({_fmt(r.get('teacher_score_std'))})"
+        f" | {_fmt(r.get('student_score'))} ({_fmt(r.get('student_score_std'))})"
+        f" | {_fmt(ratio, 2)} |")
+  mean = lambda k: float(np.mean([r[k] for r in tasks.values()]))
+  lines.append(f"| **mean** | {_fmt(mean('dataset_score'))} "
+               f"| {_fmt(mean('teacher_score'))} | {_fmt(mean('student_score'))}"
+               f" | {_fmt(mean('student_score') / mean('teacher_score'), 2)} |")
+  lines.append("")
+  if "aggregate" in results:
+    lines += ["## Aggregates (95% bootstrap CI, rliable)", "",
+              "| policy | IQM | mean |", "|---|---|---|"]
+    for who, agg in results["aggregate"].items():
+      cell = lambda a: (f"{_fmt(a['value'])} [{_fmt(a['ci_low'])}, "
+                        f"{_fmt(a['ci_high'])}]")
+      lines.append(f"| {who} | {cell(agg['iqm'])} | {cell(agg['mean'])} |")
+    lines.append("")
+  lines += ["## Size and latency", "",
+            "| model | parameters | batch-1 latency (ms) |", "|---|---:|---:|"]
+  lat = results.get("latency_ms", {})
+  for task, n in results["teacher_params"].items():
+    lines.append(f"| teacher {task} | {n:,} | {_fmt(lat.get('teacher_batch1'), 2)} |")
+  lines.append(f"| student (all tasks) | {results['student_params']:,} "
+               f"| {_fmt(lat.get('student_batch1'), 2)} |")
+  teacher_mean = np.mean(list(results["teacher_params"].values()))
+  lines += ["", f"One teacher has {teacher_mean / results['student_params']:.1f}x"
+            " the student's parameters.", ""]
+  counts = results["curriculum"].get("counts", {})
+  lines += ["## Curriculum and surgery", "",
+            "| task | steps learned from it |", "|---|---:|"]
+  lines += [f"| {t} | {c} |" for t, c in counts.items()]
+  frac = results["surgery"].get("projected_fraction")
+  lines += ["", f"Fraction of updates projected by the surgery: {_fmt(frac, 3)}",
+            ""]
+  if results.get("wall_s"):
+    lines += ["## Wall time (s)", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in results["wall_s"].items()]
+    lines.append("")
+  lines += ["## Plots", "", "![KL per teacher](kl.png)", "",
+            "![Curriculum choices](curriculum.png)", "",
+            "![Scores per task](scores.png)", ""]
+  return "\n".join(lines)
+
+
+def write_report(workdir: str, results: Mapping[str, Any], *,
+                 steps_N: np.ndarray, kl_NxT: np.ndarray,
+                 choice_N: np.ndarray) -> None:
+  """Writes `results.json`, `report.md` and the PNG plots into `workdir`.
+
+  Args:
+    workdir: output directory.
+    results: the results dictionary (see DESIGN.md section 5).
+    steps_N: distillation steps at which `kl_NxT` and `choice_N` were logged.
+    kl_NxT: per-teacher KL on probe batches.
+    choice_N: the teacher chosen at each step (-1 for a mixture).
+  """
+  tasks = list(results["tasks"])
+  plot_divergences(os.path.join(workdir, "kl.png"), steps_N, kl_NxT, tasks)
+  plot_curriculum(os.path.join(workdir, "curriculum.png"), steps_N, choice_N,
+                  tasks)
+  plot_scores(os.path.join(workdir, "scores.png"), tasks, {
+      "dataset": [results["tasks"][t].get("dataset_score") for t in tasks],
+      "teacher": [results["tasks"][t].get("teacher_score") for t in tasks],
+      "student": [results["tasks"][t].get("student_score") for t in tasks],
+  })
+  write_json(os.path.join(workdir, "results.json"), results)
+  write_atomic(os.path.join(workdir, "report.md"), render_markdown(results))
