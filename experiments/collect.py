@@ -1,0 +1,224 @@
+r"""Trains the suite's SAC behavior policies, or evaluates the shipped ones.
+
+  python -m experiments.collect --config=configs/collect.py --workdir=/tmp/sac
+  python -m experiments.collect --config=configs/collect.py:evaluate
+"""
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+
+from distill import sac
+from distill.envs import tasks as tasks_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/collect.py", "Collection config.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Output directory of training (snapshots/, metrics)."
+)
+
+STAGES = ("early", "middle", "final")
+
+
+def evaluate(task_name, policy_fn, params, *, episodes, seed,
+             deterministic=True):
+  """Runs one episode in each of `episodes` vector sub-envs.
+
+  Args:
+    task_name: suite task.
+    policy_fn: jitted `policy(params, obs, key, deterministic)`.
+    params: actor params.
+    episodes: number of episodes (= sub-environments).
+    seed: environment and policy seed.
+    deterministic: tanh(mean) actions when True.
+
+  Returns:
+    Episode returns [episodes] float64.
+  """
+  env = tasks_lib.make_vector_env(task_name, episodes, seed)
+  obs, _ = env.reset()
+  key = jax.random.key(seed)
+  returns = np.zeros(episodes)
+  done = np.zeros(episodes, bool)
+  t = 0
+  while not done.all():
+    act = np.asarray(policy_fn(params, obs, jax.random.fold_in(key, t),
+                               deterministic))
+    obs, rew, term, trunc, _ = env.step(act)
+    returns += np.where(done, 0.0, rew)
+    done |= term | trunc
+    t += 1
+  env.close()
+  return returns
+
+
+def train_task(config, task_name: str, workdir: str) -> dict:
+  """Trains SAC on one task; saves stage snapshots; returns a summary."""
+  task = tasks_lib.get_task(task_name)
+  tkey = task_name.replace("-", "_")
+  targets = {s: float(config.targets[s][tkey]) for s in STAGES}
+  sc = config.sac
+  cfg = sac.SACConfig(
+      obs_dim=task.obs_dim, act_dim=task.act_dim, hidden=tuple(sc.hidden),
+      lr=sc.lr, gamma=sc.gamma, tau=sc.tau, batch_size=sc.batch_size,
+      init_alpha=sc.init_alpha)
+  if sc.replay_capacity % sc.chunk:
+    raise ValueError("configs/collect.py: sac.replay_capacity must be a"
+                     " multiple of sac.chunk")
+  seed = config.seed + 1000 * list(tasks_lib.TASKS).index(task_name)
+  key = jax.random.key(seed)
+  state = sac.init_state(cfg, key)
+  replay = sac.make_replay(sc.replay_capacity, task.obs_dim, task.act_dim)
+  train_chunk = jax.jit(sac.make_train_chunk(cfg, sc.chunk),
+                        donate_argnums=(0, 1))
+  fill_chunk = jax.jit(sac.make_train_chunk(cfg, 0), donate_argnums=(0, 1))
+  policy = sac.make_policy(task.act_dim, sc.hidden)
+  policy_fn = jax.jit(policy, static_argnames="deterministic")
+
+  @jax.jit
+  def act_fn(params, obs_S, t):
+    k = jax.random.fold_in(jax.random.fold_in(key, 7), t)
+    return policy(params, obs_S[None], k, False)[0]
+
+  env = tasks_lib.make_env(task_name)
+  obs, _ = env.reset(seed=seed)
+  env.action_space.seed(seed)
+  rng = np.random.default_rng(seed)
+  snap_dir = os.path.join(workdir, "snapshots")
+  os.makedirs(snap_dir, exist_ok=True)
+  log_path = os.path.join(workdir, f"{task_name}.jsonl")
+  saved = {}
+  best = (-np.inf, None, 0)
+  prev_eval = None  # (return, params, step) of the previous evaluation
+  ep_ret, ep_rets = 0.0, []
+  t0 = time.time()
+  metrics = {}
+  buf = {k: [] for k in ("o", "a", "r", "n", "d")}
+
+  def snapshot(stage, params, step, ret):
+    info = dict(task=task_name, stage=stage, obs_dim=task.obs_dim,
+                act_dim=task.act_dim, hidden=list(sc.hidden),
+                env_steps=int(step), eval_return=float(ret),
+                eval_episodes=int(config.eval.episodes),
+                target_return=targets[stage], seed=seed,
+                train_seconds=round(time.time() - t0, 1))
+    sac.save_snapshot(os.path.join(snap_dir, f"{task_name}-{stage}"),
+                      params, info)
+    saved[stage] = info
+    logging.info("%s: saved %s at step %d (eval return %.1f)", task_name,
+                 stage, step, ret)
+    print(f"[{task_name}] SAVED {stage} step={step} return={ret:.1f}",
+          flush=True)
+
+  step = 0
+  while step < sc.max_env_steps:
+    for _ in range(sc.chunk):
+      if step < sc.warmup_steps:
+        a = rng.uniform(-1.0, 1.0, task.act_dim).astype(np.float32)
+      else:
+        a = np.asarray(act_fn(state.actor_params, jnp.asarray(obs, jnp.float32),
+                              step))
+      nobs, r, term, trunc, _ = env.step(a)
+      buf["o"].append(obs)
+      buf["a"].append(a)
+      buf["r"].append(r)
+      buf["n"].append(nobs)
+      buf["d"].append(float(term))  # timeouts bootstrap
+      ep_ret += r
+      step += 1
+      if term or trunc:
+        ep_rets.append(ep_ret)
+        ep_ret = 0.0
+        obs, _ = env.reset()
+      else:
+        obs = nobs
+    chunk = sac.Chunk(
+        obs_CxS=np.asarray(buf["o"], np.float32),
+        actions_CxA=np.asarray(buf["a"], np.float32),
+        rewards_C=np.asarray(buf["r"], np.float32),
+        next_obs_CxS=np.asarray(buf["n"], np.float32),
+        dones_C=np.asarray(buf["d"], np.float32))
+    buf = {k: [] for k in buf}
+    if step <= sc.warmup_steps:
+      state, replay, _ = fill_chunk(state, replay, chunk)
+    else:
+      state, replay, metrics = train_chunk(state, replay, chunk)
+
+    if step % config.eval.every == 0 and step > sc.warmup_steps:
+      params = jax.tree.map(np.asarray, state.actor_params)
+      rets = evaluate(task_name, policy_fn, params,
+                      episodes=config.eval.episodes, seed=seed + step)
+      ret = float(rets.mean())
+      elapsed = time.time() - t0
+      m = {k: float(v) for k, v in metrics.items()}
+      rec = dict(step=step, eval_return=ret, eval_std=float(rets.std()),
+                 train_return=float(np.mean(ep_rets[-10:])) if ep_rets else 0,
+                 seconds=round(elapsed, 1), **m)
+      with open(log_path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+      sps = step / elapsed
+      eta = (sc.max_env_steps - step) / sps
+      print(f"[{task_name}] step {step} eval {ret:.1f}+-{rets.std():.1f} "
+            f"train {rec['train_return']:.1f} alpha {m.get('sac/alpha', 0):.3f}"
+            f" q {m.get('sac/q_mean', 0):.1f} | {sps:.0f} steps/s, "
+            f"{elapsed/60:.1f} min, ETA to cap {eta/60:.1f} min", flush=True)
+      if not np.isfinite(m.get("sac/critic_loss", 0.0)):
+        raise FloatingPointError(f"{task_name}: non-finite loss at {step}")
+      if ret > best[0]:
+        best = (ret, params, step)
+      for i, stage in enumerate(STAGES[:2]):
+        if stage not in saved and ret >= targets[stage]:
+          if i == 0 or "early" in saved:
+            snapshot(stage, params, step, ret)
+          else:
+            # Jumped past early and middle at once: the previous evaluation
+            # becomes 'early' so the stages stay distinct.
+            if prev_eval is not None:
+              snapshot("early", prev_eval[1], prev_eval[2], prev_eval[0])
+            snapshot(stage, params, step, ret)
+      if ("middle" in saved and saved["middle"]["env_steps"] < step
+          and ret >= targets["final"]):
+        snapshot("final", params, step, ret)
+        break
+      prev_eval = (ret, params, step)
+  else:
+    # Step cap: the best evaluated policy is the final one.
+    if "final" not in saved and best[1] is not None:
+      for stage in STAGES[:2]:
+        if stage not in saved:
+          snapshot(stage, prev_eval[1], prev_eval[2], prev_eval[0])
+      snapshot("final", best[1], best[2], best[0])
+  env.close()
+  summary = dict(task=task_name, steps=step, seconds=time.time() - t0,
+                 stages=saved)
+  print(f"[{task_name}] DONE {json.dumps(summary)}", flush=True)
+  return summary
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if config.mode == "evaluate":
+    from experiments import snapshot_eval  # pylint: disable=g-import-not-at-top
+    snapshot_eval.run(config)
+    return
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required for training")
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  for name in config.tasks:
+    tasks_lib.get_task(name)
+  for name in config.tasks:
+    train_task(config, name, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
