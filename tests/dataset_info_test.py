@@ -1,0 +1,102 @@
+"""Tests for experiments/dataset_info.py, run as a subprocess."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from distill.data import scores
+
+
+def _write(path, act_scale=1.0, nan=False):
+  # Episodes of 3 (terminal), 4 (timeout), and 2 unfinished steps.
+  n = 9
+  rewards = np.arange(n, dtype=np.float64)
+  obs = np.zeros((n, 11))
+  if nan:
+    obs[2, 3] = np.nan
+  with h5py.File(path, 'w') as f:
+    f['observations'] = obs
+    f['actions'] = np.full((n, 3), 0.5 * act_scale)
+    f['rewards'] = rewards[:, None]
+    f['terminals'] = np.eye(n)[2]
+    f['timeouts'] = np.eye(n, dtype=bool)[6]
+    f['metadata/algorithm'] = 'SAC'
+  return str(path)
+
+
+def _run(*args):
+  return subprocess.run(
+      [sys.executable, '-m', 'experiments.dataset_info', *args],
+      capture_output=True, text=True, timeout=120, check=False)
+
+
+def _digest(path):
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_prints_summary(tmp_path):
+  path = _write(tmp_path / 'hopper_medium-v2.hdf5')
+  before = _digest(path)
+  result = _run(path)
+  assert result.returncode == 0, result.stderr
+  info = json.loads(result.stdout)
+  returns = np.array([0 + 1 + 2, 3 + 4 + 5 + 6, 7 + 8])
+  assert info['name'] == path
+  assert info['episodes'] == 3
+  assert info['transitions'] == 9
+  assert info['obs_dim'] == 11 and info['act_dim'] == 3
+  assert info['return_mean'] == pytest.approx(returns.mean())
+  assert info['return_std'] == pytest.approx(returns.std())
+  assert info['return_min'] == pytest.approx(3.0)
+  assert info['return_max'] == pytest.approx(18.0)
+  assert info['length_min'] == 2 and info['length_max'] == 4
+  assert info['last_episode_unfinished'] is True
+  assert info['normalized_return_mean'] == pytest.approx(
+      scores.normalized_score(returns, 'hopper').mean())
+  assert _digest(path) == before
+
+
+def test_no_normalized_score_for_unknown_task(tmp_path):
+  result = _run(_write(tmp_path / 'pendulum.hdf5'))
+  assert result.returncode == 0, result.stderr
+  assert 'normalized_return_mean' not in json.loads(result.stdout)
+
+
+def test_bad_file_exits_nonzero_with_one_line(tmp_path):
+  path = _write(tmp_path / 'walker2d_bad.hdf5', nan=True)
+  before = _digest(path)
+  result = _run(path)
+  assert result.returncode in (1, 2)
+  assert result.stdout == ''
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr
+  assert path in lines[0] and "'observations'" in lines[0]
+  assert 'NaN' in lines[0]
+  assert 'Traceback' not in result.stderr
+  assert _digest(path) == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['walker2d_bad.hdf5']
+
+
+def test_clip_actions_flag(tmp_path):
+  path = _write(tmp_path / 'wide.hdf5', act_scale=4.0)
+  before = _digest(path)
+  refused = _run(path)
+  assert refused.returncode == 1
+  assert "'actions'" in refused.stderr and 'clip_actions' in refused.stderr
+  clipped = _run(path, '--clip_actions')
+  assert clipped.returncode == 0, clipped.stderr
+  assert json.loads(clipped.stdout)['action_max'] == 1.0
+  assert _digest(path) == before
+
+
+def test_missing_file_and_missing_spec(tmp_path):
+  result = _run(str(tmp_path / 'nope.hdf5'))
+  assert result.returncode in (1, 2)
+  assert 'no such file' in result.stderr
+  assert _run().returncode in (1, 2)
