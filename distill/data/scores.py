@@ -17,6 +17,13 @@ REF_RETURNS: dict[str, tuple[float, float]] = {
     'halfcheetah': (-280.178953, 12135.0),
     'walker2d': (1.629008, 4592.3),
     'ant': (-325.6, 3879.7),
+    # Measured by the suite (distill/envs/SNAPSHOTS.md): min = mean return of
+    # a uniform-random policy over 100 episodes of halfcheetah-backward (as
+    # D4RL's random reference; the same measurement on the forward task gives
+    # -283.6, matching D4RL's -280.2); max = D4RL's halfcheetah expert
+    # return, since the body and the speed scale are the same and no
+    # backward expert exists.
+    'halfcheetah-backward': (-116.4, 12135.0),
 }
 
 _PREFIXES = ('d4rl:', 'suite:', 'minari:')
