@@ -10,6 +10,8 @@ with zeros (valid steps right-aligned; position K-1 is the latest step), and
 All tasks live in one `SegmentSource` of device arrays concatenated along
 time; features are zero-padded to S = max obs dim and A = max act dim, so a
 batch has one shape whatever the task, and `task` may be a traced scalar.
+Pass the source to a jitted function as an argument (not by closure, which
+would bake the whole dataset into the compiled program as a constant).
 
 Letters: B batch, K context length, S state features, A action features,
 N transitions (all tasks), T tasks, E episodes.
