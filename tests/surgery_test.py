@@ -142,6 +142,8 @@ def test_project_conflicting_state_stable_under_jit():
   tx = optim.project_conflicting(decay=0.5)
   state0 = state = tx.init(params)
 
+  chex.clear_trace_counter()
+
   @jax.jit
   @chex.assert_max_traces(n=1)
   def step(updates, state):
@@ -289,6 +291,8 @@ def test_pcgrad_state_stable_under_jit():
   params = jax.tree.map(jnp.asarray, _random_tree(rng))
   tx = optim.pcgrad(jax.random.key(0))
   state0 = state = tx.init(params)
+
+  chex.clear_trace_counter()
 
   @jax.jit
   @chex.assert_max_traces(n=1)

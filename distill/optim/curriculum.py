@@ -35,6 +35,7 @@ its structure, shapes and dtypes across updates, so a jitted step compiles once.
 Random keys live in the state and are split at every update.
 """
 
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -48,7 +49,7 @@ _FILE = 'distill/optim/curriculum.py'
 
 def _canonicalize_key(key: Any) -> jax.Array:
   """Returns a typed key from a typed key, a raw uint32 key or an int seed."""
-  if isinstance(key, int):
+  if isinstance(key, numbers.Integral):
     return jax.random.key(key)
   key = jnp.asarray(key)
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -57,7 +58,7 @@ def _canonicalize_key(key: Any) -> jax.Array:
 
 
 def _check_num_tasks(name: str, num_tasks: int) -> None:
-  if not isinstance(num_tasks, int) or num_tasks < 1:
+  if not isinstance(num_tasks, numbers.Integral) or num_tasks < 1:
     raise ValueError(
         f'{_FILE}: {name} num_tasks must be an int >= 1, got {num_tasks!r}.')
 

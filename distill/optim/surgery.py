@@ -11,6 +11,7 @@ Inner products over a pytree are sums of per-leaf inner products (no
 `ravel_pytree`), so the transforms keep working on sharded parameters.
 """
 
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -22,7 +23,7 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 def _canonicalize_key(key: Any) -> jax.Array:
   """Returns a typed key from a typed key, a raw uint32 key or an int seed."""
-  if isinstance(key, int):
+  if isinstance(key, numbers.Integral):
     return jax.random.key(key)
   key = jnp.asarray(key)
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
