@@ -568,7 +568,8 @@ print(sel_state.counts, opt_state[0].cos, opt_state[0].projected)
 
 def test_readme_example_runs():
   namespace = {}
-  exec(compile(README_EXAMPLE, 'README_EXAMPLE', 'exec'), namespace)  # pylint: disable=exec-used
+  # The README shows this exact code; run it as a user would.
+  exec(compile(README_EXAMPLE, 'README_EXAMPLE', 'exec'), namespace)
   counts = namespace['sel_state'].counts
   assert int(counts.sum()) == 500 and np.all(counts > 0)
   losses = [float(namespace['loss'](namespace['params'], k)) for k in (0, 1)]
