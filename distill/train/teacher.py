@@ -1,0 +1,427 @@
+"""Decision Transformer teachers: train step, fused updates, host loop.
+
+Letters in shape suffixes: B batch, K context, S/A padded state/action size,
+T tasks in the `SegmentSource`, N teachers trained together.
+
+A teacher is a one-task `DecisionTransformer` over the source's padded sizes
+(S, A) = (max obs dim, max act dim), so teachers of different tasks share one
+shape and train together in one compiled step, vmapped over the teacher axis;
+the per-task action mask (from the batch's task id) keeps padded action dims
+out of every loss, and padded state features are zero. A teacher's checkpoint
+records its true obs/act dims.
+
+    model = make_model(config.model, state_size=S, action_size=A, ...)
+    optimizer = make_optimizer(config.optimizer)
+    train_step = make_train_step(model, optimizer, alpha_optimizer, ...)
+    update = make_update_fn(train_step, batch_size=64, num_steps=10)
+    update = jax.jit(jax.vmap(update, in_axes=(0, None, 0)), donate_argnums=0)
+    states_N, metrics_N = update(states_N, source, tasks_N)
+
+The loss of the Gaussian head is the negative log-likelihood of the dataset
+action under the tanh-squashed Gaussian minus alpha times its (pre-tanh)
+entropy; alpha is fixed or learned towards a target entropy of -act_dim
+(Online DT). The deterministic head uses the MSE of tanh(mean).
+
+References:
+  Chen et al. (2021), Decision Transformer. arXiv:2106.01345.
+  Zheng, Zhang & Grover (2022), Online Decision Transformer. arXiv:2202.05607.
+"""
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from distill import checkpointing
+from distill import losses
+from distill.data import segments
+from distill.models import decision_transformer as dt_lib
+from distill.train import logs
+
+
+class TrainState(NamedTuple):
+  step: jax.Array  # int32 scalar, updates done.
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # typed key; per-step keys are fold_in(rng, step).
+  log_alpha: jax.Array  # f32 scalar, log entropy coefficient.
+  alpha_opt_state: Any
+
+
+def make_model(config: ml_collections.ConfigDict, *, state_size: int,
+               action_size: int, context_len: int,
+               max_timestep: int) -> dt_lib.DecisionTransformer:
+  """Builds a one-task Decision Transformer from `config.teacher.model`.
+
+  Args:
+    config: num_layers, width, num_heads, dropout, head, log_std_min,
+      log_std_max.
+    state_size: S (padded).
+    action_size: A (padded).
+    context_len: K.
+    max_timestep: size of the timestep embedding.
+
+  Returns:
+    The module.
+  """
+  return dt_lib.DecisionTransformer(
+      obs_dims=(int(state_size),), act_dims=(int(action_size),),
+      num_layers=config.num_layers, width=config.width,
+      num_heads=config.num_heads, dropout=config.dropout,
+      context_len=int(context_len), max_timestep=int(max_timestep),
+      head=config.head, log_std_min=config.log_std_min,
+      log_std_max=config.log_std_max)
+
+
+def make_optimizer(config: ml_collections.ConfigDict
+                   ) -> optax.GradientTransformation:
+  """AdamW with linear warmup and global-norm clipping.
+
+  Args:
+    config: `lr`, `weight_decay`, `warmup_steps`, `grad_clip` (<= 0: none),
+      `b1`, `b2`.
+
+  Returns:
+    The optax transformation (the DT paper: lr 1e-4, wd 1e-4, 10k warmup
+    steps from 0, clip 0.25).
+  """
+  if config.lr <= 0 or config.warmup_steps < 0:
+    raise ValueError(
+        'teacher.optimizer: need lr > 0 and warmup_steps >= 0, got'
+        f' lr={config.lr}, warmup_steps={config.warmup_steps}')
+  schedule = optax.join_schedules(
+      [optax.linear_schedule(0.0, config.lr, max(config.warmup_steps, 1)),
+       optax.constant_schedule(config.lr)],
+      [config.warmup_steps])
+  adamw = optax.adamw(schedule, b1=config.b1, b2=config.b2,
+                      weight_decay=config.weight_decay)
+  if config.grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
+  return adamw
+
+
+def make_alpha_optimizer(config: ml_collections.ConfigDict
+                         ) -> optax.GradientTransformation:
+  """Optimizer of log-alpha: Adam when `config.learn`, else no updates.
+
+  Args:
+    config: `config.teacher.entropy` with `learn` and `lr`.
+
+  Returns:
+    The optax transformation.
+  """
+  return optax.adam(config.lr) if config.learn else optax.set_to_zero()
+
+
+def init_state(model: dt_lib.DecisionTransformer,
+               optimizer: optax.GradientTransformation,
+               alpha_optimizer: optax.GradientTransformation,
+               key: jax.Array, *, alpha: float) -> TrainState:
+  """Initializes parameters and optimizer states.
+
+  Args:
+    model: the teacher module.
+    optimizer: from `make_optimizer`.
+    alpha_optimizer: from `make_alpha_optimizer`.
+    key: a `jax.random.key`.
+    alpha: initial entropy coefficient (> 0).
+
+  Returns:
+    The `TrainState` at step 0.
+  """
+  init_key, rng = jax.random.split(key)
+  k, s, a = model.context_len, model.state_size, model.action_size
+  params = model.init(
+      init_key, jnp.zeros((1, k, 1)), jnp.zeros((1, k, s)),
+      jnp.zeros((1, k, a)), jnp.zeros((1, k), jnp.int32), jnp.ones((1, k)),
+      jnp.zeros((1,), jnp.int32), train=False)['params']
+  log_alpha = jnp.asarray(math.log(alpha), jnp.float32)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      opt_state=optimizer.init(params), rng=rng, log_alpha=log_alpha,
+      alpha_opt_state=alpha_optimizer.init(log_alpha))
+
+
+def make_train_step(
+    model: dt_lib.DecisionTransformer,
+    optimizer: optax.GradientTransformation,
+    alpha_optimizer: optax.GradientTransformation,
+    *,
+    act_dims: Sequence[int],
+) -> Callable[[TrainState, segments.SegmentBatch],
+              tuple[TrainState, dict[str, jax.Array]]]:
+  """Builds the pure teacher update.
+
+  Args:
+    model: a one-task `DecisionTransformer` over padded (S, A).
+    optimizer: for the parameters.
+    alpha_optimizer: for log-alpha (`make_alpha_optimizer`).
+    act_dims: true action size of every task of the source, so that the
+      batch's task ids give each example its action mask [T, A].
+
+  Returns:
+    `train_step(state, batch) -> (state, metrics)`, metrics a flat dict of
+    scalars: loss, nll or mse, entropy, alpha, action_mse, grad_norm.
+  """
+  act_masks_TxA = np.asarray(dt_lib.action_mask(act_dims))
+  if act_masks_TxA.shape[1] > model.action_size:
+    raise ValueError(f'make_train_step: act_dims {tuple(act_dims)} exceed the'
+                     f' model action size {model.action_size}')
+  pad = model.action_size - act_masks_TxA.shape[1]
+  act_masks_TxA = jnp.asarray(np.pad(act_masks_TxA, ((0, 0), (0, pad))))
+  gaussian = model.head == 'tanh_gaussian'
+
+  def loss_fn(params, log_alpha, batch, key):
+    mean_BxKxA, log_std_BxKxA = model.apply(
+        {'params': params}, batch.rtg, batch.states, batch.actions,
+        batch.timesteps, batch.mask, batch.task, train=True,
+        rngs={'dropout': key})
+    act_mask_BxA = act_masks_TxA[batch.task]
+    m = act_mask_BxA[:, None, :]
+    action_mse = losses.masked_mean(
+        losses.mse(jnp.tanh(mean_BxKxA), batch.actions, m), batch.mask)
+    metrics = {'action_mse': action_mse}
+    if not gaussian:
+      metrics['mse'] = action_mse
+      return action_mse, (metrics, jnp.zeros(()))
+    nll = -losses.masked_mean(
+        losses.tanh_gaussian_log_prob(
+            mean_BxKxA, log_std_BxKxA, batch.actions, m), batch.mask)
+    entropy = losses.masked_mean(
+        losses.gaussian_entropy(log_std_BxKxA, m), batch.mask)
+    loss = nll - jnp.exp(jax.lax.stop_gradient(log_alpha)) * entropy
+    # Online DT's temperature loss: alpha grows while entropy < -act_dim.
+    target_entropy = -jnp.mean(jnp.sum(act_mask_BxA, axis=-1))
+    metrics.update(nll=nll, entropy=entropy)
+    return loss, (metrics, jax.lax.stop_gradient(entropy - target_entropy))
+
+  def train_step(state: TrainState, batch: segments.SegmentBatch):
+    key = jax.random.fold_in(state.rng, state.step)
+    (loss, (metrics, entropy_gap)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params, state.log_alpha, batch,
+                               jax.random.fold_in(key, 0))
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    # d/d log_alpha of exp(log_alpha) * (entropy - target).
+    alpha_grad = jnp.exp(state.log_alpha) * entropy_gap
+    alpha_updates, alpha_opt_state = alpha_optimizer.update(
+        alpha_grad, state.alpha_opt_state, state.log_alpha)
+    log_alpha = optax.apply_updates(state.log_alpha, alpha_updates)
+    metrics.update(loss=loss, alpha=jnp.exp(state.log_alpha),
+                   grad_norm=optax.global_norm(grads))
+    new_state = TrainState(step=state.step + 1, params=params,
+                           opt_state=opt_state, rng=state.rng,
+                           log_alpha=log_alpha,
+                           alpha_opt_state=alpha_opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_update_fn(train_step: Callable, *, batch_size: int, num_steps: int):
+  """Fuses `num_steps` updates, sampling each batch on the device.
+
+  Args:
+    train_step: from `make_train_step`.
+    batch_size: B.
+    num_steps: updates per call (`lax.scan`).
+
+  Returns:
+    `update(state, source, task) -> (state, metrics)`, metrics averaged over
+    the fused steps; `task` (an int32 scalar, may be traced or vmapped) is
+    the teacher's task index in `source`. The batch key of step t is
+    `fold_in(fold_in(rng, t), 1)`, so results do not depend on `num_steps`.
+  """
+  if num_steps < 1:
+    raise ValueError(f'make_update_fn: num_steps must be >= 1, got {num_steps}')
+
+  def update(state: TrainState, source: segments.SegmentSource, task):
+    def body(state, _):
+      key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
+      batch = segments.sample_task_batch(source, key, task, batch_size)
+      return train_step(state, batch)
+
+    state, metrics = jax.lax.scan(body, state, None, length=num_steps)
+    return state, jax.tree.map(lambda x: jnp.mean(x, axis=0), metrics)
+
+  return update
+
+
+def teacher_meta(model: dt_lib.DecisionTransformer, *, task: str,
+                 task_index: int, obs_dim: int, act_dim: int,
+                 stats: tuple[np.ndarray, np.ndarray],
+                 data_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What a checkpoint needs beside the weights to evaluate the teacher."""
+  mean, std = stats
+  return {
+      'kind': 'teacher',
+      'task': task,
+      'tasks': [task],
+      'task_index': int(task_index),
+      'obs_dims': [int(obs_dim)],
+      'act_dims': [int(act_dim)],
+      'model': checkpointing.model_kwargs(model),
+      'state_mean': [np.asarray(mean, np.float32).tolist()],
+      'state_std': [np.asarray(std, np.float32).tolist()],
+      'context_len': int(data_config.context_len),
+      'rtg_scale': float(data_config.rtg_scale),
+      'max_timestep': int(data_config.max_timestep),
+  }
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _unstack(tree, n):
+  return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
+
+
+def train_teachers(
+    config: ml_collections.ConfigDict,
+    data_config: ml_collections.ConfigDict,
+    *,
+    tasks: Sequence[str],
+    source: segments.SegmentSource,
+    stats: Sequence[tuple[np.ndarray, np.ndarray]],
+    directory: str,
+    seed: int,
+    writer: logs.MetricWriter | None = None,
+) -> dict[str, TrainState]:
+  """Trains one teacher per task of `source`, resuming from checkpoints.
+
+  Checkpoints go to `<directory>/<task>/` (one per task; the full
+  `TrainState` plus `teacher_meta`), every `config.ckpt_every` steps and at
+  the end. With `config.vmap` all teachers train in one compiled step,
+  vmapped over the teacher axis; otherwise one after another.
+
+  Args:
+    config: `config.teacher` (model, optimizer, entropy, steps, batch_size,
+      steps_per_dispatch, log_every, ckpt_every, keep, vmap).
+    data_config: `config.data` (context_len, rtg_scale, max_timestep).
+    tasks: task names, in the order of the source's tasks.
+    source: from `segments.make_segment_source`.
+    stats: per-task (mean, std) used to normalize the source's states.
+    directory: root of the per-task checkpoint directories.
+    seed: teacher i is initialized from `fold_in(key(seed), i)`.
+    writer: metric writer (keys `teacher/<task>/<metric>`).
+
+  Returns:
+    The final `TrainState` of each task.
+
+  Raises:
+    FloatingPointError: a loss became non-finite (names step and task).
+  """
+  obs_dims = [int(x) for x in np.asarray(source.obs_dims)]
+  act_dims = [int(x) for x in np.asarray(source.act_dims)]
+  if len(tasks) != len(obs_dims):
+    raise ValueError(f'train_teachers: {len(tasks)} task names for a source'
+                     f' of {len(obs_dims)} tasks')
+  if config.steps_per_dispatch < 1 or config.steps < 0:
+    raise ValueError('teacher: need steps_per_dispatch >= 1 and steps >= 0,'
+                     f' got {config.steps_per_dispatch}, {config.steps}')
+  model = make_model(
+      config.model, state_size=source.states.shape[1],
+      action_size=source.actions.shape[1],
+      context_len=data_config.context_len,
+      max_timestep=data_config.max_timestep)
+  optimizer = make_optimizer(config.optimizer)
+  alpha_optimizer = make_alpha_optimizer(config.entropy)
+  train_step = make_train_step(model, optimizer, alpha_optimizer,
+                               act_dims=act_dims)
+
+  def init(i):
+    return init_state(model, optimizer, alpha_optimizer,
+                      jax.random.fold_in(jax.random.key(seed), i),
+                      alpha=config.entropy.alpha)
+
+  abstract = jax.eval_shape(lambda: init(0))
+  managers, states = [], []
+  for i, task in enumerate(tasks):
+    manager = checkpointing.make_manager(os.path.join(directory, task),
+                                         keep=config.keep)
+    managers.append(manager)
+    if manager.latest_step() is not None:
+      state, _ = checkpointing.restore(manager, abstract)
+    else:
+      state = init(i)
+    states.append(state)
+  metas = [teacher_meta(model, task=t, task_index=i, obs_dim=obs_dims[i],
+                        act_dim=act_dims[i], stats=stats[i],
+                        data_config=data_config)
+           for i, t in enumerate(tasks)]
+
+  def save(i, state):
+    checkpointing.save(managers[i], int(state.step), state,
+                       {**metas[i], 'step': int(state.step)})
+
+  groups = [list(range(len(tasks)))] if config.vmap else [
+      [i] for i in range(len(tasks))]
+  compiled = {}
+
+  def get_update(num_steps):
+    if num_steps not in compiled:
+      fn = make_update_fn(train_step, batch_size=config.batch_size,
+                          num_steps=num_steps)
+      if config.vmap:
+        fn = jax.vmap(fn, in_axes=(0, None, 0))
+      compiled[num_steps] = jax.jit(fn, donate_argnums=0)
+    return compiled[num_steps]
+
+  for group in groups:
+    names = [tasks[i] for i in group]
+    steps_done = [int(states[i].step) for i in group]
+    if len(set(steps_done)) > 1:
+      raise ValueError(
+          f'train_teachers: checkpoints of {names} in {directory} are at'
+          f' different steps {steps_done}; set teacher.vmap=False to resume'
+          ' them one by one')
+    state = (_stack([states[i] for i in group]) if config.vmap
+             else states[group[0]])
+    task_arg = (jnp.asarray(group, jnp.int32) if config.vmap
+                else jnp.asarray(group[0], jnp.int32))
+    step = steps_done[0]
+    bar = tqdm.tqdm(total=config.steps, initial=step, unit='step',
+                    desc='teachers ' + ','.join(names), dynamic_ncols=True)
+    while step < config.steps:
+      n = min(config.steps_per_dispatch, config.steps - step)
+      state, metrics = get_update(n)(state, source, task_arg)
+      prev, step = step, step + n
+      bar.update(n)
+      crossed = lambda every: every > 0 and step // every > prev // every
+      if crossed(config.log_every) or step == config.steps:
+        metrics = jax.device_get(metrics)
+        per_task = [jax.tree.map(lambda x, j=j: x[j], metrics)
+                    for j in range(len(group))] if config.vmap else [metrics]
+        flat = {}
+        for name, m in zip(names, per_task):
+          if not np.isfinite(m['loss']):
+            raise FloatingPointError(
+                f'train_teachers: non-finite loss {m["loss"]} for task'
+                f' {name!r} at step {step} (in steps {prev + 1}..{step}, or'
+                ' earlier after the last logged step)')
+          flat.update({f'teacher/{name}/{k}': v for k, v in m.items()})
+        if writer is not None:
+          writer.write(step, flat)
+        bar.set_postfix(loss=' '.join(f'{float(m["loss"]):.3f}'
+                                      for m in per_task))
+      if crossed(config.ckpt_every) or step == config.steps:
+        parts = _unstack(state, len(group)) if config.vmap else [state]
+        for i, part in zip(group, parts):
+          save(i, part)
+    bar.close()
+    parts = _unstack(state, len(group)) if config.vmap else [state]
+    for i, part in zip(group, parts):
+      states[i] = part
+      if managers[i].latest_step() != int(part.step):
+        save(i, part)
+  for manager in managers:
+    manager.close()
+  return dict(zip(tasks, states))

@@ -1,0 +1,154 @@
+"""Tests of distill/train/teacher.py."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from distill.data import segments
+from distill.train import logs
+from distill.train import teacher
+
+K = 4
+
+
+def fake_dataset(n, obs, act, seed):
+  r = np.random.default_rng(seed)
+  timeouts = np.zeros(n, bool)
+  timeouts[29::30] = True
+  return dict(observations=r.normal(size=(n, obs)).astype(np.float32),
+              actions=np.tanh(r.normal(size=(n, act))).astype(np.float32),
+              rewards=r.normal(size=n).astype(np.float32),
+              terminals=np.zeros(n, bool), timeouts=timeouts)
+
+
+def make_source():
+  datasets = [fake_dataset(200, 5, 3, 0), fake_dataset(150, 4, 2, 1)]
+  stats = [segments.state_stats(d) for d in datasets]
+  source = segments.make_segment_source(
+      datasets, context_len=K, rtg_scale=100.0, max_timestep=50, stats=stats)
+  return source, stats
+
+
+def make_config(**kw):
+  config = ml_collections.ConfigDict(dict(
+      model=dict(num_layers=1, width=16, num_heads=2, dropout=0.0,
+                 head='tanh_gaussian', log_std_min=-5.0, log_std_max=2.0),
+      optimizer=dict(lr=3e-3, weight_decay=1e-4, warmup_steps=0,
+                     grad_clip=1.0, b1=0.9, b2=0.999),
+      entropy=dict(alpha=0.1, learn=True, lr=1e-2),
+      steps=6, batch_size=4, steps_per_dispatch=3, log_every=3,
+      ckpt_every=3, keep=2, vmap=True))
+  config.update_from_flattened_dict(kw)
+  return config
+
+
+DATA = ml_collections.ConfigDict(dict(context_len=K, rtg_scale=100.0,
+                                      max_timestep=50))
+
+
+def build(config, source):
+  model = teacher.make_model(config.model, state_size=source.states.shape[1],
+                             action_size=source.actions.shape[1],
+                             context_len=K, max_timestep=50)
+  opt = teacher.make_optimizer(config.optimizer)
+  alpha_opt = teacher.make_alpha_optimizer(config.entropy)
+  step = teacher.make_train_step(model, opt, alpha_opt, act_dims=(3, 2))
+  state = teacher.init_state(model, opt, alpha_opt, jax.random.key(0),
+                             alpha=config.entropy.alpha)
+  return model, step, state
+
+
+@pytest.mark.parametrize('head', ['tanh_gaussian', 'deterministic'])
+def test_train_step_lowers_loss_on_fixed_batch(head):
+  source, _ = make_source()
+  config = make_config(**{'model.head': head})
+  _, train_step, state = build(config, source)
+  batch = segments.sample_task_batch(source, jax.random.key(1), 1, 8)
+  step = jax.jit(train_step)
+  losses = []
+  for _ in range(8):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics['loss']))
+  assert losses[-1] < losses[0]
+  assert int(state.step) == 8
+  chex.assert_tree_all_finite(state.params)
+  if head == 'tanh_gaussian':
+    assert float(metrics['alpha']) != pytest.approx(0.1, abs=1e-6)
+  else:
+    assert set(metrics) >= {'loss', 'mse', 'action_mse', 'grad_norm'}
+
+
+def test_no_retrace():
+  source, _ = make_source()
+  _, train_step, state = build(make_config(), source)
+  traced = chex.assert_max_traces(train_step, n=1)
+  step = jax.jit(traced, donate_argnums=0)
+  for i in range(3):
+    batch = segments.sample_task_batch(source, jax.random.key(i), 0, 4)
+    state, _ = step(state, batch)
+  assert int(state.step) == 3
+
+
+def test_scan_fusion_equals_single_steps():
+  source, _ = make_source()
+  _, train_step, state = build(make_config(), source)
+  fused = jax.jit(teacher.make_update_fn(train_step, batch_size=4,
+                                         num_steps=3))
+  single = jax.jit(teacher.make_update_fn(train_step, batch_size=4,
+                                          num_steps=1))
+  a, _ = fused(state, source, jnp.int32(1))
+  b = state
+  for _ in range(3):
+    b, _ = single(b, source, jnp.int32(1))
+  chex.assert_trees_all_close(a.params, b.params, atol=1e-5)
+
+
+def test_vmap_equals_one_by_one(tmp_path):
+  source, stats = make_source()
+  out = {}
+  for vmap in (True, False):
+    out[vmap] = teacher.train_teachers(
+        make_config(vmap=vmap), DATA, tasks=('a', 'b'), source=source,
+        stats=stats, directory=str(tmp_path / str(vmap)), seed=3)
+  for task in ('a', 'b'):
+    assert int(out[True][task].step) == 6
+    chex.assert_trees_all_close(out[True][task].params,
+                                out[False][task].params, atol=1e-5, rtol=1e-4)
+  # Different tasks give different teachers.
+  assert not np.allclose(out[True]['a'].params['embed_return']['kernel'],
+                         out[True]['b'].params['embed_return']['kernel'])
+
+
+def test_metrics_and_nonfinite_abort(tmp_path):
+  source, stats = make_source()
+  with logs.MetricWriter(str(tmp_path)) as writer:
+    teacher.train_teachers(make_config(), DATA, tasks=('a', 'b'),
+                           source=source, stats=stats,
+                           directory=str(tmp_path / 'ckpt'), seed=0,
+                           writer=writer)
+  rows = logs.read_metrics(str(tmp_path))
+  assert [r['step'] for r in rows] == [3, 6]
+  assert {'teacher/a/loss', 'teacher/b/nll', 'teacher/b/alpha'} <= set(rows[0])
+  bad = source._replace(states=source.states.at[200:].set(jnp.nan))
+  with pytest.raises(FloatingPointError, match="task 'b' at step 3"):
+    teacher.train_teachers(make_config(), DATA, tasks=('a', 'b'), source=bad,
+                           stats=stats, directory=str(tmp_path / 'nan'),
+                           seed=0)
+
+
+def test_optimizer_warmup():
+  config = make_config(**{'optimizer.warmup_steps': 10, 'optimizer.lr': 1.0,
+                          'optimizer.grad_clip': 0.0,
+                          'optimizer.weight_decay': 0.0})
+  opt = teacher.make_optimizer(config.optimizer)
+  params = {'w': jnp.zeros(())}
+  state = opt.init(params)
+  updates, state = opt.update({'w': jnp.ones(())}, state, params)
+  # Adam's first step is lr * sign(g); lr at step 0 of warmup is 0.
+  assert float(updates['w']) == pytest.approx(0.0, abs=1e-6)
+  for _ in range(10):
+    updates, state = opt.update({'w': jnp.ones(())}, state, params)
+  assert float(updates['w']) == pytest.approx(-1.0, rel=1e-3)
