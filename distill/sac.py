@@ -427,21 +427,30 @@ def save_snapshot(path_prefix: str, actor_params: Any, info: dict) -> None:
 
 
 def load_snapshot(path_prefix: str) -> tuple[Any, dict]:
-  """Reads a snapshot written by `save_snapshot`.
+  """Reads a snapshot written by `save_snapshot` (no JAX computation).
 
   Args:
     path_prefix: path without extension.
 
   Returns:
-    (actor params as numpy arrays, info dict).
+    (actor params as nested dicts of numpy arrays, info dict).
+
+  Raises:
+    ValueError: the parameters do not match the architecture in the JSON.
   """
   with open(path_prefix + ".json") as f:
     info = json.load(f)
-  actor = Actor(act_dim=int(info["act_dim"]), hidden=tuple(info["hidden"]))
-  template = actor.init(
-      jax.random.key(0), jnp.zeros((1, int(info["obs_dim"])), jnp.float32)
-  )["params"]
-  template = jax.tree.map(np.asarray, template)
   with open(path_prefix + ".msgpack", "rb") as f:
-    params = flax.serialization.from_bytes(template, f.read())
+    params = flax.serialization.msgpack_restore(f.read())
+  hidden = [int(h) for h in info["hidden"]]
+  sizes = [int(info["obs_dim"])] + hidden
+  expected = {f"Dense_{i}": (sizes[i], sizes[i + 1])
+              for i in range(len(hidden))}
+  expected[f"Dense_{len(hidden)}"] = (hidden[-1], int(info["act_dim"]))
+  expected[f"Dense_{len(hidden) + 1}"] = (hidden[-1], int(info["act_dim"]))
+  got = {k: tuple(v["kernel"].shape) for k, v in params.items()}
+  if got != expected:
+    raise ValueError(
+        f"{path_prefix}.msgpack: kernel shapes {got} do not match the"
+        f" architecture in {path_prefix}.json ({expected})")
   return params, info

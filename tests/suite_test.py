@@ -1,0 +1,158 @@
+"""Tests of distill/data/suite.py: generation, determinism, cache, atomicity."""
+
+import os
+
+import h5py
+import jax
+import numpy as np
+import pytest
+
+from distill import sac
+from distill.data import d4rl
+from distill.data import suite
+from distill.envs import tasks
+
+
+@pytest.fixture(name="snap_dir")
+def fixture_snap_dir(tmp_path):
+  """Tiny random-init snapshots (three stages) for hopper and halfcheetah."""
+  d = tmp_path / "snapshots"
+  for name in ("hopper", "halfcheetah-forward"):
+    task = tasks.TASKS[name]
+    actor = sac.Actor(act_dim=task.act_dim, hidden=(16, 16))
+    for i, stage in enumerate(suite.STAGES):
+      params = actor.init(jax.random.key(i),
+                          np.zeros((1, task.obs_dim), np.float32))["params"]
+      sac.save_snapshot(str(d / f"{name}-{stage}"), params,
+                        dict(obs_dim=task.obs_dim, act_dim=task.act_dim,
+                             hidden=[16, 16], stage=stage, env_steps=i))
+  return str(d)
+
+
+@pytest.fixture(name="data_dir")
+def fixture_data_dir(tmp_path, monkeypatch):
+  d = tmp_path / "cache"
+  monkeypatch.setenv("DISTILL_DATA_DIR", str(d))
+  return d
+
+
+def _files(d):
+  return sorted(os.listdir(d / "suite")) if (d / "suite").exists() else []
+
+
+def test_parse_name_splits_on_last_dash():
+  assert suite.parse_name("halfcheetah-backward-medium") == (
+      "halfcheetah-backward", "medium")
+  assert suite.parse_name("hopper-mixed") == ("hopper", "mixed")
+  with pytest.raises(d4rl.DatasetError, match="valid: halfcheetah-forward"):
+    suite.parse_name("cheetah-medium")
+  with pytest.raises(d4rl.DatasetError, match="valid: medium, mixed"):
+    suite.load("hopper", "expert")
+
+
+def test_tiny_dataset_is_valid_d4rl(data_dir, snap_dir):
+  data = suite.load("hopper", "mixed", num_transitions=300, num_envs=4,
+                    seed=1, snap_dir=snap_dir)
+  d4rl.validate(data, source="test")
+  assert data["observations"].shape == (300, 11)
+  assert data["actions"].shape == (300, 3)
+  assert data["next_observations"].shape == (300, 11)
+  assert data["observations"].dtype == np.float32
+  assert np.all(np.abs(data["actions"]) <= 1.0)
+  term, tout = data["terminals"], data["timeouts"]
+  assert not np.any(term & tout)
+  assert term.sum() > 0  # random hopper policies fall
+  # Within an episode, the next observation is the following observation.
+  ends = term | tout
+  np.testing.assert_array_equal(data["next_observations"][:-1][~ends[:-1]],
+                                data["observations"][1:][~ends[:-1]])
+  # Each episode starts near the reset pose (hopper height ~1.25).
+  bounds = d4rl.episode_bounds(term, tout)
+  assert bounds[-1, 1] == 300 and ends[-1]
+  np.testing.assert_allclose(data["observations"][bounds[:, 0], 0], 1.25,
+                             atol=0.01)
+  card = suite.read_card("hopper", "mixed", num_transitions=300, num_envs=4,
+                         seed=1, snap_dir=snap_dir)
+  assert card["transitions"] == 300
+  assert card["episodes"] == len(bounds)
+  assert [s["stage"] for s in card["snapshots"]] == list(suite.STAGES)
+  assert sum(s["transitions"] for s in card["snapshots"]) == 300
+  assert card["versions"]["gymnasium"]
+
+
+def test_same_seed_same_bytes(tmp_path, monkeypatch, snap_dir):
+  def make(sub, seed):
+    monkeypatch.setenv("DISTILL_DATA_DIR", str(tmp_path / sub))
+    suite.load("hopper", "medium", num_transitions=200, num_envs=3,
+               seed=seed, snap_dir=snap_dir)
+    d = tmp_path / sub / "suite"
+    return {f: (d / f).read_bytes() for f in sorted(os.listdir(d))}
+
+  a, b, c = make("a", 0), make("b", 0), make("c", 1)
+  assert a == b
+  assert list(a.values()) != list(c.values())
+
+
+def test_time_limit_and_budget_cuts_are_timeouts(data_dir, snap_dir):
+  data = suite.load("halfcheetah-forward", "medium", num_transitions=2500,
+                    num_envs=2, snap_dir=snap_dir)
+  assert not data["terminals"].any()
+  # Two streams of 1250 steps: a full 1000-step episode, then a cut one.
+  np.testing.assert_array_equal(np.flatnonzero(data["timeouts"]),
+                                [999, 1249, 2249, 2499])
+
+
+def test_cache_is_reused(data_dir, snap_dir, monkeypatch):
+  kw = dict(num_transitions=100, num_envs=2, snap_dir=snap_dir)
+  first = suite.load("hopper", "medium", **kw)
+  files = _files(data_dir)
+  assert len(files) == 2  # the HDF5 file and its card
+  mtimes = [os.stat(data_dir / "suite" / f).st_mtime_ns for f in files]
+
+  def fail(*args, **kwargs):
+    raise AssertionError("regenerated a cached dataset")
+
+  monkeypatch.setattr(suite, "generate", fail)
+  second = suite.load("hopper", "medium", **kw)
+  assert _files(data_dir) == files
+  assert [os.stat(data_dir / "suite" / f).st_mtime_ns for f in files] == mtimes
+  np.testing.assert_array_equal(first["observations"], second["observations"])
+
+
+def test_interrupted_generation_leaves_no_partial_file(
+    data_dir, snap_dir, monkeypatch):
+  kw = dict(num_transitions=100, num_envs=2, snap_dir=snap_dir)
+  real = h5py.Group.create_dataset
+  calls = []
+
+  def create_then_fail(self, name, *args, **kwargs):
+    calls.append(name)
+    if len(calls) == 3:
+      raise KeyboardInterrupt("injected mid-write")
+    return real(self, name, *args, **kwargs)
+
+  monkeypatch.setattr(h5py.Group, "create_dataset", create_then_fail)
+  with pytest.raises(KeyboardInterrupt):
+    suite.load("hopper", "medium", **kw)
+  assert _files(data_dir) == []
+  monkeypatch.setattr(h5py.Group, "create_dataset", real)
+  data = suite.load("hopper", "medium", **kw)
+  assert len(data["rewards"]) == 100
+  assert len(_files(data_dir)) == 2
+
+
+def test_shipped_snapshots_load_and_act():
+  for name, task in tasks.TASKS.items():
+    for stage in suite.STAGES:
+      params, info = sac.load_snapshot(
+          os.path.join(suite.snapshot_dir(), f"{name}-{stage}"))
+      assert (info["obs_dim"], info["act_dim"]) == (task.obs_dim,
+                                                    task.act_dim)
+  policy = jax.jit(sac.make_policy(task.act_dim, tuple(info["hidden"])),
+                   static_argnames="deterministic")
+  env = tasks.make_vector_env(name, 2, seed=0)
+  obs, _ = env.reset()
+  act = np.asarray(policy(params, obs, jax.random.key(0), False))
+  assert act.shape == (2, task.act_dim) and np.all(np.abs(act) < 1.0)
+  obs, reward, _, _, _ = env.step(act)
+  assert np.all(np.isfinite(reward))
