@@ -38,8 +38,8 @@ def _config(curriculum='max_kl', surgery='previous', loss='kl'):
       batch_size=8, probe_size=4, probe_pool=16, loss=loss, temperature=1.0,
       model=dict(num_layers=1, width=16, num_heads=1, dropout=0.0,
                  head='tanh_gaussian', log_std_min=-5.0, log_std_max=2.0),
-      optimizer=dict(learning_rate=3e-3, warmup_steps=0, grad_clip=1.0,
-                     weight_decay=0.0)))
+      optimizer=dict(lr=3e-3, warmup_steps=0, grad_clip=1.0,
+                     weight_decay=0.0, b1=0.9, b2=0.999)))
   c.curriculum = ml_collections.ConfigDict(dict(
       name=curriculum, mode='greedy', temperature=1.0, epsilon=0.1, lam=1.0))
   c.surgery = ml_collections.ConfigDict(dict(name=surgery, decay=0.0,
@@ -76,8 +76,8 @@ def _build(config, setup):
   optimizer = distill.make_optimizer(config, len(OBS_DIMS), key)
   pool = distill.make_probe_pool(source, teacher, teacher_params_T, key,
                                  config.student.probe_pool)
-  step = distill.make_distill_step(config, student, teacher, source, pool,
-                                   selector, optimizer)
+  step = distill.make_distill_step(config, student, teacher, selector,
+                                   optimizer)
   state = distill.init_state(config, student, source, selector, optimizer,
                              jax.random.key(4))
   return student, step, state, pool
@@ -98,7 +98,7 @@ def test_every_curriculum_and_surgery_runs_compiled_once(setup, curriculum,
   _, _, teacher_params_T = setup
   choices = []
   for _ in range(4):
-    state, metrics = step(state, teacher_params_T)
+    state, metrics = step(state, teacher_params_T, source, pool)
     choices.append(int(metrics['curriculum/choice']))
     chex.assert_tree_all_finite(metrics)
     chex.assert_shape(metrics['distill/kl'], (len(OBS_DIMS),))
@@ -111,9 +111,9 @@ def test_every_curriculum_and_surgery_runs_compiled_once(setup, curriculum,
 
 def test_max_kl_picks_the_largest_probe_divergence(setup):
   config = _config('max_kl', 'none')
-  _, step, state, _ = _build(config, setup)
-  _, _, teacher_params_T = setup
-  _, metrics = jax.jit(step)(state, teacher_params_T)
+  _, step, state, pool = _build(config, setup)
+  source, _, teacher_params_T = setup
+  _, metrics = jax.jit(step)(state, teacher_params_T, source, pool)
   assert int(metrics['curriculum/choice']) == int(
       np.argmax(metrics['distill/kl']))
 
@@ -124,7 +124,7 @@ def test_probe_divergence_matches_direct_kl(setup):
   config.student.probe_size = 16  # Every pool entry (with repeats) is used.
   student, step, state, pool = _build(config, setup)
   source, teacher, teacher_params_T = setup
-  _, metrics = jax.jit(step)(state, teacher_params_T)
+  _, metrics = jax.jit(step)(state, teacher_params_T, source, pool)
   # Recompute with the probe indices the step drew.
   rng = jax.random.fold_in(state.rng, state.step)
   k_probe = jax.random.split(rng, 3)[0]
@@ -147,12 +147,12 @@ def test_probe_divergence_matches_direct_kl(setup):
 
 def test_distillation_lowers_every_divergence(setup):
   config = _config('max_kl', 'previous')
-  _, step, state, _ = _build(config, setup)
-  _, _, teacher_params_T = setup
+  _, step, state, pool = _build(config, setup)
+  source, _, teacher_params_T = setup
   multi = jax.jit(distill.make_multi_step(step, 20), donate_argnums=0)
-  state, first = multi(state, teacher_params_T)
+  state, first = multi(state, teacher_params_T, source, pool)
   for _ in range(5):
-    state, last = multi(state, teacher_params_T)
+    state, last = multi(state, teacher_params_T, source, pool)
   kl_before = first['distill/kl'][:3].mean(0)
   kl_after = last['distill/kl'][-3:].mean(0)
   assert (kl_after < kl_before).all(), (kl_before, kl_after)
@@ -192,8 +192,8 @@ def test_bad_combinations_name_the_flag():
 
 def test_mse_loss_option_runs(setup):
   config = _config('round_robin', 'none', loss='mse')
-  _, step, state, _ = _build(config, setup)
-  _, _, teacher_params_T = setup
-  state, metrics = jax.jit(step)(state, teacher_params_T)
+  _, step, state, pool = _build(config, setup)
+  source, _, teacher_params_T = setup
+  state, metrics = jax.jit(step)(state, teacher_params_T, source, pool)
   assert np.isfinite(metrics['train/loss'])
 

@@ -23,13 +23,16 @@ _SPEC_HELP = ("specs are a D4RL HDF5 path, 'd4rl:<name>', 'minari:<id>' or "
               "'suite:<task>-<quality>'")
 
 
-def load_dataset(spec: str, *, clip_actions: bool = False) -> dict[str, Any]:
+def load_dataset(spec: str, *, clip_actions: bool = False,
+                 suite_transitions: int | None = None) -> dict[str, Any]:
   """Loads and validates the dataset that `spec` names.
 
   Args:
     spec: see the module docstring.
     clip_actions: clip actions outside [-1, 1] with a warning instead of
       refusing them.
+    suite_transitions: size of a generated `suite:` dataset (default: the
+      suite's default size); ignored by the other sources.
 
   Returns:
     The validated dict of `d4rl.validate`.
@@ -43,7 +46,8 @@ def load_dataset(spec: str, *, clip_actions: bool = False) -> dict[str, Any]:
   if spec.startswith('minari:'):
     return _load_minari(spec[len('minari:'):], spec, clip_actions)
   if spec.startswith('suite:'):
-    return _load_suite(spec[len('suite:'):], spec, clip_actions)
+    return _load_suite(spec[len('suite:'):], spec, clip_actions,
+                       suite_transitions)
   path = os.path.expanduser(spec)
   if not os.path.isfile(path):
     raise d4rl.DatasetError(f'{spec}: no such file ({_SPEC_HELP})')
@@ -151,7 +155,8 @@ def _minari_to_d4rl(episodes, spec: str) -> dict[str, Any]:
   return data
 
 
-def _load_suite(name: str, spec: str, clip_actions: bool) -> dict[str, Any]:
+def _load_suite(name: str, spec: str, clip_actions: bool,
+                num_transitions: int | None = None) -> dict[str, Any]:
   task, sep, quality = name.rpartition('-')
   if not sep or not task or not quality:
     raise d4rl.DatasetError(
@@ -163,5 +168,5 @@ def _load_suite(name: str, spec: str, clip_actions: bool) -> dict[str, Any]:
   except ImportError as e:
     raise d4rl.DatasetError(
         f'{spec}: the generated suite is unavailable ({e})') from e
-  data = suite.load(task, quality)
+  data = suite.load(task, quality, num_transitions=num_transitions)
   return d4rl.validate(data, source=spec, clip_actions=clip_actions)

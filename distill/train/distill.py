@@ -16,18 +16,24 @@ S padded state size, A padded action size, T tasks.
 
 from collections.abc import Callable, Mapping
 import functools
+import os
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
+import tqdm
 
+from distill import checkpointing
 from distill import losses
 from distill import optim
 from distill.data import segments
 from distill.models import decision_transformer as dt
+from distill.train import logs
+from distill.train import teacher as teacher_lib
 
 # Selectors that choose from probe divergences before the gradient is taken.
 SINGLE_TEACHER_SELECTORS = ('max_kl', 'round_robin', 'uniform',
@@ -138,7 +144,8 @@ def make_optimizer(config: ml_collections.ConfigDict, num_tasks: int,
     key: key for PCGrad's random task order.
 
   Returns:
-    `optax.chain(surgery, clip_by_global_norm, adamw)`; the surgery is always
+    `optax.chain(surgery, clip_by_global_norm + adamw)` (the teachers'
+    optimizer, `distill.train.teacher.make_optimizer`); the surgery is always
     the first element (`optax.identity()` for 'none').
   """
   del num_tasks
@@ -153,13 +160,7 @@ def make_optimizer(config: ml_collections.ConfigDict, num_tasks: int,
   else:
     raise ValueError(f'--config.surgery.name={name!r} is not one of'
                      f' {SURGERIES}')
-  schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, opt.learning_rate, max(opt.warmup_steps, 1)),
-       optax.constant_schedule(opt.learning_rate)], [opt.warmup_steps])
-  return optax.chain(
-      surgery,
-      optax.clip_by_global_norm(opt.grad_clip),
-      optax.adamw(schedule, weight_decay=opt.weight_decay))
+  return optax.chain(surgery, teacher_lib.make_optimizer(opt))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -221,7 +222,7 @@ def make_probe_pool(source: segments.SegmentSource,
   num_tasks = jax.tree.leaves(teacher_params_T)[0].shape[0]
 
   @jax.jit
-  def build(key):
+  def build(key, source, teacher_params_T):
     keys = jax.random.split(key, num_tasks)
     batch = jax.vmap(
         lambda k, t: segments.sample_task_batch(source, k, t, pool_size))(
@@ -232,7 +233,7 @@ def make_probe_pool(source: segments.SegmentSource,
         teacher_params_T, as_teacher)
     return ProbePool(batch, mean, log_std)
 
-  return build(key)
+  return build(key, source, teacher_params_T)
 
 
 def _divergence_BxK(config, t_mean, t_log_std, s_mean, s_log_std, mask_BxA):
@@ -247,8 +248,6 @@ def make_distill_step(
     config: ml_collections.ConfigDict,
     student: dt.DecisionTransformer,
     teacher: dt.DecisionTransformer,
-    source: segments.SegmentSource,
-    pool: ProbePool | None,
     selector: optax.GradientTransformationExtraArgs,
     optimizer: optax.GradientTransformation,
 ) -> Callable[..., tuple[StudentState, dict[str, jax.Array]]]:
@@ -258,14 +257,16 @@ def make_distill_step(
     config: the whole config (reads `student`, `curriculum`, `surgery`).
     student: the multi-task student module.
     teacher: the teachers' (single-task, padded) module.
-    source: on-device training segments of all tasks.
-    pool: probe pool (None when `student.probe_size == 0`).
     selector: the curriculum selector.
     optimizer: from `make_optimizer`.
 
   Returns:
-    `distill_step(state, teacher_params_T) -> (state, metrics)`; metrics are
-    device scalars and the [T] vector `distill/kl` (probe divergences).
+    `distill_step(state, teacher_params_T, source, pool) -> (state, metrics)`
+    where `source` holds the training segments of all tasks and `pool` the
+    probe pool (None when `student.probe_size == 0`). Both are arguments, not
+    closure constants, so the datasets never get baked into the compiled
+    program. Metrics are device scalars and the [T] vector `distill/kl`
+    (probe divergences).
   """
   scfg = config.student
   cur_name = config.curriculum.name
@@ -281,7 +282,7 @@ def make_distill_step(
                               act_mask_TxA[batch.task])
     return losses.masked_mean(div_BxK, batch.mask)
 
-  def probe_divergences(params, key):
+  def probe_divergences(params, pool, key):
     if pool is None:
       return jnp.zeros((num_tasks,), jnp.float32), None
     n = pool.teacher_mean.shape[1]
@@ -304,7 +305,7 @@ def make_distill_step(
     as_teacher = batch._replace(task=jnp.zeros_like(batch.task))
     return _apply(teacher, _take(teacher_params_T, task), as_teacher)
 
-  def grouped_batch(key, teacher_params_T):
+  def grouped_batch(source, key, teacher_params_T):
     """B/T segments of every task, [T, B/T, ...], with teacher outputs."""
     keys = jax.random.split(key, num_tasks)
     tasks_T = jnp.arange(num_tasks)
@@ -315,11 +316,12 @@ def make_distill_step(
         teacher_params_T, as_teacher)
     return batch, t_mean, t_log_std
 
-  def distill_step(state: StudentState, teacher_params_T):
+  def distill_step(state: StudentState, teacher_params_T,
+                   source: segments.SegmentSource, pool: ProbePool | None):
     rng = jax.random.fold_in(state.rng, state.step)
     k_probe, k_batch, k_drop = jax.random.split(rng, 3)
     params = state.params
-    kl_T, probe = probe_divergences(params, k_probe)
+    kl_T, probe = probe_divergences(params, pool, k_probe)
     extra = {'task_divergences': kl_T}
     if cur_name == 'rnd':
       extra['task_states'] = probe.states.reshape(num_tasks, -1,
@@ -337,7 +339,7 @@ def make_distill_step(
                                                 t_log_std, k_drop)
       metrics['train/task_loss'] = loss
     else:
-      batch_T, t_mean_T, t_log_std_T = grouped_batch(k_batch, teacher_params_T)
+      batch_T, t_mean_T, t_log_std_T = grouped_batch(source, k_batch, teacher_params_T)
       if cur_name == 'mixture' and config.surgery.name != 'pcgrad':
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
         loss, grads = jax.value_and_grad(loss_fn)(
@@ -389,13 +391,13 @@ def make_multi_step(step_fn, num_steps: int):
     num_steps: steps per dispatch.
 
   Returns:
-    `multi_step(state, teacher_params_T) -> (state, metrics)` whose metrics
-    carry a leading [num_steps] axis.
+    `multi_step(state, teacher_params_T, source, pool) -> (state, metrics)`
+    whose metrics carry a leading [num_steps] axis.
   """
 
-  def multi_step(state, teacher_params_T):
+  def multi_step(state, teacher_params_T, source, pool):
     def body(s, _):
-      return step_fn(s, teacher_params_T)
+      return step_fn(s, teacher_params_T, source, pool)
     return jax.lax.scan(body, state, None, length=num_steps)
 
   return multi_step
@@ -420,23 +422,170 @@ def student_policy(student: dt.DecisionTransformer) -> Callable[..., Any]:
   return functools.partial(_apply, student)
 
 
-def metrics_to_host(metrics: Mapping[str, jax.Array],
-                    tasks) -> dict[str, Any]:
-  """Fetches stacked per-step metrics once and names the per-task entries."""
-  host = jax.device_get(metrics)
-  out = {}
-  for k, v in host.items():
-    if k == 'distill/kl':
-      for t, task in enumerate(tasks):
-        out[f'distill/kl/{task}'] = v[..., t]
-    else:
-      out[k] = v
-  return out
+def _save_history(path: str, history: Mapping[str, list]) -> None:
+  import io  # pylint: disable=g-import-not-at-top
+  from distill import report  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  np.savez(buf, **{k.replace('/', '|'): np.concatenate(v) if v else np.zeros(0)
+                   for k, v in history.items()})
+  report.write_atomic(path, buf.getvalue())
 
 
-def assert_finite(loss: float, step: int) -> None:
-  """Aborts the run on a non-finite loss, naming the step."""
-  if not jnp.isfinite(loss):
-    raise FloatingPointError(
-        f'distillation: non-finite loss {loss} at step {step}')
+def load_history(directory: str) -> dict[str, np.ndarray]:
+  """Per-step metrics of a distillation run (`<directory>/history.npz`)."""
+  path = os.path.join(directory, 'history.npz')
+  if not os.path.exists(path):
+    return {}
+  with np.load(path) as f:
+    return {k.replace('|', '/'): f[k] for k in f.files}
 
+
+def train_student(
+    config: ml_collections.ConfigDict,
+    *,
+    source: segments.SegmentSource,
+    teacher: dt.DecisionTransformer,
+    teacher_params_T,
+    stats,
+    directory: str,
+    writer: logs.MetricWriter | None = None,
+) -> tuple[StudentState, dt.DecisionTransformer, Any, dict[str, np.ndarray]]:
+  """Distills the frozen teachers into one student; resumes from checkpoints.
+
+  Args:
+    config: the whole config (reads `tasks`, `data`, `student`, `curriculum`,
+      `surgery`, `seed`).
+    source: training segments of all tasks (normalized with the teachers'
+      statistics).
+    teacher: the teachers' module.
+    teacher_params_T: teacher parameters stacked on a leading T axis.
+    stats: per-task (mean, std) the source's states were normalized with
+      (saved beside the weights so the student can be evaluated from its
+      directory alone).
+    directory: output directory: `<directory>/last/` checkpoints of the
+      state, `<directory>/best/` the parameters with the lowest mean probe KL
+      (both loadable with `checkpointing.load_policy`), and
+      `<directory>/history.npz` the per-step metrics.
+    writer: metric writer.
+
+  Returns:
+    `(state, student, best_params, history)`: the final state, the student
+    module, the best parameters (lowest mean probe KL over a logging window),
+    and per-step metrics (`step`, `curriculum/choice`, `distill/kl` [N, T],
+    `surgery/projected`, `surgery/cos_prev`, `train/loss`).
+
+  Raises:
+    FloatingPointError: the loss became non-finite (names the step).
+  """
+  check_config(config)
+  scfg = config.student
+  tasks = tuple(config.tasks)
+  num_tasks = len(tasks)
+  obs_dims = [int(x) for x in np.asarray(source.obs_dims)]
+  act_dims = [int(x) for x in np.asarray(source.act_dims)]
+  student = make_student(scfg.model, obs_dims, act_dims,
+                         context_len=config.data.context_len,
+                         max_timestep=config.data.max_timestep)
+  key = jax.random.key(config.seed)
+  k_sel, k_opt, k_pool, k_init = jax.random.split(jax.random.fold_in(key, 7), 4)
+  selector = make_selector(config.curriculum, num_tasks,
+                           source.states.shape[1], k_sel)
+  optimizer = make_optimizer(config, num_tasks, k_opt)
+  pool = (make_probe_pool(source, teacher, teacher_params_T, k_pool,
+                          scfg.probe_pool) if scfg.probe_size > 0 else None)
+  step_fn = make_distill_step(config, student, teacher, selector, optimizer)
+
+  def init():
+    return init_state(config, student, source, selector, optimizer, k_init)
+
+  abstract = jax.eval_shape(init)
+  manager = checkpointing.make_manager(os.path.join(directory, 'last'),
+                                       keep=scfg.keep)
+  best_manager = checkpointing.make_manager(os.path.join(directory, 'best'),
+                                            keep=1)
+  meta = {'tasks': list(tasks), 'obs_dims': obs_dims, 'act_dims': act_dims,
+          'model': checkpointing.model_kwargs(student),
+          'state_mean': [np.asarray(m).tolist() for m, _ in stats],
+          'state_std': [np.asarray(s).tolist() for _, s in stats],
+          'context_len': config.data.context_len,
+          'rtg_scale': config.data.rtg_scale,
+          'max_timestep': config.data.max_timestep}
+  history = {k: [] for k in HISTORY_KEYS}
+  best = {'kl': np.inf, 'params': None}
+  if manager.latest_step() is not None:
+    state, _ = checkpointing.restore(manager, abstract)
+    old = load_history(directory)
+    history = {k: [old[k]] if k in old else [] for k in HISTORY_KEYS}
+    if best_manager.latest_step() is not None:
+      saved, _ = checkpointing.restore(best_manager, {
+          'params': abstract.params,
+          'mean_probe_kl': jax.ShapeDtypeStruct((), jnp.float32)})
+      best = {'kl': float(saved['mean_probe_kl']), 'params': saved['params']}
+  else:
+    state = init()
+
+  compiled = {}
+
+  def get_multi(n):
+    if n not in compiled:
+      compiled[n] = jax.jit(make_multi_step(step_fn, n), donate_argnums=0)
+    return compiled[n]
+
+  step = int(state.step)
+  bar = tqdm.tqdm(total=scfg.steps, initial=step, unit='step',
+                  desc='student', dynamic_ncols=True)
+  window = []
+  while step < scfg.steps:
+    n = min(scfg.steps_per_dispatch, scfg.steps - step)
+    state, metrics = get_multi(n)(state, teacher_params_T, source, pool)
+    prev, step = step, step + n
+    bar.update(n)
+    # One transfer per dispatch of n steps: the per-step curriculum choices
+    # and probe KLs feed the plots.
+    host = jax.device_get(metrics)
+    loss = float(host['train/loss'][-1])
+    if not np.isfinite(host['train/loss']).all():
+      bad = prev + 1 + int(np.argmin(np.isfinite(host['train/loss'])))
+      raise FloatingPointError(
+          f'distillation: non-finite loss at step {bad}')
+    host['step'] = np.arange(prev + 1, step + 1)
+    for k in HISTORY_KEYS:
+      history[k].append(np.asarray(host[k]))
+    window.append(host)
+    crossed = lambda every: every > 0 and step // every > prev // every
+    if crossed(scfg.log_every) or step == scfg.steps:
+      cat = {k: np.concatenate([np.atleast_1d(w[k]) for w in window])
+             for k in window[0] if k != 'distill/kl'}
+      kl_T = np.concatenate([w['distill/kl'] for w in window]).mean(0)
+      flat = {k: float(np.mean(v)) for k, v in cat.items()
+              if k not in ('step', 'curriculum/choice')}
+      flat.update({f'distill/kl/{t}': float(kl_T[i])
+                   for i, t in enumerate(tasks)})
+      counts = np.asarray(state.curriculum_state.counts)
+      flat.update({f'curriculum/count/{t}': int(counts[i])
+                   for i, t in enumerate(tasks)})
+      if writer is not None:
+        writer.write(step, flat)
+      window = []
+      if float(kl_T.mean()) < best['kl']:
+        best = {'kl': float(kl_T.mean()),
+                'params': jax.tree.map(jnp.copy, state.params)}
+        checkpointing.save(best_manager, step,
+                           {'params': best['params'],
+                            'mean_probe_kl': jnp.float32(best['kl'])},
+                           {**meta, 'step': step, 'mean_probe_kl': best['kl']})
+      bar.set_postfix(loss=f'{loss:.4f}', kl=f'{kl_T.mean():.4f}')
+    if crossed(scfg.ckpt_every) or step == scfg.steps:
+      checkpointing.save(manager, step, state, {**meta, 'step': step})
+      _save_history(os.path.join(directory, 'history.npz'), history)
+  bar.close()
+  manager.close()
+  best_manager.close()
+  hist = {k: np.concatenate(v) if v else np.zeros(0)
+          for k, v in history.items()}
+  best_params = best['params'] if best['params'] is not None else state.params
+  return state, student, best_params, hist
+
+
+HISTORY_KEYS = ('step', 'curriculum/choice', 'distill/kl', 'surgery/projected',
+                'surgery/cos_prev', 'train/loss')
