@@ -36,7 +36,8 @@ def make_manager(directory: str, *, keep: int = 3) -> ocp.CheckpointManager:
     An `ocp.CheckpointManager` with items 'state' and 'meta'.
   """
   if keep < 1:
-    raise ValueError(f'checkpointing.make_manager: keep must be >= 1, got {keep}')
+    raise ValueError(
+        f'checkpointing.make_manager: keep must be >= 1, got {keep}')
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(
       os.path.abspath(directory), options=options, item_names=('state', 'meta')

@@ -4,8 +4,9 @@
     writer.write(step, {'teacher/hopper/loss': 0.3})
     writer.close()
 
-Lines of `<workdir>/metrics.jsonl` look like `{"step": 100, "teacher/hopper/loss":
-0.3, "time": 1712.0}`; events go to `<workdir>/tensorboard/`.
+Lines of `<workdir>/metrics.jsonl` look like
+`{"step": 100, "time": 1712.0, "teacher/hopper/loss": 0.3}`; events go to
+`<workdir>/tensorboard/`.
 """
 
 import json
