@@ -501,6 +501,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   if unknown:
     raise ValueError(f'config.stages: unknown stages {unknown}; known:'
                      f' {list(STAGES)}')
+  if 'distill' in config.stages:  # Refuse a bad combination before any work.
+    distill_lib.check_config(config)
   os.makedirs(workdir, exist_ok=True)
   write_json(os.path.join(workdir, 'config.json'),
              json.loads(config.to_json_best_effort()))

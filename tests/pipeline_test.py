@@ -1,0 +1,101 @@
+"""End to end: `experiments.run` on `configs/mt_distill.py:smoke`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(workdir, env, *overrides):
+  cmd = [sys.executable, '-m', 'experiments.run',
+         '--config=configs/mt_distill.py:smoke', f'--workdir={workdir}',
+         *overrides]
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=900, check=False)
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('smoke'))
+  env = dict(os.environ,
+             DISTILL_DATA_DIR=str(tmp_path_factory.mktemp('data')))
+  proc = _run(workdir, env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return workdir, env
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_a_well_formed_results_json(smoke):
+  workdir, _ = smoke
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  tasks = ('hopper', 'walker2d')
+  assert set(results['tasks']) == set(tasks)
+  for task in tasks:
+    r = results['tasks'][task]
+    for key in ('dataset_score', 'teacher_score', 'teacher_score_std',
+                'student_score', 'student_score_std'):
+      assert isinstance(r[key], float) and np.isfinite(r[key]), (task, key)
+    assert isinstance(results['teacher_params'][task], int)
+  assert 0 < results['student_params']
+  assert set(results['latency_ms']) == {'teacher_batch1', 'student_batch1'}
+  assert all(v > 0 for v in results['latency_ms'].values())
+  assert results['curriculum']['name'] == 'max_kl'
+  # Every distillation step learned from exactly one teacher.
+  assert sum(results['curriculum']['counts'].values()) == 40
+  assert results['surgery']['name'] == 'previous'
+  assert 0.0 <= results['surgery']['projected_fraction'] <= 1.0
+  for stage in ('datasets', 'teachers', 'teacher_eval', 'distill',
+                'student_eval', 'report'):
+    assert results['wall_s'][stage] >= 0
+  assert results['seed'] == 0
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_report_plots_and_logs(smoke):
+  workdir, _ = smoke
+  with open(os.path.join(workdir, 'report.md')) as f:
+    text = f.read()
+  assert '| task | dataset | teacher | student | student / teacher |' in text
+  assert '| hopper |' in text and '| walker2d |' in text
+  for png in ('kl.png', 'curriculum.png', 'scores.png'):
+    with open(os.path.join(workdir, png), 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert f'({png})' in text
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    keys = set().union(*(json.loads(line) for line in f))
+  for key in ('distill/kl/hopper', 'distill/kl/walker2d', 'train/loss',
+              'surgery/cos_prev', 'surgery/projected', 'train/grad_norm',
+              'teacher/hopper/loss'):
+    assert key in keys, key
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+
+
+@pytest.mark.slow
+def test_rerun_skips_done_stages_and_reuses_teachers(smoke):
+  workdir, env = smoke
+  teacher_stamp = os.path.join(workdir, 'stamps', 'teachers.json')
+  before = os.path.getmtime(teacher_stamp)
+  proc = _run(workdir, env, '--config.curriculum.name=round_robin',
+              '--config.surgery.name=none')
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert 'stage teachers: up to date' in proc.stderr
+  assert os.path.getmtime(teacher_stamp) == before
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['curriculum']['name'] == 'round_robin'
+  assert results['curriculum']['counts'] == {'hopper': 20, 'walker2d': 20}
+  assert results['surgery'] == {'name': 'none', 'projected_fraction': 0.0}
+
+
+def test_bad_curriculum_flag_is_refused_before_work(tmp_path):
+  proc = _run(str(tmp_path / 'w'), dict(os.environ),
+              '--config.curriculum.name=sideways')
+  assert proc.returncode != 0
+  assert 'curriculum.name' in proc.stderr
+  assert not os.path.exists(tmp_path / 'w' / 'teachers')
