@@ -58,7 +58,16 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.',
 
 
 def dataset_spec(config: ml_collections.ConfigDict, task: str) -> str:
-  """The dataset spec of a task: `config.data.spec` filled in."""
+  """The dataset spec of a task.
+
+  `config.data.specs.<task with '-' as '_'>` when the config has it (e.g. a
+  D4RL file per task), else the template `config.data.spec` filled in with
+  the task and `config.data.quality`.
+  """
+  specs = config.data.get('specs')
+  key = task.replace('-', '_')
+  if specs is not None and key in specs:
+    return specs[key]
   return config.data.spec.format(task=task, quality=config.data.quality)
 
 

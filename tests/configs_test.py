@@ -1,0 +1,56 @@
+"""The experiment configs load, and their variants differ as documented."""
+
+import pytest
+
+from configs import d4rl_locomotion
+from configs import mt_distill
+from configs import teachers
+from distill.train import distill
+from experiments import run
+
+
+@pytest.mark.parametrize('arg', [None, 'smoke', 'paper'])
+def test_mt_distill_variants_pass_the_distillation_checks(arg):
+  config = mt_distill.get_config(arg)
+  distill.check_config(config)
+  assert config.stages[-1] == 'report'
+  assert all(s in run.STAGES for s in config.stages)
+  for task in config.tasks:
+    assert run.dataset_spec(config, task) == f'suite:{task}-medium'
+    run.task_value(config.eval.target_return, task, 'eval.target_return')
+
+
+def test_student_is_smaller_than_a_teacher_in_every_variant():
+  for arg in (None, 'paper'):
+    config = mt_distill.get_config(arg)
+    assert config.student.model.width < config.teacher.model.width
+    assert (config.student.model.num_layers
+            <= config.teacher.model.num_layers)
+
+
+def test_paper_teacher_sizes():
+  config = teachers.get_config('paper')
+  model = config.teacher.model
+  assert (model.num_layers, model.width, model.num_heads) == (3, 128, 1)
+  assert model.dropout == 0.1 and config.data.context_len == 20
+  opt = config.teacher.optimizer
+  assert (opt.lr, opt.warmup_steps, opt.grad_clip) == (1e-4, 10_000, 0.25)
+
+
+def test_d4rl_locomotion_points_each_task_at_its_d4rl_file():
+  config = d4rl_locomotion.get_config()
+  assert run.dataset_spec(config, 'hopper') == (
+      '~/.d4rl/datasets/hopper_medium-v2.hdf5')
+  assert run.dataset_spec(config, 'halfcheetah-forward') == (
+      '~/.d4rl/datasets/halfcheetah_medium-v2.hdf5')
+  replay = d4rl_locomotion.get_config('medium-replay')
+  assert run.dataset_spec(replay, 'walker2d') == (
+      '~/.d4rl/datasets/walker2d_medium_replay-v2.hdf5')
+  assert config.teacher.model.width == 128
+  distill.check_config(config)
+
+
+@pytest.mark.parametrize('module', [mt_distill, teachers, d4rl_locomotion])
+def test_unknown_variant_is_refused(module):
+  with pytest.raises(ValueError, match='unknown'):
+    module.get_config('nope')
