@@ -400,6 +400,7 @@ def _atomic_write(path: str, data: bytes) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

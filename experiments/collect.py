@@ -240,7 +240,7 @@ def evaluate_snapshots(config) -> str:
     task = tasks_lib.get_task(name)
     refs = (task.ref_min, task.ref_max)
     rand = random_returns(name, episodes=ev.random_episodes, seed=ev.seed)
-    rows.append((name, "uniform random", "-", rand, None, refs))
+    rows.append((name, "uniform random", "-", None, rand, refs))
     for stage in STAGES:
       params, info = sac.load_snapshot(os.path.join(snap_dir,
                                                     f"{name}-{stage}"))
@@ -250,7 +250,10 @@ def evaluate_snapshots(config) -> str:
                      seed=ev.seed, deterministic=True)
       sto = evaluate(name, policy_fn, params, episodes=ev.episodes,
                      seed=ev.seed, deterministic=False)
-      rows.append((name, stage, info.get("env_steps", "?"), det, sto, refs))
+      steps = f"{info.get('env_steps', '?')}"
+      if "train_seconds" in info:
+        steps += f" ({info['train_seconds'] / 60:.0f} min)"
+      rows.append((name, stage, steps, det, sto, refs))
       print(f"{name} {stage}: deterministic {det.mean():.1f}, stochastic "
             f"{sto.mean():.1f}", flush=True)
 
@@ -285,7 +288,7 @@ def evaluate_snapshots(config) -> str:
       "Regenerate: `python -m experiments.collect"
       " --config=configs/collect.py:evaluate`.",
       "",
-      "| task | snapshot | SAC env steps | deterministic return |"
+      "| task | snapshot | SAC env steps (wall-clock) | deterministic return |"
       " deterministic normalized | stochastic return | stochastic normalized |",
       "|---|---|---|---|---|---|---|",
   ]

@@ -48,7 +48,7 @@ GENERATOR_VERSION = 1
 DEFAULTS = {
     "num_transitions": 100_000,
     "seed": 0,
-    "num_envs": 20,
+    "num_envs": 10,
 }
 
 
@@ -326,6 +326,7 @@ def _write_json(path: str, obj: dict) -> None:
     with os.fdopen(fd, "w") as f:
       json.dump(obj, f, indent=2, sort_keys=True)
       f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
