@@ -93,9 +93,9 @@ def test_every_curriculum_and_surgery_runs_compiled_once(setup, curriculum,
                                                          surgery):
   chex.clear_trace_counter()
   config = _config(curriculum, surgery)
-  _, step, state, _ = _build(config, setup)
+  _, step, state, pool = _build(config, setup)
   step = jax.jit(chex.assert_max_traces(step, n=1))
-  _, _, teacher_params_T = setup
+  source, _, teacher_params_T = setup
   choices = []
   for _ in range(4):
     state, metrics = step(state, teacher_params_T, source, pool)
