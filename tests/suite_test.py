@@ -29,6 +29,12 @@ def fixture_snap_dir(tmp_path):
   return str(d)
 
 
+@pytest.fixture(autouse=True)
+def _one_process(monkeypatch):
+  # Worker processes cost a Python start each; one test covers them.
+  monkeypatch.setitem(suite.DEFAULTS, "num_workers", 1)
+
+
 @pytest.fixture(name="data_dir")
 def fixture_data_dir(tmp_path, monkeypatch):
   d = tmp_path / "cache"
@@ -156,3 +162,14 @@ def test_shipped_snapshots_load_and_act():
   assert act.shape == (2, task.act_dim) and np.all(np.abs(act) < 1.0)
   obs, reward, _, _, _ = env.step(act)
   assert np.all(np.isfinite(reward))
+
+
+@pytest.mark.slow
+def test_worker_processes_do_not_change_the_data(snap_dir):
+  kw = dict(num_transitions=400, num_envs=4, seed=2, snap_dir=snap_dir)
+  one, card_one = suite.generate("hopper", "mixed", num_workers=1, **kw)
+  two, card_two = suite.generate("hopper", "mixed", num_workers=2, **kw)
+  assert one.keys() == two.keys()
+  for k in one:
+    np.testing.assert_array_equal(one[k], two[k], err_msg=k)
+  assert card_one == card_two

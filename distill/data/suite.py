@@ -26,12 +26,15 @@ import functools
 import hashlib
 import json
 import os
+import pickle
+import subprocess
+import sys
 import tempfile
+import warnings
 from typing import Any
 
 import gymnasium
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from distill import sac
@@ -42,13 +45,16 @@ from distill.envs import tasks as tasks_lib
 QUALITIES = ("medium", "mixed")
 STAGES = ("early", "middle", "final")
 # Bumped whenever generation changes what a (task, quality, size, seed) holds.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Default sizes (transitions per dataset) and rollout settings.
 DEFAULTS = {
     "num_transitions": 100_000,
     "seed": 0,
     "num_envs": 10,
+    # Processes stepping environments (capped at the CPU count); the data do
+    # not depend on it.
+    "num_workers": 2,
 }
 
 
@@ -143,60 +149,53 @@ def dataset_path(task: str, quality: str, *, num_transitions: int, seed: int,
 
 @functools.cache
 def _act_fn(act_dim: int, hidden: tuple[int, ...]):
-  """One jitted stochastic policy per architecture (compiled once)."""
+  """One jitted stochastic policy per architecture (compiled once).
+
+  Each sub-environment's noise comes from its own key, fold_in(key, env id,
+  step), so a stream does not depend on which sub-envs share a vector.
+  """
   policy = sac.make_policy(act_dim, hidden)
 
   @jax.jit
-  def act(params, obs_ExS, key, t):
-    return policy(params, obs_ExS, jax.random.fold_in(key, t), False)
+  def act(params, obs_ExS, key, env_ids_E, t):
+    def one(obs_S, env_id):
+      k = jax.random.fold_in(jax.random.fold_in(key, env_id), t)
+      return policy(params, obs_S[None], k, False)[0]
+
+    return jax.vmap(one)(obs_ExS, env_ids_E)
 
   return act
 
 
-def rollout(task: str, params: Any, hidden: tuple[int, ...], *,
-            num_transitions: int, num_envs: int, seed: int) -> dict:
-  """Collects exactly `num_transitions` transitions with a stochastic policy.
+def _rollout_streams(task: str, params: Any, hidden: tuple[int, ...],
+                     env_ids: list[int], quotas: list[int],
+                     seed: int) -> list[dict]:
+  """Steps the given sub-environments; returns one stream dict per env.
 
-  Each of the E sub-environments contributes a contiguous stream of about
-  N / E steps (whole and partial episodes); streams are concatenated in
-  sub-environment order. One jitted policy call per vector step.
-
-  Args:
-    task: suite task.
-    params: actor parameters.
-    hidden: actor hidden widths.
-    num_transitions: N.
-    num_envs: E.
-    seed: seeds environments and policy noise.
-
-  Returns:
-    Dict of numpy arrays: observations, actions, rewards, next_observations,
-    terminals, timeouts (D4RL keys).
+  Sub-env i is reset with seed `seed + i` and keeps its first `quotas` steps.
+  Top-level so that a worker process can run it.
   """
   spec = tasks_lib.get_task(task)
-  num_envs = max(1, min(num_envs, num_transitions))
-  # Sub-env i keeps the first quota_E[i] of its steps.
-  quota_E = np.full(num_envs, num_transitions // num_envs)
-  quota_E[: num_transitions % num_envs] += 1
-  num_steps = int(quota_E.max())
   act = _act_fn(spec.act_dim, tuple(hidden))
   key = jax.random.key(seed)
-
-  env = tasks_lib.make_vector_env(
-      task, num_envs, seed,
+  params = jax.device_put(params)
+  ids_E = np.asarray(env_ids, np.int32)
+  env = gymnasium.vector.SyncVectorEnv(
+      [lambda: tasks_lib.make_env(task) for _ in env_ids],
       autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
-  obs_ExS, _ = env.reset(seed=seed)
+  obs_ExS, _ = env.reset(seed=[seed + int(i) for i in env_ids])
   cols = {k: [] for k in ("observations", "actions", "rewards",
                           "next_observations", "terminals", "timeouts")}
-  for t in range(num_steps):
-    act_ExA = np.asarray(act(params, jnp.asarray(obs_ExS, jnp.float32), key, t))
+  for t in range(int(max(quotas))):
+    obs_ExS = obs_ExS.astype(np.float32)
+    act_ExA = np.asarray(act(params, obs_ExS, key, ids_E, t))
     next_ExS, rew_E, term_E, trunc_E, info = env.step(act_ExA)
-    done_E = term_E | trunc_E
-    true_next_ExS = next_ExS.copy()
-    if done_E.any():
+    true_next_ExS = next_ExS
+    if "final_obs" in info:
       # SAME_STEP autoreset: next_ExS already holds the new episode's first
       # observation for finished sub-envs; the real last one is final_obs.
-      for i in np.flatnonzero(done_E):
+      true_next_ExS = next_ExS.copy()
+      for i in np.flatnonzero(term_E | trunc_E):
         true_next_ExS[i] = info["final_obs"][i]
     cols["observations"].append(obs_ExS)
     cols["actions"].append(act_ExA)
@@ -206,22 +205,120 @@ def rollout(task: str, params: Any, hidden: tuple[int, ...], *,
     cols["timeouts"].append(trunc_E & ~term_E)
     obs_ExS = next_ExS
   env.close()
-  # [T, E, ...] -> per-env streams, each cut to its quota.
   stacked = {k: np.stack(v, axis=1) for k, v in cols.items()}  # [E, T, ...]
-  last_E = quota_E - 1
-  cut_E = ~(stacked["terminals"][np.arange(num_envs), last_E]
-            | stacked["timeouts"][np.arange(num_envs), last_E])
-  stacked["timeouts"][np.arange(num_envs), last_E] |= cut_E
-  out = {}
-  for k, x in stacked.items():
-    out[k] = np.concatenate([x[i, : quota_E[i]] for i in range(num_envs)])
-  out["observations"] = out["observations"].astype(np.float32)
-  out["next_observations"] = out["next_observations"].astype(np.float32)
-  out["actions"] = out["actions"].astype(np.float32)
-  out["rewards"] = out["rewards"].astype(np.float32)
-  out["terminals"] = out["terminals"].astype(bool)
-  out["timeouts"] = out["timeouts"].astype(bool)
-  return out
+  streams = []
+  for j, quota in enumerate(quotas):
+    stream = {k: x[j, :quota] for k, x in stacked.items()}
+    # The budget cut an unfinished episode: bootstrap-able, so a timeout.
+    stream["timeouts"][-1] |= not stream["terminals"][-1]
+    streams.append(stream)
+  return streams
+
+
+def _worker_main(in_path: str, out_path: str) -> None:
+  """Entry point of a worker process: `_rollout_streams` on pickled jobs."""
+  with open(in_path, "rb") as f:
+    jobs = pickle.load(f)
+  streams = [_rollout_streams(*job) for job in jobs]
+  with open(out_path, "wb") as f:
+    pickle.dump(streams, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _run_groups(groups: list[list[tuple]]) -> list[list[list[dict]]]:
+  """Runs group 0's jobs here and every other group in a fresh process.
+
+  A group is a list of `_rollout_streams` argument tuples (one per policy);
+  the result is, per group and job, the list of per-env streams. Workers are
+  plain subprocesses (not multiprocessing), so the caller's main module is
+  never re-imported and JAX is never forked; one process per group serves
+  all of a dataset's policies. A worker that fails is rerun here, with a
+  warning.
+  """
+  run_here = lambda jobs: [_rollout_streams(*job) for job in jobs]
+  if len(groups) == 1:
+    return [run_here(groups[0])]
+  with tempfile.TemporaryDirectory(prefix="distill-suite-") as tmp:
+    procs = []
+    try:
+      for k, jobs in enumerate(groups[1:]):
+        in_path = os.path.join(tmp, f"in{k}.pkl")
+        out_path = os.path.join(tmp, f"out{k}.pkl")
+        with open(in_path, "wb") as f:
+          pickle.dump(jobs, f, protocol=pickle.HIGHEST_PROTOCOL)
+        err = open(os.path.join(tmp, f"err{k}.txt"), "wb")
+        procs.append((subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys; from distill.data import suite;"
+             " suite._worker_main(sys.argv[1], sys.argv[2])",
+             in_path, out_path],
+            stdout=subprocess.DEVNULL, stderr=err), out_path, err, jobs))
+      results = [run_here(groups[0])]
+      for proc, out_path, err, jobs in procs:
+        proc.wait()
+        err.close()
+        if proc.returncode == 0 and os.path.isfile(out_path):
+          with open(out_path, "rb") as f:
+            results.append(pickle.load(f))
+        else:
+          with open(err.name, "rb") as f:
+            tail = f.read()[-2000:].decode(errors="replace")
+          warnings.warn(f"suite: a rollout worker failed (exit"
+                        f" {proc.returncode}); rerunning it in this process."
+                        f" Its stderr ends with:\n{tail}")
+          results.append(run_here(jobs))
+    finally:
+      for proc, _, err, _ in procs:
+        if proc.poll() is None:
+          proc.kill()
+          proc.wait()
+        err.close()
+  return results
+
+
+def rollout(task: str, policies: list[tuple[Any, tuple[int, ...], int, int]],
+            *, num_envs: int, num_workers: int = 1) -> list[dict]:
+  """Collects transitions of several stochastic policies.
+
+  For each policy, each of the E sub-environments contributes a contiguous
+  stream of about N / E steps (whole episodes and a last one cut by the
+  budget, marked as a timeout); streams are concatenated in sub-environment
+  order. One jitted policy call per vector step. With W workers the
+  sub-environments are split into W groups, one stepped here and the others
+  in fresh processes; the data do not depend on W.
+
+  Args:
+    task: suite task.
+    policies: (actor params, hidden widths, N transitions, seed) per policy.
+    num_envs: E.
+    num_workers: W, processes stepping environments (1 = this one only).
+
+  Returns:
+    Per policy, a dict of numpy arrays: observations, actions, rewards,
+    next_observations, terminals, timeouts (D4RL keys).
+  """
+  tasks_lib.get_task(task)
+  num_groups = max(1, min(num_workers, num_envs))
+  groups = [[] for _ in range(num_groups)]
+  for params, hidden, n, seed in policies:
+    e = max(1, min(num_envs, n))
+    quota_E = np.full(e, n // e)
+    quota_E[: n % e] += 1
+    params = jax.tree.map(np.asarray, params)
+    split = np.array_split(np.arange(e), num_groups)
+    for g, ids in enumerate(split):
+      groups[g].append((task, params, tuple(hidden), ids.tolist(),
+                        [int(quota_E[i]) for i in ids], seed))
+  results = _run_groups(groups)
+  outs = []
+  for j in range(len(policies)):
+    streams = [st for g in range(num_groups) for st in results[g][j]]
+    out = {k: np.concatenate([st[k] for st in streams]) for k in streams[0]}
+    for k in ("observations", "next_observations", "actions", "rewards"):
+      out[k] = out[k].astype(np.float32)
+    out["terminals"] = out["terminals"].astype(bool)
+    out["timeouts"] = out["timeouts"].astype(bool)
+    outs.append(out)
+  return outs
 
 
 def episode_returns(data: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +337,8 @@ def episode_returns(data: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate(task: str, quality: str, *, num_transitions: int, seed: int,
-             num_envs: int, snap_dir: str | None = None) -> tuple[dict, dict]:
+             num_envs: int, num_workers: int = 1,
+             snap_dir: str | None = None) -> tuple[dict, dict]:
   """Rolls out a dataset (no caching).
 
   Args:
@@ -249,6 +347,7 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
     num_transitions: dataset size.
     seed: generation seed.
     num_envs: vector environment size.
+    num_workers: processes stepping environments (see `rollout`).
     snap_dir: snapshot directory (default: the shipped ones).
 
   Returns:
@@ -258,17 +357,16 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
   prefixes = _snapshot_files(task, quality, snap_dir or snapshot_dir())
   n = len(prefixes)
   shares = [num_transitions // n + (i < num_transitions % n) for i in range(n)]
-  parts, used = [], []
+  policies, used = [], []
   for i, (prefix, share) in enumerate(zip(prefixes, shares)):
     if share == 0:
       continue
     params, info = sac.load_snapshot(prefix)
-    parts.append(rollout(task, params, tuple(info["hidden"]),
-                         num_transitions=share, num_envs=num_envs,
-                         seed=seed * 1000 + i))
+    policies.append((params, tuple(info["hidden"]), share, seed * 1000 + i))
     used.append(dict(file=os.path.basename(prefix), transitions=share,
                      **{k: info[k] for k in ("stage", "env_steps",
                                              "eval_return") if k in info}))
+  parts = rollout(task, policies, num_envs=num_envs, num_workers=num_workers)
   data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   returns, complete = episode_returns(data)
   full = returns[complete]
@@ -348,7 +446,7 @@ def _resolve(task, quality, num_transitions, seed, num_envs, snap_dir):
 
 def load(task: str, quality: str, *, num_transitions: int | None = None,
          seed: int | None = None, num_envs: int | None = None,
-         snap_dir: str | None = None) -> dict:
+         num_workers: int | None = None, snap_dir: str | None = None) -> dict:
   """Returns suite dataset 'suite:<task>-<quality>', generating it if missing.
 
   Args:
@@ -357,6 +455,8 @@ def load(task: str, quality: str, *, num_transitions: int | None = None,
     num_transitions: dataset size (default `DEFAULTS['num_transitions']`).
     seed: generation seed (default `DEFAULTS['seed']`).
     num_envs: vector environment size (default `DEFAULTS['num_envs']`).
+    num_workers: processes stepping environments when generating (default
+      `DEFAULTS['num_workers']`, at most the CPU count); no effect on the data.
     snap_dir: snapshot directory (default: the shipped ones).
 
   Returns:
@@ -369,8 +469,11 @@ def load(task: str, quality: str, *, num_transitions: int | None = None,
   n, seed, num_envs, path, card_path = _resolve(
       task, quality, num_transitions, seed, num_envs, snap_dir)
   if not (os.path.isfile(path) and os.path.isfile(card_path)):
+    if num_workers is None:
+      num_workers = min(DEFAULTS["num_workers"], os.cpu_count() or 1)
     data, card = generate(task, quality, num_transitions=n, seed=seed,
-                          num_envs=num_envs, snap_dir=snap_dir)
+                          num_envs=num_envs, num_workers=num_workers,
+                          snap_dir=snap_dir)
     data["metadata/card"] = json.dumps(card, sort_keys=True)
     d4rl.write_hdf5(path, data, attrs=dict(name=card["name"]))
     _write_json(card_path, card)
