@@ -240,7 +240,7 @@ def evaluate_snapshots(config) -> str:
     task = tasks_lib.get_task(name)
     refs = (task.ref_min, task.ref_max)
     rand = random_returns(name, episodes=ev.random_episodes, seed=ev.seed)
-    rows.append((name, "uniform random", "-", None, rand, refs))
+    rows.append((name, "uniform random", "-", "-", "-", None, rand, refs))
     for stage in STAGES:
       params, info = sac.load_snapshot(os.path.join(snap_dir,
                                                     f"{name}-{stage}"))
@@ -253,7 +253,13 @@ def evaluate_snapshots(config) -> str:
       steps = f"{info.get('env_steps', '?')}"
       if "train_seconds" in info:
         steps += f" ({info['train_seconds'] / 60:.0f} min)"
-      rows.append((name, stage, steps, det, sto, refs))
+      at_save = "-"
+      if "eval_return" in info and "target_return" in info:
+        at_save = (f"{info['eval_return']:.0f} / {info['target_return']:.0f}"
+                   + ("" if info["eval_return"] >= info["target_return"]
+                      else " (not reached)"))
+      rows.append((name, stage, steps, info.get("seed", "?"), at_save, det,
+                   sto, refs))
       print(f"{name} {stage}: deterministic {det.mean():.1f}, stochastic "
             f"{sto.mean():.1f}", flush=True)
 
@@ -285,18 +291,29 @@ def evaluate_snapshots(config) -> str:
       " expert return, reused because the body and speed scale are the same"
       " and no backward expert was trained.",
       "",
+      "*SAC env steps* is the training step of the snapshot, with the"
+      " wall-clock minutes when it was written (four runs shared two busy"
+      " CPU cores). *Eval at save / target* is the 5-episode deterministic"
+      " return that triggered the save and the stage's target"
+      " (`configs/collect.py`). A run that hits its step cap without"
+      " reaching the final target takes its best evaluated policy as"
+      " 'final' and its last evaluated policy for a missing 'middle' (so a"
+      " 'middle' can come from a later step than 'final'); both are written"
+      " at the cap.",
+      "",
       "Regenerate: `python -m experiments.collect"
       " --config=configs/collect.py:evaluate`.",
       "",
-      "| task | snapshot | SAC env steps (wall-clock) | deterministic return |"
+      "| task | snapshot | SAC env steps (min) | SAC seed |"
+      " eval at save / target | deterministic return |"
       " deterministic normalized | stochastic return | stochastic normalized |",
-      "|---|---|---|---|---|---|---|",
+      "|---|---|---|---|---|---|---|---|---|",
   ]
-  for name, stage, steps, det, sto, refs in rows:
+  for name, stage, steps, seed, at_save, det, sto, refs in rows:
     d_raw, d_norm = fmt(det, refs)
     s_raw, s_norm = fmt(sto, refs)
-    lines.append(f"| {name} | {stage} | {steps} | {d_raw} | {d_norm} | "
-                 f"{s_raw} | {s_norm} |")
+    lines.append(f"| {name} | {stage} | {steps} | {seed} | {at_save} |"
+                 f" {d_raw} | {d_norm} | {s_raw} | {s_norm} |")
   text = "\n".join(lines) + "\n"
   tmp = out_path + ".tmp"
   with open(tmp, "w") as f:
