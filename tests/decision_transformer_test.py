@@ -1,5 +1,7 @@
 """Tests of distill/models/decision_transformer.py and heads.py."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -31,18 +33,28 @@ def _model(**kw):
   return dt_lib.DecisionTransformer(**base)
 
 
+@functools.cache
+def _jitted(model, train):
+  # One compilation per (model, train) across tests: jitting op by op or
+  # re-jitting a fresh lambda per call dominates these tests' time on CPU.
+  return jax.jit(lambda p, x: model.apply(
+      p, **x, train=train, rngs={'dropout': jax.random.key(1)}))
+
+
 def _apply(model, params, inputs, train=False):
-  return jax.jit(
-      lambda p, x: model.apply(p, **x, train=train,
-                               rngs={'dropout': jax.random.key(1)}))(
-                                   params, inputs)
+  return _jitted(model, train)(params, inputs)
+
+
+def _init(model, inputs):
+  return jax.jit(lambda x: model.init(jax.random.key(0), **x, train=False))(
+      inputs)
 
 
 @pytest.mark.parametrize('head', heads.HEADS)
 def test_shapes_and_log_std_bounds(head):
   model = _model(head=head, log_std_min=-4.0, log_std_max=1.0)
   x = _inputs(5, 2)
-  params = model.init(jax.random.key(0), **x, train=False)
+  params = _init(model, x)
   mean, log_std = _apply(model, params, x, train=True)
   chex.assert_shape([mean, log_std], (B, K, 2))
   chex.assert_tree_all_finite((mean, log_std))
@@ -54,7 +66,7 @@ def test_shapes_and_log_std_bounds(head):
 def test_single_task_is_plain_dt():
   model = _model()
   x = _inputs(5, 2)
-  params = model.init(jax.random.key(0), **x, train=False)['params']
+  params = _init(model, x)['params']
   assert 'embed_task' not in params
   assert params['embed_state']['Dense_0']['kernel'].shape == (5, 16)
   assert dt_lib.count_params(params) == sum(
@@ -67,7 +79,7 @@ def test_single_task_is_plain_dt():
 def test_causal(field, kind):
   model = _model()
   x = _inputs(5, 2)
-  params = model.init(jax.random.key(0), **x, train=False)
+  params = _init(model, x)
   mean, log_std = _apply(model, params, x)
   t = 3
   y = dict(x)
@@ -91,7 +103,7 @@ def test_padding_mask_left_padded():
   x = _inputs(5, 2)
   pad = 2
   x['mask_BxK'] = jnp.ones((B, K)).at[:, :pad].set(0.0)
-  params = model.init(jax.random.key(0), **x, train=False)
+  params = _init(model, x)
   mean, log_std = _apply(model, params, x)
   chex.assert_tree_all_finite((mean, log_std))
   y = dict(x)
@@ -110,7 +122,7 @@ def test_multitask_mixed_ids():
   model = _model(obs_dims=(5, 3, 4), act_dims=(2, 1, 2))
   task = jnp.asarray([0, 1, 2], jnp.int32)
   x = _inputs(5, 2, task=task)
-  params = model.init(jax.random.key(0), **x, train=False)
+  params = _init(model, x)
   p = params['params']
   assert p['embed_state']['kernel'].shape == (3, 5, 16)
   assert p['embed_action']['kernel'].shape == (3, 2, 16)
@@ -121,7 +133,7 @@ def test_multitask_mixed_ids():
   # Each example equals the same example run alone with its task id.
   for i in range(B):
     xi = {k: v[i:i + 1] for k, v in x.items()}
-    mi, _ = model.apply(params, **xi, train=False)
+    mi, _ = _apply(model, params, xi)
     np.testing.assert_allclose(mi[0], mean[i], atol=1e-5)
   # Padded input dims of a smaller task are ignored.
   y = dict(x)
@@ -144,7 +156,7 @@ def test_action_mask():
 def test_dropout_train_vs_eval():
   model = _model(dropout=0.5)
   x = _inputs(5, 2)
-  params = model.init(jax.random.key(0), **x, train=False)
+  params = _init(model, x)
   a, _ = _apply(model, params, x, train=False)
   b, _ = _apply(model, params, x, train=False)
   c, _ = _apply(model, params, x, train=True)
@@ -162,4 +174,4 @@ def test_bad_shapes_raise():
   model = _model()
   x = _inputs(4, 2)
   with pytest.raises(ValueError, match='expected states'):
-    model.init(jax.random.key(0), **x, train=False)
+    _init(model, x)
