@@ -17,7 +17,8 @@ References:
 import json
 import os
 import tempfile
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import flax.serialization

@@ -60,7 +60,8 @@ def test_backward_task_rewards_running_backward():
   assert fwd_info["x_velocity"] < -1.0
   assert bwd_info["x_velocity"] == pytest.approx(fwd_info["x_velocity"])
   assert fwd_r < -1.0 < 1.0 < bwd_r
-  assert bwd_info["reward_forward"] == pytest.approx(-fwd_info["reward_forward"])
+  assert bwd_info["reward_forward"] == pytest.approx(
+      -fwd_info["reward_forward"])
   # Running forward is rewarded only by the forward task.
   fwd_r, _ = _reward_when_moving("halfcheetah-forward", 3.0)
   bwd_r, _ = _reward_when_moving("halfcheetah-backward", 3.0)

@@ -89,14 +89,15 @@ def parse_name(name: str) -> tuple[str, str]:
 def _check(task: str, quality: str) -> None:
   problems = []
   if task not in tasks_lib.TASKS:
-    problems.append(f"unknown task {task!r} (valid: {', '.join(tasks_lib.TASKS)})")
+    problems.append(
+        f"unknown task {task!r} (valid: {', '.join(tasks_lib.TASKS)})")
   if quality not in QUALITIES:
     problems.append(
         f"unknown quality {quality!r} (valid: {', '.join(QUALITIES)})")
   if problems:
     raise d4rl.DatasetError(
         f"suite:{task}-{quality}: " + "; ".join(problems)
-        + f"; e.g. suite:hopper-medium")
+        + "; e.g. suite:hopper-medium")
 
 
 def _stages(quality: str) -> tuple[str, ...]:
@@ -390,8 +391,8 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
       policy="stochastic (samples the actor's tanh-Gaussian)",
       seed=seed,
       num_envs=num_envs,
-      transitions=int(len(data["rewards"])),
-      episodes=int(len(returns)),
+      transitions=len(data["rewards"]),
+      episodes=len(returns),
       complete_episodes=int(complete.sum()),
       terminals=int(data["terminals"].sum()),
       timeouts=int(data["timeouts"].sum()),
@@ -434,7 +435,8 @@ def _write_json(path: str, obj: dict) -> None:
 
 def _resolve(task, quality, num_transitions, seed, num_envs, snap_dir):
   _check(task, quality)
-  n = DEFAULTS["num_transitions"] if num_transitions is None else num_transitions
+  n = (DEFAULTS["num_transitions"] if num_transitions is None
+       else num_transitions)
   seed = DEFAULTS["seed"] if seed is None else seed
   num_envs = DEFAULTS["num_envs"] if num_envs is None else num_envs
   if n < 1:

@@ -1,15 +1,15 @@
 """The embedded default suite: four Gymnasium MuJoCo tasks.
 
-| task                 | environment                                  | obs/act |
-|----------------------|----------------------------------------------|---------|
-| halfcheetah-forward  | HalfCheetah-v5                               | 17 / 6  |
-| halfcheetah-backward | HalfCheetah-v5, forward_reward_weight=-1.0   | 17 / 6  |
-| hopper               | Hopper-v5                                    | 11 / 3  |
-| walker2d             | Walker2d-v5                                  | 17 / 6  |
+| task                 | environment                         | obs/act |
+|----------------------|-------------------------------------|---------|
+| halfcheetah-forward  | HalfCheetah-v5                      | 17 / 6  |
+| halfcheetah-backward | HalfCheetah-v5, forward weight -1.0 | 17 / 6  |
+| hopper               | Hopper-v5                           | 11 / 3  |
+| walker2d             | Walker2d-v5                         | 17 / 6  |
 
-Observation and action sizes match D4RL's, so D4RL files drop into the same code.
-The two HalfCheetah tasks share body and observation; only the task id tells
-them apart (the backward one rewards negative forward velocity).
+Observation and action sizes match D4RL's, so D4RL files drop into the same
+code. The two HalfCheetah tasks share body and observation; only the task id
+tells them apart (the backward one rewards negative forward velocity).
 
 Reference returns for normalized scores live in one place,
 `distill.data.scores.REF_RETURNS`; `Task.ref_min` / `Task.ref_max` read them
