@@ -13,7 +13,7 @@ same config, so a second distillation run reuses the teachers:
   python -m experiments.run --config=configs/mt_distill.py --workdir=runs/default \
       --config.curriculum.name=round_robin --config.surgery.name=none
 
-Variants (`:arg`): '' (CPU default, about 15 minutes on 2 cores), 'smoke'
+Variants (`:arg`): '' (CPU default; 31 minutes measured on 2 busy cores), 'smoke'
 (tiny sizes, two tasks, small datasets: a first look in about 3 minutes),
 'paper' (Chen et al. 2021 teacher sizes and optimizer, for a GPU).
 

@@ -42,19 +42,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from distill.optim import surgery
+
 _HIGHEST = jax.lax.Precision.HIGHEST
 _MODES = ('greedy', 'softmax', 'epsilon_greedy')
 _FILE = 'distill/optim/curriculum.py'
-
-
-def _canonicalize_key(key: Any) -> jax.Array:
-  """Returns a typed key from a typed key, a raw uint32 key or an int seed."""
-  if isinstance(key, numbers.Integral):
-    return jax.random.key(key)
-  key = jnp.asarray(key)
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return key
-  return jax.random.wrap_key_data(key)
 
 
 def _check_num_tasks(name: str, num_tasks: int) -> None:
@@ -162,7 +154,7 @@ def max_kl(num_tasks: int, *, mode: str = 'greedy', temperature: float = 1.0,
         counts=jnp.zeros([num_tasks], jnp.int32),
         scores=jnp.zeros([num_tasks], jnp.float32),
         probs=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
-        key=_canonicalize_key(0 if key is None else key))
+        key=surgery.canonicalize_key(0 if key is None else key))
 
   def update_fn(updates, state, params=None, *, task_divergences,
                 **extra_args):
@@ -261,7 +253,7 @@ def uniform(num_tasks: int, key: Any) -> optax.GradientTransformationExtraArgs:
         choice=jnp.zeros([], jnp.int32),
         weights=_one_hot(0, num_tasks),
         counts=jnp.zeros([num_tasks], jnp.int32),
-        key=_canonicalize_key(key))
+        key=surgery.canonicalize_key(key))
 
   def update_fn(updates, state, params=None, *, task_divergences=None,
                 **extra_args):
@@ -392,7 +384,7 @@ def learning_progress(
         probs=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
         last_divergences=jnp.zeros([num_tasks], jnp.float32),
         count=jnp.zeros([], jnp.int32),
-        key=_canonicalize_key(key))
+        key=surgery.canonicalize_key(key))
 
   def update_fn(updates, state, params=None, *, task_divergences,
                 **extra_args):
@@ -501,7 +493,7 @@ def rnd(num_tasks: int, key: Any, obs_dim: int, *, hidden: int = 64,
 
   def init_fn(params):
     del params
-    target_key, predictor_key = jax.random.split(_canonicalize_key(key))
+    target_key, predictor_key = jax.random.split(surgery.canonicalize_key(key))
     return RNDState(
         choice=jnp.zeros([], jnp.int32),
         weights=_one_hot(0, num_tasks),

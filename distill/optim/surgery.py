@@ -21,7 +21,7 @@ import optax
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def _canonicalize_key(key: Any) -> jax.Array:
+def canonicalize_key(key: Any) -> jax.Array:
   """Returns a typed key from a typed key, a raw uint32 key or an int seed."""
   if isinstance(key, numbers.Integral):
     return jax.random.key(key)
@@ -264,7 +264,7 @@ def pcgrad(key: Any, reduction: str = 'sum') -> optax.GradientTransformation:
     del params
     return PCGradState(
         count=jnp.zeros([], jnp.int32),
-        key=_canonicalize_key(key),
+        key=canonicalize_key(key),
         num_conflicts=jnp.zeros([], jnp.int32),
         projected_fraction=jnp.zeros([], jnp.float32))
 
