@@ -50,8 +50,9 @@ def test_smoke_run_writes_a_well_formed_results_json(smoke):
   assert sum(results['curriculum']['counts'].values()) == 40
   assert results['surgery']['name'] == 'previous'
   assert 0.0 <= results['surgery']['projected_fraction'] <= 1.0
+  # The report stage writes results.json, so its own time is not in it yet.
   for stage in ('datasets', 'teachers', 'teacher_eval', 'distill',
-                'student_eval', 'report'):
+                'student_eval'):
     assert results['wall_s'][stage] >= 0
   assert results['seed'] == 0
 

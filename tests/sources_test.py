@@ -179,7 +179,7 @@ def test_minari_converter_marks_unended_middle_episode():
 def test_suite_spec_dispatch(monkeypatch):
   calls = []
 
-  def load(task, quality):
+  def load(task, quality, num_transitions=None):
     calls.append((task, quality))
     rng = np.random.default_rng(2)
     return {'observations': rng.normal(size=(5, 17)),
