@@ -8,41 +8,14 @@ Shapes: N logged steps, T tasks.
 """
 
 from collections.abc import Mapping, Sequence
-import json
 import math
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 
-
-def write_atomic(path: str, data: bytes | str) -> None:
-  """Writes `data` to `path` through a temporary file and a rename.
-
-  Args:
-    path: destination file.
-    data: the content; `str` is written as UTF-8.
-  """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  if isinstance(data, str):
-    data = data.encode("utf-8")
-  fd, tmp = tempfile.mkstemp(dir=directory,
-                             prefix="." + os.path.basename(path) + ".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def write_json(path: str, obj: Any) -> None:
-  """Writes `obj` as indented JSON, atomically."""
-  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+from distill.fileio import write_atomic
+from distill.fileio import write_json
 
 
 def aggregate_scores(scores_RxT: np.ndarray, *, reps: int = 2000,

@@ -15,8 +15,6 @@ References:
 """
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -26,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from distill import fileio
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
@@ -394,21 +394,6 @@ def make_policy(act_dim: int, hidden: Sequence[int]):
 # Snapshots: actor parameters (msgpack) plus a JSON card.
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def save_snapshot(path_prefix: str, actor_params: Any, info: dict) -> None:
   """Writes `<prefix>.msgpack` (actor params) and `<prefix>.json` atomically.
 
@@ -421,11 +406,9 @@ def save_snapshot(path_prefix: str, actor_params: Any, info: dict) -> None:
     if k not in info:
       raise ValueError(f"save_snapshot({path_prefix}): info lacks {k!r}")
   params = jax.tree.map(np.asarray, actor_params)
-  _atomic_write(path_prefix + ".msgpack", flax.serialization.to_bytes(params))
-  _atomic_write(
-      path_prefix + ".json",
-      (json.dumps(info, indent=2, sort_keys=True) + "\n").encode(),
-  )
+  fileio.write_atomic(path_prefix + ".msgpack",
+                     flax.serialization.to_bytes(params))
+  fileio.write_json(path_prefix + ".json", info)
 
 
 def load_snapshot(path_prefix: str) -> tuple[Any, dict]:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from distill import fileio
 from distill import sac
 from distill.envs import tasks as tasks_lib
 
@@ -315,10 +316,7 @@ def evaluate_snapshots(config) -> str:
     lines.append(f"| {name} | {stage} | {steps} | {seed} | {at_save} |"
                  f" {d_raw} | {d_norm} | {s_raw} | {s_norm} |")
   text = "\n".join(lines) + "\n"
-  tmp = out_path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, out_path)
+  fileio.write_atomic(out_path, text)
   print(text)
   return text
 

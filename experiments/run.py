@@ -23,7 +23,6 @@ import json
 import logging as std_logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 
 from distill import checkpointing
 from distill import evaluation
+from distill import fileio
 from distill import report
 from distill.data import segments
 from distill.data import sources
@@ -150,16 +150,6 @@ OUTPUTS = {
 }
 
 
-def write_json(path: str, obj: Any) -> None:
-  """Writes JSON atomically (temp file in the same directory, then rename)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
-  with os.fdopen(fd, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
-
-
 def stage_config(config: ml_collections.ConfigDict, stage: str
                  ) -> dict[str, Any]:
   """The part of the config a stage's outputs depend on (hashed)."""
@@ -193,7 +183,7 @@ def read_stamp(workdir: str, stage: str) -> dict[str, Any] | None:
 
 def write_stamp(workdir: str, config, stage: str, *, done: bool,
                 **extra) -> None:
-  write_json(_stamp_path(workdir, stage), {
+  fileio.write_json(_stamp_path(workdir, stage), {
       'stage': stage, 'hash': stage_hash(config, stage), 'done': done,
       'config': stage_config(config, stage), 'time': time.time(), **extra})
 
@@ -234,7 +224,7 @@ def stage_datasets(config, workdir: str, shared: Shared) -> None:
     spec = dataset_spec(config, task)
     summary[task] = dataset_info.summarize(data, spec)
     logging.info('dataset %s: %s', spec, summary[task])
-  write_json(out, summary)
+  fileio.write_json(out, summary)
   write_stamp(workdir, config, 'datasets', done=True)
 
 
@@ -300,7 +290,7 @@ def stage_teacher_eval(config, workdir: str, shared: Shared) -> None:
     shared.writer.write(r['step'], {
         f'eval/teacher/{task}/normalized_score': r['normalized_mean'],
         f'eval/teacher/{task}/return': r['return_mean']})
-  write_json(out, results)
+  fileio.write_json(out, results)
   write_stamp(workdir, config, 'teacher_eval', done=True)
 
 
@@ -395,7 +385,7 @@ def stage_student_eval(config, workdir: str, shared: Shared) -> bool:
       shared.writer.write(r['step'], {
           f'eval/student_{label}/{task}/normalized_score':
               r['normalized_mean']})
-  write_json(out, results)
+  fileio.write_json(out, results)
   write_stamp(workdir, config, 'student_eval', done=True)
   return True
 
@@ -513,7 +503,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   if 'distill' in config.stages:  # Refuse a bad combination before any work.
     distill_lib.check_config(config)
   os.makedirs(workdir, exist_ok=True)
-  write_json(os.path.join(workdir, 'config.json'),
+  fileio.write_json(os.path.join(workdir, 'config.json'),
              json.loads(config.to_json_best_effort()))
   shared = Shared(config, workdir)
   wall_path = os.path.join(workdir, 'wall_s.json')
@@ -529,7 +519,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
       logging.info('stage %s: %.1f s', stage, seconds)
       if ran is not False:  # A skipped stage keeps its earlier wall time.
         wall[stage] = seconds
-        write_json(wall_path, wall)
+        fileio.write_json(wall_path, wall)
   finally:
     shared.writer.close()
 

@@ -14,12 +14,13 @@ Letters: N transitions, E episodes.
 
 from collections.abc import Mapping
 import os
-import tempfile
 from typing import Any
 import warnings
 
 import h5py
 import numpy as np
+
+from distill import fileio
 
 KEYS = ('observations', 'actions', 'rewards', 'terminals', 'timeouts')
 # Keys without which a dataset is refused; `timeouts` is missing from old
@@ -212,23 +213,12 @@ def write_hdf5(path: str | os.PathLike, data: Mapping[str, Any], *,
       inside its group.
     attrs: optional attributes of the root group (strings or numbers).
   """
-  path = os.fspath(os.path.expanduser(path))
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(
-      dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-  os.close(fd)
-  try:
+  with fileio.atomic_path(path) as tmp:
     with h5py.File(tmp, 'w') as f:
       for key, value in data.items():
         f.create_dataset(key, data=_h5_value(value))
       for key, value in (attrs or {}).items():
         f.attrs[key] = value
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def episode_bounds(terminals: np.ndarray,

@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from distill import sac
+from distill import fileio
 from distill.data import d4rl
 from distill.data import scores
 from distill.envs import tasks as tasks_lib
@@ -415,24 +416,6 @@ def _versions() -> dict:
   return out
 
 
-def _write_json(path: str, obj: dict) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory,
-                             prefix=f".{os.path.basename(path)}.",
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-      f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def _resolve(task, quality, num_transitions, seed, num_envs, snap_dir):
   _check(task, quality)
   n = (DEFAULTS["num_transitions"] if num_transitions is None
@@ -478,7 +461,7 @@ def load(task: str, quality: str, *, num_transitions: int | None = None,
                           snap_dir=snap_dir)
     data["metadata/card"] = json.dumps(card, sort_keys=True)
     d4rl.write_hdf5(path, data, attrs=dict(name=card["name"]))
-    _write_json(card_path, card)
+    fileio.write_json(card_path, card)
   return d4rl.load_hdf5(path)
 
 

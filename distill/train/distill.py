@@ -28,6 +28,7 @@ import optax
 import tqdm
 
 from distill import checkpointing
+from distill import fileio
 from distill import losses
 from distill import optim
 from distill.data import segments
@@ -424,11 +425,10 @@ def student_policy(student: dt.DecisionTransformer) -> Callable[..., Any]:
 
 def _save_history(path: str, history: Mapping[str, list]) -> None:
   import io  # pylint: disable=g-import-not-at-top
-  from distill import report  # pylint: disable=g-import-not-at-top
   buf = io.BytesIO()
   np.savez(buf, **{k.replace('/', '|'): np.concatenate(v) if v else np.zeros(0)
                    for k, v in history.items()})
-  report.write_atomic(path, buf.getvalue())
+  fileio.write_atomic(path, buf.getvalue())
 
 
 def load_history(directory: str) -> dict[str, np.ndarray]:
