@@ -43,6 +43,7 @@ from distill.data import segments
 from distill.data import sources
 from distill.models import decision_transformer as dt
 from distill.train import distill as distill_lib
+from distill.train import distill_loop
 from distill.train import logs
 from distill.train import teacher as teacher_lib
 from experiments import dataset_info
@@ -323,7 +324,7 @@ def stage_distill(config, workdir: str, shared: Shared) -> bool:
   distill_lib.check_config(config)
   write_stamp(workdir, config, 'distill', done=False)
   teacher, teacher_params_T = load_teachers(config, workdir)
-  distill_lib.train_student(
+  distill_loop.train_student(
       config, source=shared.source, teacher=teacher,
       teacher_params_T=teacher_params_T, stats=shared.stats,
       directory=student_dir(workdir), writer=shared.writer)
@@ -424,7 +425,7 @@ def stage_report(config, workdir: str, shared: Shared) -> bool:
   teacher, teacher_params_T = load_teachers(config, workdir)
   student, student_params, _ = checkpointing.load_policy(
       os.path.join(student_dir(workdir), 'last'))
-  history = distill_lib.load_history(student_dir(workdir))
+  history = distill_loop.load_history(student_dir(workdir))
   tasks = list(config.tasks)
   which = config.report.student_checkpoint
   per_task = {}

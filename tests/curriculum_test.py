@@ -1,4 +1,4 @@
-"""Tests for distill/optim/curriculum.py (curriculum selectors)."""
+"""Tests for distill/optim/curriculum.py and novelty.py (curriculum selectors)."""
 
 import chex
 import jax
@@ -141,7 +141,7 @@ def test_missing_extra_arg_raises(name):
     lambda: optim.bi_objective(2, lam=float('inf')),
 ])
 def test_bad_hyperparameters_raise(make):
-  with pytest.raises(ValueError, match='curriculum.py'):
+  with pytest.raises(ValueError, match=r'distill\.optim\.'):
     make()
 
 

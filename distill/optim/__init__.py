@@ -4,16 +4,16 @@ Every transform here is a plain optax `GradientTransformation` (or
 `GradientTransformationExtraArgs`) and chains with any optax optimizer.
 """
 
-from distill.optim.curriculum import bi_objective
-from distill.optim.curriculum import BiObjectiveState
+from distill.optim.novelty import bi_objective
+from distill.optim.novelty import BiObjectiveState
 from distill.optim.curriculum import learning_progress
 from distill.optim.curriculum import LearningProgressState
 from distill.optim.curriculum import max_kl
 from distill.optim.curriculum import MaxKLState
 from distill.optim.curriculum import mixture
 from distill.optim.curriculum import MixtureState
-from distill.optim.curriculum import rnd
-from distill.optim.curriculum import RNDState
+from distill.optim.novelty import rnd
+from distill.optim.novelty import RNDState
 from distill.optim.curriculum import round_robin
 from distill.optim.curriculum import RoundRobinState
 from distill.optim.curriculum import uniform

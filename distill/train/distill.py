@@ -14,26 +14,20 @@ Letters in shape suffixes: B batch, P probe batch, N probe pool, K context,
 S padded state size, A padded action size, T tasks.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 import functools
-import os
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
-import tqdm
 
-from distill import checkpointing
-from distill import fileio
 from distill import losses
 from distill import optim
 from distill.data import segments
 from distill.models import decision_transformer as dt
-from distill.train import logs
 from distill.train import teacher as teacher_lib
 
 # Selectors that choose from probe divergences before the gradient is taken.
@@ -340,7 +334,8 @@ def make_distill_step(
                                                 t_log_std, k_drop)
       metrics['train/task_loss'] = loss
     else:
-      batch_T, t_mean_T, t_log_std_T = grouped_batch(source, k_batch, teacher_params_T)
+      batch_T, t_mean_T, t_log_std_T = grouped_batch(source, k_batch,
+                                                     teacher_params_T)
       if cur_name == 'mixture' and config.surgery.name != 'pcgrad':
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
         loss, grads = jax.value_and_grad(loss_fn)(
@@ -421,171 +416,3 @@ def init_state(config: ml_collections.ConfigDict,
 def student_policy(student: dt.DecisionTransformer) -> Callable[..., Any]:
   """`policy(params, batch) -> (mean, log_std)` for evaluation."""
   return functools.partial(_apply, student)
-
-
-def _save_history(path: str, history: Mapping[str, list]) -> None:
-  import io  # pylint: disable=g-import-not-at-top
-  buf = io.BytesIO()
-  np.savez(buf, **{k.replace('/', '|'): np.concatenate(v) if v else np.zeros(0)
-                   for k, v in history.items()})
-  fileio.write_atomic(path, buf.getvalue())
-
-
-def load_history(directory: str) -> dict[str, np.ndarray]:
-  """Per-step metrics of a distillation run (`<directory>/history.npz`)."""
-  path = os.path.join(directory, 'history.npz')
-  if not os.path.exists(path):
-    return {}
-  with np.load(path) as f:
-    return {k.replace('|', '/'): f[k] for k in f.files}
-
-
-def train_student(
-    config: ml_collections.ConfigDict,
-    *,
-    source: segments.SegmentSource,
-    teacher: dt.DecisionTransformer,
-    teacher_params_T,
-    stats,
-    directory: str,
-    writer: logs.MetricWriter | None = None,
-) -> tuple[StudentState, dt.DecisionTransformer, Any, dict[str, np.ndarray]]:
-  """Distills the frozen teachers into one student; resumes from checkpoints.
-
-  Args:
-    config: the whole config (reads `tasks`, `data`, `student`, `curriculum`,
-      `surgery`, `seed`).
-    source: training segments of all tasks (normalized with the teachers'
-      statistics).
-    teacher: the teachers' module.
-    teacher_params_T: teacher parameters stacked on a leading T axis.
-    stats: per-task (mean, std) the source's states were normalized with
-      (saved beside the weights so the student can be evaluated from its
-      directory alone).
-    directory: output directory: `<directory>/last/` checkpoints of the
-      state, `<directory>/best/` the parameters with the lowest mean probe KL
-      (both loadable with `checkpointing.load_policy`), and
-      `<directory>/history.npz` the per-step metrics.
-    writer: metric writer.
-
-  Returns:
-    `(state, student, best_params, history)`: the final state, the student
-    module, the best parameters (lowest mean probe KL over a logging window),
-    and per-step metrics (`step`, `curriculum/choice`, `distill/kl` [N, T],
-    `surgery/projected`, `surgery/cos_prev`, `train/loss`).
-
-  Raises:
-    FloatingPointError: the loss became non-finite (names the step).
-  """
-  check_config(config)
-  scfg = config.student
-  tasks = tuple(config.tasks)
-  num_tasks = len(tasks)
-  obs_dims = [int(x) for x in np.asarray(source.obs_dims)]
-  act_dims = [int(x) for x in np.asarray(source.act_dims)]
-  student = make_student(scfg.model, obs_dims, act_dims,
-                         context_len=config.data.context_len,
-                         max_timestep=config.data.max_timestep)
-  key = jax.random.key(config.seed)
-  k_sel, k_opt, k_pool, k_init = jax.random.split(jax.random.fold_in(key, 7), 4)
-  selector = make_selector(config.curriculum, num_tasks,
-                           source.states.shape[1], k_sel)
-  optimizer = make_optimizer(config, num_tasks, k_opt)
-  pool = (make_probe_pool(source, teacher, teacher_params_T, k_pool,
-                          scfg.probe_pool) if scfg.probe_size > 0 else None)
-  step_fn = make_distill_step(config, student, teacher, selector, optimizer)
-
-  def init():
-    return init_state(config, student, source, selector, optimizer, k_init)
-
-  abstract = jax.eval_shape(init)
-  manager = checkpointing.make_manager(os.path.join(directory, 'last'),
-                                       keep=scfg.keep)
-  best_manager = checkpointing.make_manager(os.path.join(directory, 'best'),
-                                            keep=1)
-  meta = {'tasks': list(tasks), 'obs_dims': obs_dims, 'act_dims': act_dims,
-          'model': checkpointing.model_kwargs(student),
-          'state_mean': [np.asarray(m).tolist() for m, _ in stats],
-          'state_std': [np.asarray(s).tolist() for _, s in stats],
-          'context_len': config.data.context_len,
-          'rtg_scale': config.data.rtg_scale,
-          'max_timestep': config.data.max_timestep}
-  history = {k: [] for k in HISTORY_KEYS}
-  best = {'kl': np.inf, 'params': None}
-  if manager.latest_step() is not None:
-    state, _ = checkpointing.restore(manager, abstract)
-    old = load_history(directory)
-    history = {k: [old[k]] if k in old else [] for k in HISTORY_KEYS}
-    if best_manager.latest_step() is not None:
-      saved, _ = checkpointing.restore(best_manager, {
-          'params': abstract.params,
-          'mean_probe_kl': jax.ShapeDtypeStruct((), jnp.float32)})
-      best = {'kl': float(saved['mean_probe_kl']), 'params': saved['params']}
-  else:
-    state = init()
-
-  compiled = {}
-
-  def get_multi(n):
-    if n not in compiled:
-      compiled[n] = jax.jit(make_multi_step(step_fn, n), donate_argnums=0)
-    return compiled[n]
-
-  step = int(state.step)
-  bar = tqdm.tqdm(total=scfg.steps, initial=step, unit='step',
-                  desc='student', dynamic_ncols=True)
-  window = []
-  while step < scfg.steps:
-    n = min(scfg.steps_per_dispatch, scfg.steps - step)
-    state, metrics = get_multi(n)(state, teacher_params_T, source, pool)
-    prev, step = step, step + n
-    bar.update(n)
-    # One transfer per dispatch of n steps: the per-step curriculum choices
-    # and probe KLs feed the plots.
-    host = jax.device_get(metrics)
-    loss = float(host['train/loss'][-1])
-    if not np.isfinite(host['train/loss']).all():
-      bad = prev + 1 + int(np.argmin(np.isfinite(host['train/loss'])))
-      raise FloatingPointError(
-          f'distillation: non-finite loss at step {bad}')
-    host['step'] = np.arange(prev + 1, step + 1)
-    for k in HISTORY_KEYS:
-      history[k].append(np.asarray(host[k]))
-    window.append(host)
-    crossed = lambda every: every > 0 and step // every > prev // every
-    if crossed(scfg.log_every) or step == scfg.steps:
-      cat = {k: np.concatenate([np.atleast_1d(w[k]) for w in window])
-             for k in window[0] if k != 'distill/kl'}
-      kl_T = np.concatenate([w['distill/kl'] for w in window]).mean(0)
-      flat = {k: float(np.mean(v)) for k, v in cat.items()
-              if k not in ('step', 'curriculum/choice')}
-      flat.update({f'distill/kl/{t}': float(kl_T[i])
-                   for i, t in enumerate(tasks)})
-      counts = np.asarray(state.curriculum_state.counts)
-      flat.update({f'curriculum/count/{t}': int(counts[i])
-                   for i, t in enumerate(tasks)})
-      if writer is not None:
-        writer.write(step, flat)
-      window = []
-      if float(kl_T.mean()) < best['kl']:
-        best = {'kl': float(kl_T.mean()),
-                'params': jax.tree.map(jnp.copy, state.params)}
-        checkpointing.save(best_manager, step,
-                           {'params': best['params'],
-                            'mean_probe_kl': jnp.float32(best['kl'])},
-                           {**meta, 'step': step, 'mean_probe_kl': best['kl']})
-      bar.set_postfix(loss=f'{loss:.4f}', kl=f'{kl_T.mean():.4f}')
-    if crossed(scfg.ckpt_every) or step == scfg.steps:
-      checkpointing.save(manager, step, state, {**meta, 'step': step})
-      _save_history(os.path.join(directory, 'history.npz'), history)
-  bar.close()
-  manager.close()
-  best_manager.close()
-  hist = {k: np.concatenate(v) if v else np.zeros(0)
-          for k, v in history.items()}
-  best_params = best['params'] if best['params'] is not None else state.params
-  return state, student, best_params, hist
-
-
-HISTORY_KEYS = ('step', 'curriculum/choice', 'distill/kl', 'surgery/projected',
-                'surgery/cos_prev', 'train/loss')
