@@ -75,7 +75,7 @@ def train_task(config, task_name: str, workdir: str) -> dict:
   if sc.replay_capacity % sc.chunk:
     raise ValueError("configs/collect.py: sac.replay_capacity must be a"
                      " multiple of sac.chunk")
-  seed = config.seed + 1000 * list(tasks_lib.TASKS).index(task_name)
+  seed = int(config.seeds[tkey])
   key = jax.random.key(seed)
   state = sac.init_state(cfg, key)
   replay = sac.make_replay(sc.replay_capacity, task.obs_dim, task.act_dim)
@@ -293,8 +293,12 @@ def evaluate_snapshots(config) -> str:
       " and no backward expert was trained.",
       "",
       "*SAC env steps* is the training step of the snapshot, with the"
-      " wall-clock minutes when it was written (four runs shared two busy"
-      " CPU cores). *Eval at save / target* is the 5-episode deterministic"
+      " wall-clock minutes when it was written (2026-11-25: the first three"
+      " tasks' runs shared two busy CPU cores; 2026-11-29: walker2d on one"
+      " core of two, batch 128, beside another job). *SAC seed* is"
+      " `configs/collect.py` `seeds` (walker2d's first run, seed 3000,"
+      " stalled near 1100 at its 300k-step cap and was repeated with seed"
+      " 3002). *Eval at save / target* is the 5-episode deterministic"
       " return that triggered the save and the stage's target"
       " (`configs/collect.py`). A run that hits its step cap without"
       " reaching the final target takes its best evaluated policy as"
