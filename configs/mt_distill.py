@@ -45,12 +45,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.student.model = ml_collections.ConfigDict(dict(
       num_layers=1, width=32, num_heads=1, dropout=0.0,
       head='tanh_gaussian', log_std_min=-5.0, log_std_max=2.0))
+  steps = ml_collections.FieldReference(3000)
+  # Cosine decay over all of `student.steps` (linked: overriding the steps
+  # moves the decay with them).
   config.student.optimizer = ml_collections.ConfigDict(dict(
       lr=1e-3, weight_decay=1e-4, warmup_steps=200, grad_clip=1.0,
-      b1=0.9, b2=0.999))
+      b1=0.9, b2=0.999, decay_steps=steps, end_lr_fraction=0.1))
   config.student.loss = 'kl'  # or 'mse' between the means
   config.student.temperature = 1.0  # scales the teacher's std in the KL
-  config.student.steps = 3000
+  config.student.steps = steps
   config.student.batch_size = 64
   config.student.probe_size = 16  # segments per teacher per step (forward only)
   config.student.probe_pool = 512  # fixed probe segments per teacher

@@ -152,3 +152,27 @@ def test_optimizer_warmup():
   for _ in range(10):
     updates, state = opt.update({'w': jnp.ones(())}, state, params)
   assert float(updates['w']) == pytest.approx(-1.0, rel=1e-3)
+
+
+def test_schedule_cosine_decay_closed_form():
+  config = ml_collections.ConfigDict(dict(
+      lr=2.0, warmup_steps=10, decay_steps=110, end_lr_fraction=0.1))
+  schedule = teacher.make_schedule(config)
+  assert float(schedule(0)) == pytest.approx(0.0)
+  assert float(schedule(5)) == pytest.approx(1.0)
+  for t in (10, 35, 60, 85, 110, 200):
+    frac = min(t - 10, 100) / 100
+    cosine = 0.5 * (1 + np.cos(np.pi * frac))
+    want = 2.0 * ((1 - 0.1) * cosine + 0.1)
+    assert float(schedule(t)) == pytest.approx(want, rel=1e-5), t
+  config.decay_steps = 0
+  assert float(teacher.make_schedule(config)(1000)) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize('bad', [dict(decay_steps=5), dict(end_lr_fraction=2.0)])
+def test_schedule_bad_decay_raises(bad):
+  config = ml_collections.ConfigDict(dict(
+      lr=1.0, warmup_steps=10, decay_steps=100, end_lr_fraction=0.1))
+  config.update(bad)
+  with pytest.raises(ValueError, match='decay_steps'):
+    teacher.make_schedule(config)
