@@ -100,3 +100,18 @@ def test_missing_file_and_missing_spec(tmp_path):
   assert result.returncode in (1, 2)
   assert 'no such file' in result.stderr
   assert _run().returncode in (1, 2)
+
+
+def test_several_specs_print_a_list(tmp_path):
+  first = _write(tmp_path / 'hopper_medium-v2.hdf5')
+  second = _write(tmp_path / 'other.hdf5')
+  result = _run(first, second)
+  assert result.returncode == 0, result.stderr
+  infos = json.loads(result.stdout)
+  assert [i['name'] for i in infos] == [first, second]
+  assert all(i['seconds'] >= 0 for i in infos)
+  assert '2 dataset(s) in' in result.stderr
+  # A bad SPEC after a good one still fails as a whole, naming the bad one.
+  bad = _run(first, str(tmp_path / 'nope.hdf5'))
+  assert bad.returncode == 1 and bad.stdout == ''
+  assert 'nope.hdf5' in bad.stderr
