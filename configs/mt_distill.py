@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.student = ml_collections.ConfigDict()
   config.student.model = ml_collections.ConfigDict(dict(
-      num_layers=1, width=32, num_heads=1, dropout=0.0,
+      num_layers=2, width=32, num_heads=1, dropout=0.0,
       head='tanh_gaussian', log_std_min=-5.0, log_std_max=2.0))
   steps = ml_collections.FieldReference(3000)
   # Cosine decay over all of `student.steps` (linked: overriding the steps
