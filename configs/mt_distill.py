@@ -13,8 +13,8 @@ same config, so a second distillation run reuses the teachers:
   python -m experiments.run --config=configs/mt_distill.py --workdir=runs/default \
       --config.curriculum.name=round_robin --config.surgery.name=none
 
-Variants (`:arg`): '' (CPU default; 31 minutes measured on 2 busy cores), 'smoke'
-(tiny sizes, two tasks, small datasets: a first look in about 3 minutes),
+Variants (`:arg`): '' (CPU default; 12 min 41 s measured on 2 quiet cores),
+'smoke'(tiny sizes, two tasks, small datasets: a first look in about 3 minutes),
 'paper' (Chen et al. 2021 teacher sizes and optimizer, for a GPU).
 
 Curricula (`--config.curriculum.name`): max_kl (default; `curriculum.mode`
