@@ -1,4 +1,4 @@
-"""Tests for distill/optim/curriculum.py and novelty.py (curriculum selectors)."""
+"""Tests for distill/optim/curriculum.py and novelty.py (selectors)."""
 
 import chex
 import jax

@@ -169,7 +169,8 @@ def test_schedule_cosine_decay_closed_form():
   assert float(teacher.make_schedule(config)(1000)) == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize('bad', [dict(decay_steps=5), dict(end_lr_fraction=2.0)])
+@pytest.mark.parametrize('bad', [dict(decay_steps=5),
+                                 dict(end_lr_fraction=2.0)])
 def test_schedule_bad_decay_raises(bad):
   config = ml_collections.ConfigDict(dict(
       lr=1.0, warmup_steps=10, decay_steps=100, end_lr_fraction=0.1))
