@@ -15,7 +15,20 @@ from typing import Any
 
 
 def _umask() -> int:
-  mask = os.umask(0)
+  """The process umask, read without changing it where the OS allows.
+
+  `os.umask` can only read it by setting it; setting 0 for a moment would
+  apply to files that other threads (orbax's async checkpoint writers, the
+  TensorBoard writer) create meanwhile. Linux reports it in /proc.
+  """
+  try:
+    with open("/proc/self/status", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError):
+    pass
+  mask = os.umask(0o077)  # the strictest value, should a thread create files
   os.umask(mask)
   return mask
 

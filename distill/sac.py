@@ -407,7 +407,7 @@ def save_snapshot(path_prefix: str, actor_params: Any, info: dict) -> None:
       raise ValueError(f"save_snapshot({path_prefix}): info lacks {k!r}")
   params = jax.tree.map(np.asarray, actor_params)
   fileio.write_atomic(path_prefix + ".msgpack",
-                     flax.serialization.to_bytes(params))
+                      flax.serialization.to_bytes(params))
   fileio.write_json(path_prefix + ".json", info)
 
 

@@ -505,7 +505,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     distill_lib.check_config(config)
   os.makedirs(workdir, exist_ok=True)
   fileio.write_json(os.path.join(workdir, 'config.json'),
-             json.loads(config.to_json_best_effort()))
+                    json.loads(config.to_json_best_effort()))
   shared = Shared(config, workdir)
   wall_path = os.path.join(workdir, 'wall_s.json')
   wall = {}
