@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8",
     "tensorboardX>=2.6",
     "tqdm>=4.66",
+    "submitit==1.5.4",
 ]
 
 EXTRAS_REQUIRE = {
