@@ -8,6 +8,7 @@ import pytest
 from distill import checkpointing
 from distill import evaluation
 from distill.models import decision_transformer as dt_lib
+from distill.models import model as model_lib
 
 
 class CountingEnv(gymnasium.Env):
@@ -105,7 +106,7 @@ def test_mujoco_rollout_from_checkpoint(tmp_path, deterministic):
       jax.random.key(0), np.zeros((1, k, 1)), np.zeros((1, k, 17)),
       np.zeros((1, k, 6)), np.zeros((1, k), np.int32), np.ones((1, k)),
       np.zeros((1,), np.int32), train=False)['params']
-  meta = {'task': 'hopper', 'model': checkpointing.model_kwargs(model),
+  meta = {'task': 'hopper', 'model': model_lib.model_meta(model),
           'obs_dims': [11], 'act_dims': [3], 'context_len': k,
           'rtg_scale': 1000.0, 'max_timestep': 1000,
           'state_mean': [[0.0] * 11], 'state_std': [[1.0] * 11]}
