@@ -17,7 +17,8 @@ from ml_collections import config_flags
 import numpy as np
 
 from distill import fileio
-from distill import sac
+from distill.envs import sac
+from distill.envs import suite
 from distill.envs import tasks as tasks_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -230,11 +231,9 @@ def evaluate_snapshots(config) -> str:
   Returns:
     The markdown text written.
   """
-  from distill.data import suite  # pylint: disable=g-import-not-at-top
-
   ev = config.evaluate
   snap_dir = ev.snapshot_dir or suite.snapshot_dir()
-  out_path = ev.output or os.path.join(os.path.dirname(tasks_lib.__file__),
+  out_path = ev.output or os.path.join(os.path.dirname(suite.__file__),
                                        "SNAPSHOTS.md")
   rows = []
   for name in config.tasks:
@@ -274,7 +273,7 @@ def evaluate_snapshots(config) -> str:
   lines = [
       "# Behavior-policy snapshots of the embedded suite",
       "",
-      "SAC actors (`distill/sac.py`, trained by `python -m experiments.collect"
+      "SAC actors (`distill/envs/sac.py`, trained by `python -m experiments.collect"
       " --config=configs/collect.py`), saved when the deterministic evaluation"
       " return first reached each stage's target. Returns over"
       f" {ev.episodes} episodes (mean ± std, seed {ev.seed}); normalized ="

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import collect as collect_config
-from distill import sac
+from distill.envs import sac
 from distill.envs import tasks as tasks_lib
 
 

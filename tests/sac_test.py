@@ -1,4 +1,4 @@
-"""Tests of distill/sac.py: one update, fused chunks, log-probs, snapshots."""
+"""Tests of distill/envs/sac.py: one update, fused chunks, log-probs, snapshots."""
 
 import chex
 import distrax
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill import sac
+from distill.envs import sac
 
 CFG = sac.SACConfig(obs_dim=5, act_dim=2, hidden=(16, 16), batch_size=8)
 

@@ -1,4 +1,4 @@
-"""Tests of distill/data/suite.py: generation, determinism, cache, atomicity."""
+"""Tests of distill/envs/suite.py: generation, determinism, cache, atomicity."""
 
 import os
 
@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from distill import sac
 from distill.data import d4rl
-from distill.data import suite
+from distill.envs import sac
+from distill.envs import suite
 from distill.envs import tasks
 
 

@@ -1,4 +1,4 @@
-"""Loads an offline dataset from a spec string.
+"""Loads an offline dataset that exists: a file, d4rl or Minari.
 
 Specs:
   /path/to/file.hdf5       a D4RL HDF5 file (e.g. from ~/.d4rl/datasets)
@@ -6,10 +6,13 @@ Specs:
                            'd4rl:hopper-medium-v2'
   minari:<dataset_id>      a Minari dataset already on disk (never downloaded),
                            e.g. 'minari:mujoco/hopper/medium-v0'
-  suite:<task>-<quality>   the project's generated suite, e.g.
-                           'suite:halfcheetah-backward-medium'
 
 Every source returns the same validated D4RL-style dict (see `d4rl.validate`).
+The fourth kind of spec, 'suite:<task>-<quality>', names a dataset that the
+project generates by rolling out behavior policies in environments; that
+needs `distill.envs`, which sits above this package, so
+`distill.datasets.load_dataset` reads all four kinds and this module refuses
+it.
 """
 
 import os
@@ -23,31 +26,29 @@ _SPEC_HELP = ("specs are a D4RL HDF5 path, 'd4rl:<name>', 'minari:<id>' or "
               "'suite:<task>-<quality>'")
 
 
-def load_dataset(spec: str, *, clip_actions: bool = False,
-                 suite_transitions: int | None = None) -> dict[str, Any]:
+def load_dataset(spec: str, *, clip_actions: bool = False) -> dict[str, Any]:
   """Loads and validates the dataset that `spec` names.
 
   Args:
     spec: see the module docstring.
     clip_actions: clip actions outside [-1, 1] with a warning instead of
       refusing them.
-    suite_transitions: size of a generated `suite:` dataset (default: the
-      suite's default size); ignored by the other sources.
 
   Returns:
     The validated dict of `d4rl.validate`.
 
   Raises:
-    DatasetError: unknown spec, missing dataset, missing optional package, or
-      bad data.
+    DatasetError: unknown or 'suite:' spec, missing dataset, missing optional
+      package, or bad data.
   """
   if spec.startswith('d4rl:'):
     return _load_d4rl(spec[len('d4rl:'):], spec, clip_actions)
   if spec.startswith('minari:'):
     return _load_minari(spec[len('minari:'):], spec, clip_actions)
   if spec.startswith('suite:'):
-    return _load_suite(spec[len('suite:'):], spec, clip_actions,
-                       suite_transitions)
+    raise d4rl.DatasetError(
+        f'{spec}: generated suite datasets are loaded by'
+        ' distill.datasets.load_dataset, not distill.data.sources')
   path = os.path.expanduser(spec)
   if not os.path.isfile(path):
     raise d4rl.DatasetError(f'{spec}: no such file ({_SPEC_HELP})')
@@ -154,19 +155,3 @@ def _minari_to_d4rl(episodes, spec: str) -> dict[str, Any]:
       data[f'infos/{key}'] = np.concatenate(values)
   return data
 
-
-def _load_suite(name: str, spec: str, clip_actions: bool,
-                num_transitions: int | None = None) -> dict[str, Any]:
-  task, sep, quality = name.rpartition('-')
-  if not sep or not task or not quality:
-    raise d4rl.DatasetError(
-        f'{spec}: expected suite:<task>-<quality>, e.g. '
-        'suite:halfcheetah-backward-medium')
-  try:
-    # pylint: disable=g-import-not-at-top,import-outside-toplevel
-    from distill.data import suite
-  except ImportError as e:
-    raise d4rl.DatasetError(
-        f'{spec}: the generated suite is unavailable ({e})') from e
-  data = suite.load(task, quality, num_transitions=num_transitions)
-  return d4rl.validate(data, source=spec, clip_actions=clip_actions)

@@ -25,6 +25,8 @@ from typing import Any
 
 import gymnasium
 
+from distill.data import scores
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -60,10 +62,6 @@ class Task:
 
 
 def _refs(key: str) -> tuple[float, float]:
-  # Imported here so that the task table works before the data layer exists
-  # and to keep one source of truth for the reference returns.
-  from distill.data import scores  # pylint: disable=g-import-not-at-top
-
   if key not in scores.REF_RETURNS:
     raise KeyError(
         f"distill/data/scores.py: REF_RETURNS has no entry {key!r}; known:"

@@ -1,7 +1,7 @@
 """The embedded suite's datasets, generated on first use.
 
-`load(task, quality)` returns a D4RL-format dict for 'suite:<task>-<quality>'.
-The first call rolls out the shipped SAC behavior snapshots
+`load(task, quality)` returns a D4RL-format dict for 'suite:<task>-<quality>'
+(`load_spec` takes the spec string itself). The first call rolls out the shipped SAC behavior snapshots
 (`distill/envs/snapshots/`) in Gymnasium vector environments and caches the
 result as a D4RL HDF5 file plus a JSON dataset card in
 `$DISTILL_DATA_DIR/suite/` (default `~/.cache/distill/suite/`); later calls
@@ -37,12 +37,13 @@ import gymnasium
 import jax
 import numpy as np
 
-from distill import sac
 from distill import fileio
 from distill.data import d4rl
 from distill.data import scores
+from distill.envs import sac
 from distill.envs import tasks as tasks_lib
 
+PREFIX = "suite:"
 QUALITIES = ("medium", "mixed")
 STAGES = ("early", "middle", "final")
 # Bumped whenever generation changes what a (task, quality, size, seed) holds.
@@ -67,7 +68,7 @@ def data_dir() -> str:
 
 def snapshot_dir() -> str:
   """Returns the package directory of the shipped behavior snapshots."""
-  return os.path.join(os.path.dirname(tasks_lib.__file__), "snapshots")
+  return os.path.join(os.path.dirname(__file__), "snapshots")
 
 
 def parse_name(name: str) -> tuple[str, str]:
@@ -250,7 +251,7 @@ def _run_groups(groups: list[list[tuple]]) -> list[list[list[dict]]]:
         err = open(os.path.join(tmp, f"err{k}.txt"), "wb")
         procs.append((subprocess.Popen(
             [sys.executable, "-c",
-             "import sys; from distill.data import suite;"
+             "import sys; from distill.envs import suite;"
              " suite._worker_main(sys.argv[1], sys.argv[2])",
              in_path, out_path],
             stdout=subprocess.DEVNULL, stderr=err), out_path, err, jobs))
@@ -482,3 +483,30 @@ def read_card(task: str, quality: str, *, num_transitions: int | None = None,
                        snap_dir)[-1]
   with open(card_path) as f:
     return json.load(f)
+
+
+def load_spec(spec: str, *, clip_actions: bool = False,
+              num_transitions: int | None = None) -> dict:
+  """Loads the dataset a 'suite:<task>-<quality>' spec names.
+
+  Args:
+    spec: e.g. 'suite:halfcheetah-backward-medium'.
+    clip_actions: clip actions outside [-1, 1] with a warning instead of
+      refusing them (see `distill.data.d4rl.validate`).
+    num_transitions: dataset size (default `DEFAULTS['num_transitions']`).
+
+  Returns:
+    The dict of `load`, validated again with `spec` as the source that
+    errors name.
+
+  Raises:
+    d4rl.DatasetError: a malformed spec, unknown task or quality, missing
+      snapshots, or bad data.
+  """
+  task, sep, quality = spec.removeprefix(PREFIX).rpartition("-")
+  if not spec.startswith(PREFIX) or not sep or not task or not quality:
+    raise d4rl.DatasetError(
+        f"{spec}: expected suite:<task>-<quality>, e.g."
+        " suite:halfcheetah-backward-medium")
+  data = load(task, quality, num_transitions=num_transitions)
+  return d4rl.validate(data, source=spec, clip_actions=clip_actions)
