@@ -1,0 +1,358 @@
+r"""Runs every member of a config's sweep through submitit, then aggregates.
+
+  python -m experiments.sweep --config=configs/study.py --workdir=runs/study
+  python -m experiments.sweep --config=configs/study.py:smoke \
+      --workdir=runs/smoke --parallel=2
+  python -m experiments.sweep --config=configs/study.py --workdir=runs/study \
+      --executor=slurm --parallel=64 --slurm_partition=gpu --gpus_per_job=1
+  python -m experiments.sweep --config=configs/study.py --workdir=runs/study \
+      --print
+
+The config module defines `get_sweep(arg)` (see distill/sweeps.py). Every
+job is the plain command line that `--print` shows (run them from the same
+directory, teachers first, with any other scheduler):
+
+  1. one teacher job per distinct teacher configuration and seed,
+     `python -m experiments.run --config=... --workdir=DIR/teachers/<name>
+     --config.seed=... \
+     "--config.stages=('datasets','teachers','teacher_eval')"`;
+  2. every member, `python -m experiments.run --config=...
+     --workdir=DIR/members/<name> --config.<field>=<value> ...
+     --config.teacher_workdir=DIR/teachers/<name>`, as soon as its teachers
+     are done; at most `--parallel` jobs run at once.
+
+Executors (submitit): `local` (subprocesses on this machine, the default),
+`slurm` (`sbatch`; needs SLURM), `debug` (in this process, one at a time: for
+tests). A job's output goes to `<its workdir>/sweep_job.log`; the sweep's
+state (each job's command, status, log, wall time) to
+`DIR/sweep_state.json`. A rerun skips finished jobs and reruns the others,
+which resume from their checkpoints; a failed job is reported with its log
+and does not stop the others (members of a failed teacher job fail without
+running), and the sweep then exits with status 1. At the end the finished
+members are aggregated (`python -m experiments.aggregate DIR`: `sweep.json`,
+`sweep.md`, plots).
+"""
+
+import os
+import shlex
+import shutil
+import sys
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+import submitit
+
+from distill import aggregate
+from distill import fileio
+from distill import sweeps
+
+_CONFIG = flags.DEFINE_string(
+    'config', None, 'Config file with get_sweep(), `path[:arg]`.',
+    required=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory.',
+                               required=True)
+_EXECUTOR = flags.DEFINE_enum('executor', 'local', ['local', 'slurm', 'debug'],
+                              'submitit executor.')
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Jobs running at once.')
+_PRINT = flags.DEFINE_bool('print', False, 'Print the command lines (teachers'
+                           ' first) instead of running them.')
+_TIMEOUT_MIN = flags.DEFINE_integer('timeout_min', 24 * 60,
+                                    'Time limit of one job, in minutes.')
+_PARTITION = flags.DEFINE_string('slurm_partition', '',
+                                 'SLURM partition (--executor=slurm).')
+_GPUS = flags.DEFINE_integer('gpus_per_job', 0, 'GPUs per job (SLURM); the'
+                             ' local executor leaves CUDA_VISIBLE_DEVICES as'
+                             ' it is.')
+_BASELINE = flags.DEFINE_string('baseline', None, 'Configuration the others'
+                                " are compared with (default: the sweep's).")
+
+POLL_S = 2.0
+PROGRESS_EVERY_S = 60.0
+
+
+def check_flags() -> None:
+  """Refuses bad flag values before any work."""
+  if _PARALLEL.value < 1:
+    raise app.UsageError(f'--parallel={_PARALLEL.value}: must be >= 1')
+  if _TIMEOUT_MIN.value < 1:
+    raise app.UsageError(f'--timeout_min={_TIMEOUT_MIN.value}: must be >= 1')
+  if _GPUS.value < 0:
+    raise app.UsageError(f'--gpus_per_job={_GPUS.value}: must be >= 0')
+  if (_EXECUTOR.value == 'slurm' and not _PRINT.value
+      and shutil.which('sbatch') is None):
+    raise app.UsageError('--executor=slurm: `sbatch` is not on PATH (no'
+                         ' SLURM here); use --executor=local or --print')
+
+
+def make_executor(folder: str) -> submitit.Executor:
+  """The submitit executor named by --executor."""
+  if _EXECUTOR.value == 'debug':
+    return submitit.DebugExecutor(folder)
+  if _EXECUTOR.value == 'local':
+    executor = submitit.LocalExecutor(folder)
+    executor.update_parameters(timeout_min=_TIMEOUT_MIN.value)
+    return executor
+  executor = submitit.AutoExecutor(folder, cluster='slurm')
+  params = dict(timeout_min=_TIMEOUT_MIN.value, gpus_per_node=_GPUS.value,
+                name='distill-sweep')
+  if _PARTITION.value:
+    params['slurm_partition'] = _PARTITION.value
+  executor.update_parameters(**params)
+  return executor
+
+
+def job_env() -> dict[str, str | None]:
+  """Environment fixes for the jobs' commands (None unsets a variable)."""
+  if _EXECUTOR.value != 'local':
+    return {}
+  # submitit's local executor hides every GPU from a job that asks for none;
+  # give the command this process's view back.
+  env = {'CUDA_VISIBLE_DEVICES': os.environ.get('CUDA_VISIBLE_DEVICES')}
+  if _PARALLEL.value > 1 and 'XLA_PYTHON_CLIENT_PREALLOCATE' not in os.environ:
+    # Several JAX processes on one GPU: each must not claim 75% of it.
+    env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
+  return env
+
+
+def shell_line(command: list[str]) -> str:
+  """`command` for a POSIX shell, double-quoting tuples for readability."""
+  out = []
+  for arg in command:
+    if shlex.quote(arg) != arg and not set(arg) & set('"$`\\!'):
+      out.append(f'"{arg}"')
+    else:
+      out.append(shlex.quote(arg))
+  return ' '.join(out)
+
+
+def _fmt_s(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds >= 3600:
+    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+  return f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+class Sweep:
+  """The state of a running sweep: each job's status and record."""
+
+  def __init__(self, root: str, teachers: list[sweeps.Job],
+               members: list[sweeps.Job], info: dict[str, Any]):
+    self.root, self.info = root, info
+    self.jobs = teachers + members
+    self.by_name = {(j.kind, j.name): j for j in self.jobs}
+    self.status, self.records, self.started = {}, {}, {}
+    for job in self.jobs:
+      key = (job.kind, job.name)
+      self.records[key] = sweeps.read_record(job) or {}
+      self.status[key] = 'skipped' if sweeps.is_finished(job) else 'pending'
+    self.durations = {'teacher': [], 'member': []}
+
+  def write_state(self) -> None:
+    counts = {}
+    for s in self.status.values():
+      counts[s] = counts.get(s, 0) + 1
+    jobs = []
+    for job in self.jobs:
+      key = (job.kind, job.name)
+      rec = self.records[key]
+      jobs.append({
+          'name': job.name, 'kind': job.kind,
+          'configuration': job.configuration, 'seed': job.seed,
+          'overrides': job.overrides, 'teacher': job.teacher,
+          'workdir': job.workdir, 'command': job.command,
+          'shell': shell_line(job.command), 'status': self.status[key],
+          'log': job.log, 'wall_s': rec.get('wall_s'),
+          'error': rec.get('error', '')})
+    fileio.write_json(os.path.join(self.root, sweeps.STATE), {
+        **self.info, 'updated': time.time(), 'counts': counts, 'jobs': jobs})
+
+  def eta_s(self, parallel: int) -> float | None:
+    """Seconds left: mean duration so far per kind, over `parallel` slots."""
+    mean = {k: sum(v) / len(v) for k, v in self.durations.items() if v}
+    if not mean:
+      return None
+    left = 0.0
+    for key, status in self.status.items():
+      est = mean.get(key[0], next(iter(mean.values())))
+      if status == 'pending':
+        left += est
+      elif status == 'running':
+        left += max(est - (time.time() - self.started[key]), 0.0)
+    return left / parallel
+
+  def progress(self, parallel: int) -> str:
+    parts = []
+    for kind in ('teacher', 'member'):
+      st = [s for k, s in self.status.items() if k[0] == kind]
+      done = sum(s in ('done', 'skipped') for s in st)
+      parts.append(f'{kind}s {done}/{len(st)} done,'
+                   f' {st.count("running")} running,'
+                   f' {st.count("failed")} failed')
+    eta = self.eta_s(parallel)
+    return ('sweep: ' + '; '.join(parts) + '; ETA '
+            + ('unknown' if eta is None else _fmt_s(eta)))
+
+
+def run_jobs(sweep: Sweep, executor: submitit.Executor, parallel: int,
+             env: dict[str, str | None]) -> None:
+  """Runs the pending jobs, teachers before their members."""
+  running = {}
+  last_progress = 0.0
+  cwd = os.getcwd()
+  logging.info('%s', sweep.progress(parallel))
+  try:
+    while True:
+      changed = False
+      for job in sweep.jobs:  # Launch what is ready, up to `parallel`.
+        key = (job.kind, job.name)
+        if len(running) >= parallel:
+          break
+        if sweep.status[key] != 'pending':
+          continue
+        if job.kind == 'member':
+          teacher = sweep.by_name[('teacher', job.teacher)]
+          t_status = sweep.status[('teacher', job.teacher)]
+          if t_status == 'failed':
+            sweep.status[key] = 'failed'
+            sweep.records[key] = {'error': f'teacher job {teacher.name}'
+                                           f' failed (log: {teacher.log})'}
+            logging.error('member %s not run: teacher job %s failed; log: %s',
+                          job.name, teacher.name, teacher.log)
+            changed = True
+            continue
+          if t_status not in ('done', 'skipped'):
+            continue
+        running[key] = executor.submit(sweeps.run_job, job, cwd=cwd,
+                                       env_updates=env)
+        sweep.status[key], sweep.started[key] = 'running', time.time()
+        logging.info('started %s %s: %s', job.kind, job.name,
+                     shell_line(job.command))
+        changed = True
+      if changed:
+        sweep.write_state()
+      if not running:
+        break
+      for key, sj in list(running.items()):  # Collect the finished ones.
+        if not sj.done():
+          continue
+        job = sweep.by_name[key]
+        try:
+          record = sj.result()
+        except Exception as e:  # pylint: disable=broad-except
+          # The job engine lost the job (killed, out of memory, timeout).
+          record = {**(sweeps.read_record(job) or {}), 'status': 'failed',
+                    'error': f'{type(e).__name__}: {str(e)[-500:]}',
+                    'wall_s': time.time() - sweep.started[key]}
+        del running[key]
+        sweep.status[key], sweep.records[key] = record['status'], record
+        sweep.durations[job.kind].append(record['wall_s'])
+        if record['status'] == 'failed':
+          logging.error('%s %s FAILED (%s); log: %s', job.kind, job.name,
+                        record['error'], job.log)
+        else:
+          logging.info('%s %s done in %s', job.kind, job.name,
+                       _fmt_s(record['wall_s']))
+        changed = True
+      if changed:
+        sweep.write_state()
+      if changed or time.time() - last_progress > PROGRESS_EVERY_S:
+        logging.info('%s', sweep.progress(parallel))
+        last_progress = time.time()
+      if running and not changed:
+        time.sleep(POLL_S)
+  except KeyboardInterrupt:
+    for key, sj in running.items():
+      sj.cancel(check=False)
+      sweep.status[key] = 'pending'
+    sweep.write_state()
+    logging.error('interrupted; %d running jobs cancelled (a rerun resumes'
+                  ' them)', len(running))
+    raise
+
+
+def aggregate_sweep(root: str, baseline: str, reps: int, *,
+                    strict: bool) -> str | None:
+  """Writes `sweep.json`, `sweep.md` and plots; returns sweep.md's path.
+
+  Args:
+    root: the sweep directory.
+    baseline: configuration to compare with ('' for none).
+    reps: bootstrap replications.
+    strict: raise when the baseline has no results (else compare with none).
+  """
+  _, runs, missing = sweeps.collect_runs(root)
+  if not runs:
+    logging.warning('aggregate: no member of %s has results yet', root)
+    return None
+  if baseline and baseline not in {r['configuration'] for r in runs}:
+    if strict:
+      raise app.UsageError(f'--baseline={baseline}: no finished member of'
+                           f' that configuration in {root}')
+    logging.warning('aggregate: baseline %s has no results; no probability'
+                    ' of improvement', baseline)
+    baseline = ''
+  summary = aggregate.summarize(runs, baseline=baseline, reps=reps,
+                                missing=missing)
+  aggregate.write_sweep_report(root, summary,
+                               title=f'Sweep {os.path.basename(root)}')
+  return os.path.join(root, 'sweep.md')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'experiments/sweep.py: unexpected arguments'
+                         f' {argv[1:]}')
+  check_flags()
+  root = os.path.abspath(_WORKDIR.value)
+  try:
+    sweep_def = sweeps.load_sweep(_CONFIG.value)
+    teachers, members = sweeps.plan(_CONFIG.value, sweep_def, root)
+    base = sweeps.resolve_config(_CONFIG.value, [])
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  baseline = sweep_def.baseline if _BASELINE.value is None else _BASELINE.value
+  names = list(dict.fromkeys(m.configuration for m in members))
+  if baseline and baseline not in names:
+    raise app.UsageError(f'--baseline={baseline!r} is not a configuration of'
+                         f' the sweep; configurations: {names}')
+  if _PRINT.value:
+    print(f'# {len(teachers)} teacher jobs: run these first')
+    for job in teachers:
+      print(shell_line(job.command))
+    print(f'# {len(members)} members')
+    for job in members:
+      print(shell_line(job.command))
+    return
+  os.makedirs(root, exist_ok=True)
+  reps = int(base.report.reps) if 'report' in base else 2000
+  sweep = Sweep(root, teachers, members, {
+      'config': _CONFIG.value, 'workdir': root, 'executor': _EXECUTOR.value,
+      'parallel': _PARALLEL.value, 'baseline': baseline, 'reps': reps,
+      'python': sys.executable, 'cwd': os.getcwd()})
+  skipped = sum(s == 'skipped' for s in sweep.status.values())
+  logging.info('sweep %s: %d teacher jobs, %d members; %d finished earlier'
+               ' (skipped)', root, len(teachers), len(members), skipped)
+  sweep.write_state()
+  start = time.time()
+  executor = make_executor(os.path.join(root, 'submitit', '%j'))
+  run_jobs(sweep, executor, _PARALLEL.value, job_env())
+  failed = [sweep.by_name[k] for k, s in sweep.status.items()
+            if s == 'failed']
+  logging.info('sweep finished in %s: %s', _fmt_s(time.time() - start),
+               sweep.progress(_PARALLEL.value))
+  report = aggregate_sweep(root, baseline, reps, strict=False)
+  if report:
+    logging.info('aggregate: %s', report)
+  if failed:
+    for job in failed:
+      logging.error('FAILED %s %s: %s; log: %s', job.kind, job.name,
+                    sweep.records[(job.kind, job.name)].get('error'),
+                    job.log)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)
