@@ -7,47 +7,33 @@ with PCGrad (Yu et al. 2020).
 
 Shape letters: T tasks (the leading axis of stacked per-task updates).
 
-Inner products over a pytree are sums of per-leaf inner products (no
-`ravel_pytree`), so the transforms keep working on sharded parameters.
+Inner products over a pytree are sums of per-leaf elementwise products (no
+`ravel_pytree`, no reshape of a leaf), so the transforms keep working on
+parameters sharded over a mesh, and they accumulate in float32 (float64 for
+float64 parameters).
 """
 
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-_HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def canonicalize_key(key: Any) -> jax.Array:
-  """Returns a typed key from a typed key, a raw uint32 key or an int seed."""
-  if isinstance(key, numbers.Integral):
-    return jax.random.key(key)
-  key = jnp.asarray(key)
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return key
-  return jax.random.wrap_key_data(key)
-
-
-def _tree_vdot(x: Any, y: Any) -> jax.Array:
-  """Sum of per-leaf inner products, as a float32 scalar."""
-  return jnp.asarray(optax.tree.vdot(x, y), jnp.float32)
+from distill.optim import _common
 
 
 class ProjectConflictingState(NamedTuple):
   """State of `project_conflicting`.
 
   Attributes:
-    count: int32 scalar, number of updates seen.
-    reference: the reference direction p (same tree as the params): the last
-      output update, or an exponential moving average of past outputs.
-    cos: float32 scalar, cosine between the last incoming update and p (0 on
-      the first step or when either is zero); for logging.
-    projected: float32 scalar, 1.0 when the last update conflicted with p and
-      was projected, else 0.0; for logging (its mean is the projected
-      fraction).
+    count: int32 [], number of updates seen.
+    reference: the reference direction p, a tree of the params' structure,
+      shapes and dtypes: the last output update, or an exponential moving
+      average of past outputs (zeros before the first update).
+    cos: float32 [], cosine between the last incoming update and p (0 on the
+      first update or when either is zero); for logging.
+    projected: float32 [], 1.0 when the last update conflicted with p and was
+      projected, else 0.0; for logging (its mean is the projected fraction).
   """
 
   count: jax.Array
@@ -67,31 +53,39 @@ def project_conflicting(decay: float = 0.0) -> optax.GradientTransformation:
   The first update passes through. With `decay = 0`, p is the previous output
   update g'; with `decay > 0`, p is an exponential moving average of outputs,
   p <- decay * p + (1 - decay) * g', started at the first output (no bias from
-  a zero initialization).
-
-  Example:
-
-    tx = optax.chain(project_conflicting(), optax.adamw(1e-4))
+  a zero initialization). Chain it in front of an optimizer:
+  `optax.chain(project_conflicting(), optax.adamw(1e-4))`.
 
   Args:
     decay: EMA decay of the reference direction, in [0, 1); 0 keeps exactly
-      the previous output.
+      the previous output. Schedulable with `optax.inject_hyperparams`.
 
   Returns:
-    An `optax.GradientTransformation` with state `ProjectConflictingState`.
+    An `optax.GradientTransformation` (it takes no extra arguments) with state
+    `ProjectConflictingState`. Its update takes updates with the params'
+    structure and shapes.
 
   Raises:
     ValueError: if `decay` is outside [0, 1).
 
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from distill import optim
+    >>> tx = optim.project_conflicting()
+    >>> params = {'w': jnp.zeros(2)}
+    >>> state = tx.init(params)
+    >>> g, state = tx.update({'w': jnp.array([1.0, 0.0])}, state, params)
+    >>> g, state = tx.update({'w': jnp.array([-1.0, 1.0])}, state, params)
+    >>> print(g['w'], state.projected)  # [-1, 1] minus its part along [1, 0]
+    [0. 1.] 1.0
+
   References:
     Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020
-    (https://arxiv.org/abs/2001.06782): the projection applied across time
-    instead of across tasks.
+    (https://arxiv.org/abs/2001.06782): the projection, applied here across
+    time instead of across tasks.
   """
-  if not 0.0 <= decay < 1.0:
-    raise ValueError(
-        f'distill/optim/surgery.py: project_conflicting decay must be in '
-        f'[0, 1), got {decay!r}.')
+  _common.check_float('project_conflicting', 'decay', decay, low=0.0,
+                      high=1.0, high_open=True)
 
   def init_fn(params):
     return ProjectConflictingState(
@@ -102,27 +96,32 @@ def project_conflicting(decay: float = 0.0) -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
+    state = _common.as_arrays(state)
+    _common.check_like('project_conflicting', updates, state.reference,
+                       'the params given to init')
+    dtype = _common.accum_dtype(updates, state.reference)
     first = state.count == 0
     p = state.reference
-    dot = _tree_vdot(updates, p)
-    sq_p = _tree_vdot(p, p)
-    sq_g = _tree_vdot(updates, updates)
+    dot = _common.tree_vdot(updates, p, dtype)
+    sq_p = _common.tree_vdot(p, p, dtype)
+    sq_g = _common.tree_vdot(updates, updates, dtype)
     has_p = jnp.logical_and(jnp.logical_not(first), sq_p > 0)
     conflict = jnp.logical_and(has_p, dot < 0)
     coef = jnp.where(conflict, dot / jnp.where(sq_p > 0, sq_p, 1.0), 0.0)
     new_updates = jax.tree.map(
-        lambda g, r: (g - coef * r).astype(g.dtype), updates, p)
-    norms = jnp.sqrt(sq_g * sq_p)
-    cos = jnp.where(
-        jnp.logical_and(has_p, norms > 0),
-        dot / jnp.where(norms > 0, norms, 1.0), 0.0)
+        lambda g, r: (g.astype(dtype) - coef * r.astype(dtype)).astype(
+            g.dtype), updates, p)
+    norms = jnp.sqrt(sq_g) * jnp.sqrt(sq_p)
+    cos = jnp.where(jnp.logical_and(has_p, norms > 0),
+                    dot / jnp.where(norms > 0, norms, 1.0), 0.0)
     # The EMA starts at the first output instead of decaying from zero.
-    keep = jnp.where(first, 0.0, decay)
+    keep = jnp.where(first, 0.0, jnp.asarray(decay, dtype)).astype(dtype)
     reference = jax.tree.map(
-        lambda r, u: (keep * r + (1.0 - keep) * u).astype(r.dtype),
+        lambda r, u: (keep * r.astype(dtype)
+                      + (1 - keep) * u.astype(dtype)).astype(r.dtype),
         p, new_updates)
     new_state = ProjectConflictingState(
-        count=optax.safe_increment(state.count),
+        count=optax.safe_increment(state.count).astype(jnp.int32),
         reference=reference,
         cos=cos.astype(jnp.float32),
         projected=conflict.astype(jnp.float32))
@@ -135,30 +134,21 @@ class PCGradState(NamedTuple):
   """State of `pcgrad`.
 
   Attributes:
-    count: int32 scalar, number of updates seen.
-    key: typed random key, split at every update for the task orders.
-    num_conflicts: int32 scalar, number of (i, j) projections in the last
-      update (at most T * (T - 1)); for logging.
-    projected_fraction: float32 scalar, `num_conflicts / (T * (T - 1))`
-      (0 when T = 1); for logging.
+    count: int32 [], number of updates seen.
+    key: uint32 [2] (the shape of the key's raw data), the raw data of the
+      random key, split at every update for the task orders;
+      `jax.random.wrap_key_data(state.key)` is the typed key (raw data
+      serializes with msgpack, pickle and orbax alike).
+    num_conflicts: int32 [], number of (i, j) projections in the last update
+      (at most T * (T - 1)); for logging.
+    projected_fraction: float32 [], `num_conflicts / (T * (T - 1))` (0 when
+      T = 1); for logging.
   """
 
   count: jax.Array
   key: jax.Array
   num_conflicts: jax.Array
   projected_fraction: jax.Array
-
-
-def _num_tasks(updates_T: Any) -> int:
-  """The common leading axis of stacked updates; ValueError if there is none."""
-  sizes = {x.shape[0] if x.ndim else None
-           for x in jax.tree.leaves(updates_T)}
-  if len(sizes) != 1 or None in sizes:
-    raise ValueError(
-        'distill/optim: stacked per-task updates need the same leading task '
-        f'axis [T, ...] on every leaf, got leading sizes '
-        f'{sorted(map(str, sizes))}.')
-  return sizes.pop()
 
 
 def task_gram(updates_T: Any) -> jax.Array:
@@ -168,33 +158,62 @@ def task_gram(updates_T: Any) -> jax.Array:
     updates_T: pytree whose leaves have a leading task axis [T, ...].
 
   Returns:
-    float32 [T, T] matrix of pytree inner products <g_i, g_j> (the sum over
-    leaves of per-leaf inner products).
+    [T, T] matrix of pytree inner products <g_i, g_j> (sums over leaves of
+    per-leaf elementwise products), float32 (float64 for float64 leaves).
+
+  Raises:
+    ValueError: if the leaves do not share one leading axis.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from distill import optim
+    >>> print(optim.task_gram({'w': jnp.array([[1.0, 0.0], [1.0, 1.0]])}))
+    [[1. 1.]
+     [1. 2.]]
+
+  References:
+    Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020
+    (https://arxiv.org/abs/2001.06782): PCGrad needs only these products.
   """
-  num_tasks = _num_tasks(updates_T)
-
-  def leaf_gram(g):
-    g_TxD = g.reshape(num_tasks, -1)
-    return jnp.einsum('id,jd->ij', g_TxD, g_TxD, precision=_HIGHEST,
-                      preferred_element_type=jnp.float32)
-
-  grams = jax.tree.leaves(jax.tree.map(leaf_gram, updates_T))
-  return sum(grams[1:], grams[0]).astype(jnp.float32)
+  _common.check_stacked('task_gram', updates_T)
+  return _common.gram(updates_T, _common.accum_dtype(updates_T))
 
 
-def pcgrad_orders(key: jax.Array, num_tasks: int) -> jax.Array:
+def pcgrad_orders(key: Any, num_tasks: int) -> jax.Array:
   """The task orders that `pcgrad` uses for one update.
 
   Args:
-    key: the per-step key (the second half of `jax.random.split(state.key)`).
+    key: the per-step key: the second half of
+      `jax.random.split(jax.random.wrap_key_data(state.key))` (a typed key,
+      raw key data or an int seed).
     num_tasks: T.
 
   Returns:
     int32 [T, T]: row i is a random permutation of all tasks, the order in
     which task i is projected against the others (entry i itself is skipped).
+
+  Raises:
+    ValueError: on a bad key or num_tasks < 1.
+
+  Example:
+    >>> import jax
+    >>> from distill import optim
+    >>> orders = optim.pcgrad_orders(jax.random.key(0), 3)
+    >>> print(orders.shape, sorted(orders[0].tolist()))
+    (3, 3) [0, 1, 2]
+
+  References:
+    Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020
+    (https://arxiv.org/abs/2001.06782), Algorithm 1 (random task order).
   """
+  impl = _common.check_key('pcgrad_orders', key)
+  num_tasks = _common.require_static(
+      'pcgrad_orders', 'num_tasks',
+      _common.static_int('pcgrad_orders', 'num_tasks', num_tasks))
+  key = _common.wrap_key(_common.key_data(key, impl), impl)
   keys = jax.random.split(key, num_tasks)
-  return jax.vmap(lambda k: jax.random.permutation(k, num_tasks))(keys)
+  return jax.vmap(lambda k: jax.random.permutation(k, num_tasks))(
+      keys).astype(jnp.int32)
 
 
 def _pcgrad_coefficients(gram_TxT, orders_TxT):
@@ -211,18 +230,19 @@ def _pcgrad_coefficients(gram_TxT, orders_TxT):
     def body(n, carry):
       a_T, conflicts = carry
       j = order_T[n]
-      dot = jnp.dot(a_T, gram_TxT[:, j], precision=_HIGHEST)
+      dot = jnp.dot(a_T, gram_TxT[:, j], precision=_common.HIGHEST)
       conflict = (j != i) & (dot < 0) & (sq_T[j] > 0)
       coef = jnp.where(conflict, dot / jnp.where(sq_T[j] > 0, sq_T[j], 1.0),
                        0.0)
       return a_T.at[j].add(-coef), conflicts + conflict.astype(jnp.int32)
 
-    init = (jax.nn.one_hot(i, num_tasks, dtype=jnp.float32),
+    init = (jax.nn.one_hot(i, num_tasks, dtype=gram_TxT.dtype),
             jnp.zeros([], jnp.int32))
     return jax.lax.fori_loop(0, num_tasks, body, init)
 
-  a_TxT, conflicts_T = jax.vmap(one_task)(jnp.arange(num_tasks), orders_TxT)
-  return a_TxT, conflicts_T.sum()
+  tasks_T = jnp.arange(num_tasks, dtype=jnp.int32)
+  a_TxT, conflicts_T = jax.vmap(one_task)(tasks_T, orders_TxT)
+  return a_TxT, conflicts_T.sum().astype(jnp.int32)
 
 
 def pcgrad(key: Any, reduction: str = 'sum') -> optax.GradientTransformation:
@@ -231,60 +251,75 @@ def pcgrad(key: Any, reduction: str = 'sum') -> optax.GradientTransformation:
   For each task i, in a random order of the other tasks j: if
   <g_i', g_j> < 0 then g_i' <- g_i' - <g_i', g_j> / ||g_j||^2 * g_j, always
   projecting against the original g_j. The output is the sum (or mean) over
-  tasks of the g_i'. Incoming leaves are [T, ...]; outgoing leaves drop the
-  task axis, so `init` takes the (unstacked) params and the transform chains
-  in front of any optimizer:
+  tasks of the g_i'. Incoming leaves are [T, *param.shape]; outgoing leaves
+  drop the task axis, so `init` takes the (unstacked) params and the transform
+  chains in front of any optimizer,
+  `optax.chain(pcgrad(key), optax.adam(1e-3))`. When `params` is passed to
+  update, every leaf is checked to be [T, *param.shape].
 
-    tx = optax.chain(pcgrad(jax.random.key(0)), optax.adam(1e-3))
-    updates, state = tx.update(grads_T, state, params)
+  The orders are `pcgrad_orders(jax.random.split(k)[1], T)` with `k` the typed
+  key of `state.key`: one independent permutation per task, drawn anew at each
+  update.
 
-  The orders are `pcgrad_orders(jax.random.split(state.key)[1], T)`: one
-  independent permutation per task, drawn anew at each update.
+  `pcgrad` cannot run inside `optax.MultiSteps`: MultiSteps accumulates
+  updates in the shape of params, which cannot hold per-task updates (the
+  update refuses the unstacked updates it is then given, with that reason).
+  Put it outside: `optax.chain(pcgrad(key), optax.MultiSteps(adam, k))`.
 
   Args:
-    key: random key (typed `jax.random.key`, raw uint32, or an int seed).
+    key: random key: a typed `jax.random.key`, raw uint32 key data
+      (`jax.random.PRNGKey`) or an int seed.
     reduction: 'sum' (as Yu et al.) or 'mean' over tasks.
 
   Returns:
-    An `optax.GradientTransformation` with state `PCGradState`.
+    An `optax.GradientTransformation` (it takes no extra arguments) with state
+    `PCGradState`.
 
   Raises:
-    ValueError: if `reduction` is not 'sum' or 'mean'.
+    ValueError: on a bad key or a `reduction` other than 'sum' or 'mean'.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from distill import optim
+    >>> tx = optim.pcgrad(jax.random.key(0))
+    >>> params = {'w': jnp.zeros(2)}
+    >>> grads_T = {'w': jnp.array([[1.0, 0.0], [-1.0, 1.0]])}  # [T=2, 2]
+    >>> g, state = tx.update(grads_T, tx.init(params), params)
+    >>> print(g['w'], state.num_conflicts)
+    [0.5 1.5] 2
 
   References:
     Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020
     (https://arxiv.org/abs/2001.06782), Algorithm 1.
   """
+  impl = _common.check_key('pcgrad', key)
   if reduction not in ('sum', 'mean'):
-    raise ValueError(
-        f"distill/optim/surgery.py: pcgrad reduction must be 'sum' or 'mean', "
-        f'got {reduction!r}.')
+    raise _common.error(
+        'pcgrad', f"reduction must be 'sum' or 'mean', got {reduction!r}.")
 
   def init_fn(params):
     del params
     return PCGradState(
         count=jnp.zeros([], jnp.int32),
-        key=canonicalize_key(key),
+        key=_common.key_data(key, impl),
         num_conflicts=jnp.zeros([], jnp.int32),
         projected_fraction=jnp.zeros([], jnp.float32))
 
   def update_fn(updates_T, state, params=None):
-    del params
-    num_tasks = _num_tasks(updates_T)
-    next_key, step_key = jax.random.split(state.key)
-    gram_TxT = task_gram(updates_T)
+    state = _common.as_arrays(state)
+    num_tasks = _common.check_stacked('pcgrad', updates_T, params)
+    next_key, step_key = _common.split_key(state.key, impl)
+    gram_TxT = _common.gram(updates_T, _common.accum_dtype(updates_T))
     a_TxT, conflicts = _pcgrad_coefficients(
         gram_TxT, pcgrad_orders(step_key, num_tasks))
     weights_T = a_TxT.sum(axis=0)
     if reduction == 'mean':
       weights_T = weights_T / num_tasks
-    updates = jax.tree.map(
-        lambda g: jnp.tensordot(weights_T, g, axes=1,
-                                precision=_HIGHEST).astype(g.dtype),
-        updates_T)
+    updates = _common.task_sum(weights_T, updates_T)
     pairs = max(num_tasks * (num_tasks - 1), 1)
     new_state = PCGradState(
-        count=optax.safe_increment(state.count),
+        count=optax.safe_increment(state.count).astype(jnp.int32),
         key=next_key,
         num_conflicts=conflicts,
         projected_fraction=conflicts.astype(jnp.float32) / pairs)
