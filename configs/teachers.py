@@ -35,6 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
   config.stages = ('datasets', 'teachers', 'teacher_eval')
   config.tasks = TASKS
+  # Another workdir whose teachers (and their evaluation) this run uses and
+  # trains there if missing; '' is this workdir. Sweeps share teachers so.
+  config.teacher_workdir = ''
 
   config.data = ml_collections.ConfigDict()
   config.data.spec = 'suite:{task}-{quality}'

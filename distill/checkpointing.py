@@ -12,6 +12,7 @@ alone with `load_policy`.
     model, params, meta = checkpointing.load_policy(directory)
 """
 
+from collections.abc import Sequence
 import os
 from typing import Any
 
@@ -19,11 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from distill.models import decision_transformer
-
-# Model fields that are tuples (JSON turns them into lists).
-_TUPLE_FIELDS = ('obs_dims', 'act_dims')
-
+from distill.models import model as model_lib
 
 def make_manager(directory: str, *, keep: int = 3) -> ocp.CheckpointManager:
   """Opens (or creates) a checkpoint directory.
@@ -137,23 +134,39 @@ def restore_raw(directory: str, *, step: int | None = None
   return restored['state'], dict(restored['meta']), step
 
 
-def model_kwargs(model: decision_transformer.DecisionTransformer
-                 ) -> dict[str, Any]:
-  """The constructor arguments of a model, JSON-serializable."""
+def policy_meta(model: model_lib.DecisionTransformer, *, kind: str,
+                tasks: Sequence[str], obs_dims: Sequence[int],
+                act_dims: Sequence[int],
+                stats: Sequence[tuple[np.ndarray, np.ndarray]],
+                data_config: Any, **extra: Any) -> dict[str, Any]:
+  """What a checkpoint needs beside the weights to rebuild and run a policy.
+
+  Args:
+    model: the policy's module (`distill.models.model`).
+    kind: 'teacher' or 'student'.
+    tasks: the task names, in the order of the model's task ids.
+    obs_dims: true observation size per task.
+    act_dims: true action size per task.
+    stats: per-task (mean, std) the states were normalized with.
+    data_config: `config.data` (context_len, rtg_scale, max_timestep).
+    **extra: more JSON-serializable entries (e.g. a teacher's 'task').
+
+  Returns:
+    The metadata dict (`load_policy` returns it; add 'step' when saving).
+  """
   return {
-      f: getattr(model, f)
-      for f in model.__dataclass_fields__
-      if f not in ('parent', 'name')
+      'kind': kind,
+      'tasks': list(tasks),
+      'obs_dims': [int(x) for x in obs_dims],
+      'act_dims': [int(x) for x in act_dims],
+      'model': model_lib.model_meta(model),
+      'state_mean': [np.asarray(m, np.float32).tolist() for m, _ in stats],
+      'state_std': [np.asarray(s, np.float32).tolist() for _, s in stats],
+      'context_len': int(data_config.context_len),
+      'rtg_scale': float(data_config.rtg_scale),
+      'max_timestep': int(data_config.max_timestep),
+      **extra,
   }
-
-
-def make_model(kwargs: dict[str, Any]
-               ) -> decision_transformer.DecisionTransformer:
-  """Rebuilds a model from `model_kwargs` output (e.g. read from JSON)."""
-  kwargs = dict(kwargs)
-  for f in _TUPLE_FIELDS:
-    kwargs[f] = tuple(int(x) for x in kwargs[f])
-  return decision_transformer.DecisionTransformer(**kwargs)
 
 
 def load_policy(directory: str, *, step: int | None = None):
@@ -161,7 +174,7 @@ def load_policy(directory: str, *, step: int | None = None):
 
   Args:
     directory: a directory written with `save`, whose state has a 'params'
-      field and whose meta has a 'model' entry (`model_kwargs`).
+      field and whose meta has a 'model' entry (`policy_meta`).
     step: which checkpoint; default the latest.
 
   Returns:
@@ -179,7 +192,7 @@ def load_policy(directory: str, *, step: int | None = None):
         f' meta keys {sorted(meta)}'
     )
   meta['step'] = int(step)
-  return make_model(meta['model']), state['params'], meta
+  return model_lib.from_meta(meta['model']), state['params'], meta
 
 
 def _jsonable(x: Any) -> Any:

@@ -9,11 +9,12 @@ its last K steps on the host (NumPy), right-aligned and left-padded as in
 training: position K-1 is the current step. The return-to-go starts at the
 target return and decreases by each reward (all divided by `rtg_scale`).
 
-The vector environments must use Gymnasium's SAME_STEP autoreset (the
-default of `distill.envs.tasks.make_vector_env`): when an episode ends, the
-returned observation is already the first of the next episode. Each
-environment runs its share of the episodes; episodes are counted once and the
-rollout stops when every environment has finished its share.
+The episode loop is `distill.envs.rollout.run`; this module adds the
+Decision Transformer's context as the policy's per-episode state. The vector
+environments must use Gymnasium's SAME_STEP autoreset (the default of
+`distill.envs.tasks.make_vector_env`). Each environment runs its share of the
+episodes; episodes are counted once and the rollout stops when every
+environment has finished its share.
 
     policy = evaluation.make_policy(model, params, task_id=0)
     result = evaluation.evaluate(policy, 'hopper', episodes=10, num_envs=10,
@@ -31,7 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import checkpointing
+from distill import losses
 from distill.data import scores
+from distill.envs import rollout
+from distill.envs import tasks as tasks_lib
 
 # policy(rtg_Nx Kx1, states_NxKxS, actions_NxKxA, timesteps_NxK, mask_NxK,
 #        key) -> actions_NxA in [-1, 1].
@@ -64,8 +68,8 @@ def make_policy(model, params, *, task_id: int = 0,
     mean_NxA, log_std_NxA = mean_NxKxA[:, -1], log_std_NxKxA[:, -1]
     if deterministic:
       return jnp.tanh(mean_NxA)
-    noise = jax.random.normal(key, mean_NxA.shape)
-    return jnp.tanh(mean_NxA + jnp.exp(log_std_NxA) * noise)
+    action_NxA, _ = losses.sample_tanh_gaussian(key, mean_NxA, log_std_NxA)
+    return action_NxA
 
   def policy(rtg, states, actions, timesteps, mask, key):
     return np.asarray(act(params, rtg, states, actions, timesteps, mask, key))
@@ -76,11 +80,48 @@ def make_policy(model, params, *, task_id: int = 0,
 def default_make_envs(task: str, num_envs: int,
                       seed: int) -> gymnasium.vector.VectorEnv:
   """`distill.envs.tasks.make_vector_env` (SAME_STEP autoreset)."""
-  # Imported here so that evaluation with a custom `make_envs` does not need
-  # the task suite.
-  from distill.envs import tasks  # pylint: disable=g-import-not-at-top
+  return tasks_lib.make_vector_env(task, num_envs, seed)
 
-  return tasks.make_vector_env(task, num_envs, seed)
+
+def _with_context(policy: Policy, key: jax.Array, *, num_envs: int,
+                  context_len: int, state_size: int, action_size: int,
+                  act_dim: int, start_rtg: float, rtg_scale: float,
+                  max_timestep: int, state_mean: np.ndarray,
+                  state_std: np.ndarray) -> rollout.Policy:
+  """Turns a Decision Transformer policy into a `rollout.Policy`.
+
+  The returned callback keeps each environment's last K steps (right-aligned,
+  left-padded, position K-1 the current step), its return-to-go and its
+  timestep; `first_N` clears them. Actions are cut to the task's `act_dim`.
+  """
+  n, k = num_envs, context_len
+  rtg_NxKx1 = np.zeros((n, k, 1), np.float32)
+  states_NxKxS = np.zeros((n, k, state_size), np.float32)
+  actions_NxKxA = np.zeros((n, k, action_size), np.float32)
+  timesteps_NxK = np.zeros((n, k), np.int32)
+  mask_NxK = np.zeros((n, k), np.float32)
+  context = (rtg_NxKx1, states_NxKxS, actions_NxKxA, timesteps_NxK, mask_NxK)
+  t_N = np.zeros(n, np.int64)
+  rtg_N = np.full(n, start_rtg, np.float64)
+
+  def act(step, obs_NxS, reward_N, first_N):
+    rtg_N[:] = np.where(first_N, start_rtg, rtg_N - reward_N / rtg_scale)
+    t_N[:] = np.where(first_N, 0, t_N + 1)
+    for a in context:
+      a[first_N] = 0
+      a[:, :-1] = a[:, 1:]
+    obs_dim = obs_NxS.shape[1]
+    states_NxKxS[:, -1, :obs_dim] = (obs_NxS - state_mean) / state_std
+    rtg_NxKx1[:, -1, 0] = rtg_N
+    timesteps_NxK[:, -1] = np.minimum(t_N, max_timestep - 1)
+    mask_NxK[:, -1] = 1.0
+    actions_NxKxA[:, -1] = 0.0
+    action_NxA = policy(*context, jax.random.fold_in(key, step))
+    action_NxA = np.asarray(action_NxA, np.float32)[:, :act_dim]
+    actions_NxKxA[:, -1, :act_dim] = action_NxA
+    return action_NxA
+
+  return act
 
 
 def evaluate(
@@ -133,76 +174,29 @@ def evaluate(
                      f' {episodes}, {num_envs}')
   n = min(num_envs, episodes)
   envs = make_envs(task, n, seed)
-  mode = envs.metadata.get('autoreset_mode')
-  if mode is not None and mode != gymnasium.vector.AutoresetMode.SAME_STEP:
-    raise ValueError(f'evaluate: the vector env of {task!r} uses autoreset'
-                     f' mode {mode}; SAME_STEP is required')
-  obs_dim = envs.single_observation_space.shape[0]
-  act_dim = envs.single_action_space.shape[0]
-  state_mean = np.asarray(state_mean, np.float32)
-  state_std = np.asarray(state_std, np.float32)
-  if state_mean.shape != (obs_dim,) or obs_dim > state_size:
-    raise ValueError(f'evaluate: {task!r} has {obs_dim} observation dims but'
-                     f' state_mean has shape {state_mean.shape} and the model'
-                     f' takes {state_size}')
-  if act_dim > action_size:
-    raise ValueError(f'evaluate: {task!r} has {act_dim} action dims, the'
-                     f' model only {action_size}')
-  k = context_len
-  quota_N = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
-  done_N = np.zeros(n, np.int64)
-  rtg_NxKx1 = np.zeros((n, k, 1), np.float32)
-  states_NxKxS = np.zeros((n, k, state_size), np.float32)
-  actions_NxKxA = np.zeros((n, k, action_size), np.float32)
-  timesteps_NxK = np.zeros((n, k), np.int32)
-  mask_NxK = np.zeros((n, k), np.float32)
-  t_N = np.zeros(n, np.int64)
-  rtg_N = np.full(n, target_return / rtg_scale, np.float64)
-  ret_N = np.zeros(n, np.float64)
-  returns, lengths = [], []
-  key = jax.random.key(seed)
-  obs, _ = envs.reset(seed=seed)
-  env_steps = 0
   try:
-    while np.any(done_N < quota_N):
-      for a in (rtg_NxKx1, states_NxKxS, actions_NxKxA, timesteps_NxK,
-                mask_NxK):
-        a[:, :-1] = a[:, 1:]
-      states_NxKxS[:, -1, :obs_dim] = (obs - state_mean) / state_std
-      rtg_NxKx1[:, -1, 0] = rtg_N
-      timesteps_NxK[:, -1] = np.minimum(t_N, max_timestep - 1)
-      mask_NxK[:, -1] = 1.0
-      actions_NxKxA[:, -1] = 0.0
-      action_NxA = policy(rtg_NxKx1, states_NxKxS, actions_NxKxA,
-                          timesteps_NxK, mask_NxK, jax.random.fold_in(
-                              key, env_steps))
-      action_NxA = np.asarray(action_NxA, np.float32)[:, :act_dim]
-      actions_NxKxA[:, -1, :act_dim] = action_NxA
-      obs, reward_N, term_N, trunc_N, _ = envs.step(action_NxA)
-      env_steps += 1
-      ret_N += reward_N
-      rtg_N -= reward_N / rtg_scale
-      t_N += 1
-      ended_N = term_N | trunc_N
-      cut_N = np.zeros(n, bool)
-      if max_episode_steps is not None:
-        cut_N = ~ended_N & (t_N >= max_episode_steps)
-      for i in np.flatnonzero(ended_N | cut_N):
-        if done_N[i] < quota_N[i]:
-          returns.append(ret_N[i])
-          lengths.append(int(t_N[i]))
-          done_N[i] += 1
-        t_N[i], ret_N[i] = 0, 0.0
-        rtg_N[i] = target_return / rtg_scale
-        for a in (rtg_NxKx1, states_NxKxS, actions_NxKxA, timesteps_NxK,
-                  mask_NxK):
-          a[i] = 0
-      if np.any(cut_N) and np.any(done_N < quota_N):
-        new_obs, _ = envs.reset(options={'reset_mask': cut_N})
-        obs = np.where(cut_N[:, None], new_obs, obs)
+    obs_dim = envs.single_observation_space.shape[0]
+    act_dim = envs.single_action_space.shape[0]
+    state_mean = np.asarray(state_mean, np.float32)
+    state_std = np.asarray(state_std, np.float32)
+    if state_mean.shape != (obs_dim,) or obs_dim > state_size:
+      raise ValueError(f'evaluate: {task!r} has {obs_dim} observation dims'
+                       f' but state_mean has shape {state_mean.shape} and the'
+                       f' model takes {state_size}')
+    if act_dim > action_size:
+      raise ValueError(f'evaluate: {task!r} has {act_dim} action dims, the'
+                       f' model only {action_size}')
+    act = _with_context(
+        policy, jax.random.key(seed), num_envs=n, context_len=context_len,
+        state_size=state_size, action_size=action_size, act_dim=act_dim,
+        start_rtg=target_return / rtg_scale, rtg_scale=rtg_scale,
+        max_timestep=max_timestep, state_mean=state_mean,
+        state_std=state_std)
+    out = rollout.run(envs, act, episodes=episodes, seed=seed,
+                      max_episode_steps=max_episode_steps)
   finally:
     envs.close()
-  returns = np.asarray(returns, np.float64)
+  returns = out.returns
   refs = scores.reference_returns(task)
   if refs is None:
     logging.warning('evaluate: no reference returns for %r; normalized'
@@ -216,27 +210,31 @@ def evaluate(
       'target_return': float(target_return),
       'returns': returns.tolist(),
       'normalized': normalized.tolist(),
-      'lengths': lengths,
+      'lengths': out.lengths.tolist(),
       'return_mean': float(returns.mean()),
       'return_std': float(returns.std()),
       'normalized_mean': float(normalized.mean()),
       'normalized_std': float(normalized.std()),
-      'env_steps': int(env_steps * n),
+      'env_steps': int(out.steps * n),
   }
 
 
 def evaluate_checkpoint(directory: str, *, episodes: int, num_envs: int,
-                        target_return: float, seed: int,
+                        target_return: float, seed: int, task_index: int = 0,
                         deterministic: bool = True, step: int | None = None,
                         **kwargs) -> dict[str, Any]:
-  """Evaluates a teacher from its checkpoint directory alone.
+  """Evaluates a teacher or the student from its checkpoint directory alone.
 
   Args:
-    directory: `<workdir>/teachers/<task>/` (see `checkpointing.load_policy`).
+    directory: a directory written with `checkpointing.save` and
+      `checkpointing.policy_meta` (a teacher's `<workdir>/teachers/<task>/`,
+      the student's `<workdir>/student/last/`).
     episodes: number of episodes.
     num_envs: vector sub-environments.
     target_return: conditioning return (raw units).
     seed: environment seed.
+    task_index: which of the checkpoint's tasks (its meta 'tasks') to act in;
+      a multi-task model gets it as the task id, a one-task model id 0.
     deterministic: act with tanh(mean).
     step: checkpoint step; default the latest.
     **kwargs: more `evaluate` arguments (max_episode_steps, make_envs).
@@ -245,14 +243,20 @@ def evaluate_checkpoint(directory: str, *, episodes: int, num_envs: int,
     The `evaluate` result, plus 'step' (the checkpoint's).
   """
   model, params, meta = checkpointing.load_policy(directory, step=step)
-  policy = make_policy(model, params, task_id=0, deterministic=deterministic)
+  tasks = meta.get('tasks') or [meta['task']]
+  if not 0 <= task_index < len(tasks):
+    raise ValueError(f'evaluate_checkpoint: {directory} holds tasks {tasks};'
+                     f' task_index {task_index} is out of range')
+  policy = make_policy(model, params,
+                       task_id=task_index if model.num_tasks > 1 else 0,
+                       deterministic=deterministic)
   result = evaluate(
-      policy, meta['task'], episodes=episodes, num_envs=num_envs,
+      policy, tasks[task_index], episodes=episodes, num_envs=num_envs,
       target_return=target_return, seed=seed,
       context_len=meta['context_len'], rtg_scale=meta['rtg_scale'],
       max_timestep=meta['max_timestep'],
-      state_mean=np.asarray(meta['state_mean'][0], np.float32),
-      state_std=np.asarray(meta['state_std'][0], np.float32),
+      state_mean=np.asarray(meta['state_mean'][task_index], np.float32),
+      state_std=np.asarray(meta['state_std'][task_index], np.float32),
       state_size=model.state_size, action_size=model.action_size, **kwargs)
   result['step'] = meta['step']
   return result

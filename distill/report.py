@@ -19,8 +19,12 @@ from distill.fileio import write_json
 
 
 def aggregate_scores(scores_RxT: np.ndarray, *, reps: int = 2000,
-                     seed: int = 0) -> dict[str, dict[str, float]]:
+                     seed: int = 0) -> dict[str, Any]:
   """Interquartile mean and mean over runs and tasks, with 95% bootstrap CIs.
+
+  A single run has no interval: with one row the result holds the point
+  estimates only and `runs` = 1 (a bootstrap over one run would give a
+  zero-width interval that says nothing).
 
   Args:
     scores_RxT: normalized scores, one row per run (seed), one column per task.
@@ -28,7 +32,7 @@ def aggregate_scores(scores_RxT: np.ndarray, *, reps: int = 2000,
     seed: seed of the bootstrap.
 
   Returns:
-    `{"iqm": {"value", "ci_low", "ci_high"}, "mean": {...}}`.
+    `{"runs": R, "iqm": {"value"[, "ci_low", "ci_high"]}, "mean": {...}}`.
 
   References:
     Agarwal et al. 2021, "Deep Reinforcement Learning at the Edge of the
@@ -42,14 +46,102 @@ def aggregate_scores(scores_RxT: np.ndarray, *, reps: int = 2000,
     raise ValueError(f"scores_RxT must be a non-empty [runs, tasks] array, got"
                      f" shape {scores_RxT.shape}")
   fn = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
+  runs = scores_RxT.shape[0]
+  out = {"runs": int(runs)}
+  if runs < 2:
+    point = fn(scores_RxT)
+    for i, name in enumerate(("iqm", "mean")):
+      out[name] = {"value": float(point[i])}
+    return out
   np.random.seed(seed)  # rliable's bootstrap draws from NumPy's global state.
   point, interval = rly.get_interval_estimates({"x": scores_RxT}, fn, reps=reps)
-  out = {}
   for i, name in enumerate(("iqm", "mean")):
     out[name] = {"value": float(point["x"][i]),
                  "ci_low": float(interval["x"][0, i]),
                  "ci_high": float(interval["x"][1, i])}
   return out
+
+
+def assemble_results(
+    *,
+    tasks: Sequence[str],
+    datasets: Mapping[str, Any],
+    teachers: Mapping[str, Any],
+    students: Mapping[str, Any],
+    which: str,
+    teacher_params: int,
+    student_params: int,
+    latency_ms: Mapping[str, float],
+    history: Mapping[str, np.ndarray],
+    curriculum: str,
+    surgery: str,
+    wall_s: Mapping[str, float],
+    seed: int,
+    student_steps: int,
+    teacher_steps: int,
+    reps: int,
+) -> dict[str, Any]:
+  """The contents of `results.json` (DESIGN.md section 5).
+
+  Args:
+    tasks: task names.
+    datasets: `datasets.json` (per task, its summary).
+    teachers: `teachers/eval.json` (per task, an evaluation result).
+    students: `student/eval.json` (per checkpoint label, per task).
+    which: the student checkpoint in the headline columns, 'last' or 'best'.
+    teacher_params: parameters of one teacher.
+    student_params: parameters of the student.
+    latency_ms: batch-1 action latency, 'teacher_batch1', 'student_batch1'.
+    history: per-step distillation metrics (`distill_loop.load_history`).
+    curriculum: the curriculum's name.
+    surgery: the surgery's name.
+    wall_s: wall time per stage.
+    seed: the run's seed.
+    student_steps: distillation steps.
+    teacher_steps: teacher training steps.
+    reps: bootstrap replications of the aggregates.
+
+  Returns:
+    The results dictionary.
+  """
+  per_task = {}
+  for t in tasks:
+    per_task[t] = {
+        "dataset_score": datasets[t].get("normalized_return_mean"),
+        "teacher_score": teachers[t]["normalized_mean"],
+        "teacher_score_std": teachers[t]["normalized_std"],
+        "student_score": students[which][t]["normalized_mean"],
+        "student_score_std": students[which][t]["normalized_std"],
+        "student_last_score": students["last"][t]["normalized_mean"],
+        "student_best_score": students["best"][t]["normalized_mean"],
+        "teacher_return": teachers[t]["return_mean"],
+        "student_return": students[which][t]["return_mean"],
+    }
+  counts_T = history.get("curriculum/counts")
+  counts_T = (np.zeros(len(tasks), np.int64) if counts_T is None
+              or not len(counts_T) else counts_T[-1])
+  projected = history.get("surgery/projected", np.zeros(0))
+  return {
+      "tasks": per_task,
+      "teacher_params": {t: int(teacher_params) for t in tasks},
+      "student_params": int(student_params),
+      "latency_ms": dict(latency_ms),
+      "curriculum": {"name": curriculum,
+                     "counts": {t: int(c) for t, c in zip(tasks, counts_T)}},
+      "surgery": {"name": surgery,
+                  "projected_fraction": float(np.mean(projected))
+                                        if len(projected) else 0.0},
+      "wall_s": dict(wall_s),
+      "seed": int(seed),
+      "student_checkpoint": which,
+      "student_steps": int(student_steps),
+      "teacher_steps": int(teacher_steps),
+      "aggregate": {
+          who: aggregate_scores(np.array([[per_task[t][key] for t in tasks]]),
+                                reps=reps)
+          for who, key in (("teacher", "teacher_score"),
+                           ("student", "student_score"))},
+  }
 
 
 def _figure(width=6.0, height=3.5):
@@ -152,18 +244,27 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"| {_fmt(r.get('teacher_score'))} ({_fmt(r.get('teacher_score_std'))})"
         f" | {_fmt(r.get('student_score'))} ({_fmt(r.get('student_score_std'))})"
         f" | {_fmt(ratio, 2)} |")
-  mean = lambda k: float(np.mean([r[k] for r in tasks.values()]))
+  def mean(k):
+    values = [r[k] for r in tasks.values() if r.get(k) is not None]
+    return float(np.mean(values)) if values else None
+  ratio = (mean("student_score") / mean("teacher_score")
+           if mean("teacher_score") else None)
   lines.append(f"| **mean** | {_fmt(mean('dataset_score'))} "
                f"| {_fmt(mean('teacher_score'))} | {_fmt(mean('student_score'))}"
-               f" | {_fmt(mean('student_score') / mean('teacher_score'), 2)} |")
+               f" | {_fmt(ratio, 2)} |")
   lines.append("")
   if "aggregate" in results:
-    lines += ["## Aggregates (95% bootstrap CI, rliable)", "",
-              "| policy | IQM | mean |", "|---|---|---|"]
+    runs = min(a.get("runs", 1) for a in results["aggregate"].values())
+    title = ("95% stratified bootstrap CI, rliable" if runs > 1 else
+             "n=1 run: no interval; run several seeds for one")
+    lines += [f"## Aggregates over tasks ({title})", "",
+              "| policy | runs | IQM | mean |", "|---|---:|---|---|"]
     for who, agg in results["aggregate"].items():
-      cell = lambda a: (f"{_fmt(a['value'])} [{_fmt(a['ci_low'])}, "
-                        f"{_fmt(a['ci_high'])}]")
-      lines.append(f"| {who} | {cell(agg['iqm'])} | {cell(agg['mean'])} |")
+      cell = lambda a: _fmt(a["value"]) + (
+          f" [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if "ci_low" in a
+          else "")
+      lines.append(f"| {who} | {agg.get('runs', 1)} | {cell(agg['iqm'])} "
+                   f"| {cell(agg['mean'])} |")
     lines.append("")
   lines += ["## Size and latency", "",
             "| model | parameters | batch-1 latency (ms) |", "|---|---:|---:|"]

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 
 from distill import checkpointing
+from distill.models import model as model_lib
 from distill.train import teacher
 import teacher_test  # tests/ is on sys.path under pytest
 
@@ -17,7 +18,7 @@ def test_save_restore_roundtrip(tmp_path):
   model, train_step, state = teacher_test.build(config, source)
   batch = teacher.segments.sample_task_batch(source, jax.random.key(0), 0, 4)
   state, _ = jax.jit(train_step)(state, batch)
-  meta = {'model': checkpointing.model_kwargs(model), 'task': 'a',
+  meta = {'model': model_lib.model_meta(model), 'task': 'a',
           'state_mean': [np.zeros(5, np.float32)]}
   manager = checkpointing.make_manager(str(tmp_path / 'a'), keep=2)
   for step in (1, 2, 3):

@@ -1,85 +1,68 @@
-"""Tests for the distillation step (distill/train/distill.py)."""
+"""Tests of the distillation step (distill/train/student.py)."""
 
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-
+import optax
 import pytest
 
+from configs import mt_distill
+from distill import losses
 from distill.data import segments
-from distill.models import decision_transformer as dt
-from distill.train import distill
+from distill.models import model as model_lib
+from distill.train import student as student_lib
 
 OBS_DIMS = (5, 3)
 ACT_DIMS = (2, 1)
 K = 4
 
 
-def _dataset(rng, n, obs_dim, act_dim):
-  terminals = np.zeros(n, bool)
-  terminals[n // 3] = True
-  timeouts = np.zeros(n, bool)
-  timeouts[2 * n // 3] = True
-  return {
-      'observations': rng.normal(size=(n, obs_dim)).astype(np.float32),
-      'actions': rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
-      'rewards': rng.normal(size=n).astype(np.float32),
-      'terminals': terminals,
-      'timeouts': timeouts,
-  }
-
-
 def _config(curriculum='max_kl', surgery='previous', loss='kl'):
-  c = ml_collections.ConfigDict()
-  c.tasks = ('a', 'b')
-  c.student = ml_collections.ConfigDict(dict(
-      batch_size=8, probe_size=4, probe_pool=16, loss=loss, temperature=1.0,
-      model=dict(num_layers=1, width=16, num_heads=1, dropout=0.0,
-                 head='tanh_gaussian', log_std_min=-5.0, log_std_max=2.0),
-      optimizer=dict(lr=3e-3, warmup_steps=0, grad_clip=1.0,
-                     weight_decay=0.0, b1=0.9, b2=0.999)))
-  c.curriculum = ml_collections.ConfigDict(dict(
-      name=curriculum, mode='greedy', temperature=1.0, epsilon=0.1, lam=1.0))
-  c.surgery = ml_collections.ConfigDict(dict(name=surgery, decay=0.0,
-                                             reduction='sum'))
+  """The smoke config, with the step's sizes for these tiny datasets."""
+  c = mt_distill.get_config('smoke')
+  c.student.update_from_flattened_dict({
+      'batch_size': 8, 'probe_size': 4, 'probe_pool': 16, 'loss': loss,
+      'model.width': 16, 'model.num_layers': 1,
+      'optimizer.lr': 3e-3, 'optimizer.warmup_steps': 0,
+      'optimizer.weight_decay': 0.0})
+  c.curriculum.name = curriculum
+  c.surgery.name = surgery
   return c
 
 
 @pytest.fixture(scope='module')
-def setup():
-  rng = np.random.default_rng(0)
-  data = [_dataset(rng, 60, o, a) for o, a in zip(OBS_DIMS, ACT_DIMS)]
+def setup(fake_dataset):
+  data = [fake_dataset(60, o, a, seed=i)
+          for i, (o, a) in enumerate(zip(OBS_DIMS, ACT_DIMS))]
   source = segments.make_segment_source(data, context_len=K, rtg_scale=10.0,
                                         max_timestep=100)
-  teacher = dt.DecisionTransformer(obs_dims=(max(OBS_DIMS),),
-                                   act_dims=(max(ACT_DIMS),), num_layers=1,
-                                   width=24, num_heads=1, dropout=0.0,
-                                   context_len=K, max_timestep=100)
-  b = segments.sample_task_batch(source, jax.random.key(0), 0, 2)
+  teacher = model_lib.make_model(
+      _config().teacher.model.copy_and_resolve_references(),
+      obs_dims=(max(OBS_DIMS),), act_dims=(max(ACT_DIMS),), context_len=K,
+      max_timestep=100)
   keys = jax.random.split(jax.random.key(1), len(OBS_DIMS))
-  teacher_params_T = jax.vmap(lambda k: teacher.init(
-      k, b.rtg, b.states, b.actions, b.timesteps, b.mask, b.task,
-      train=False)['params'])(keys)
+  teacher_params_T = jax.vmap(lambda k: model_lib.init_params(teacher, k))(
+      keys)
   return source, teacher, teacher_params_T
 
 
 def _build(config, setup):
   source, teacher, teacher_params_T = setup
-  distill.check_config(config)
-  student = distill.make_student(config.student.model, OBS_DIMS, ACT_DIMS,
-                                 context_len=K, max_timestep=100)
+  student_lib.check_config(config)
+  student = model_lib.make_model(config.student.model, obs_dims=OBS_DIMS,
+                                 act_dims=ACT_DIMS, context_len=K,
+                                 max_timestep=100)
   key = jax.random.key(3)
-  selector = distill.make_selector(config.curriculum, len(OBS_DIMS),
-                                   max(OBS_DIMS), key)
-  optimizer = distill.make_optimizer(config, len(OBS_DIMS), key)
-  pool = distill.make_probe_pool(source, teacher, teacher_params_T, key,
-                                 config.student.probe_pool)
-  step = distill.make_distill_step(config, student, teacher, selector,
-                                   optimizer)
-  state = distill.init_state(config, student, source, selector, optimizer,
-                             jax.random.key(4))
+  selector = student_lib.make_selector(config.curriculum, len(OBS_DIMS),
+                                       max(OBS_DIMS), key)
+  optimizer = student_lib.make_optimizer(config, key)
+  pool = student_lib.make_probe_pool(source, teacher, teacher_params_T, key,
+                                     config.student.probe_pool)
+  step = student_lib.make_distill_step(config, student, teacher, selector,
+                                       optimizer)
+  state = student_lib.init_state(student, selector, optimizer,
+                                 jax.random.key(4))
   return student, step, state, pool
 
 
@@ -88,6 +71,7 @@ def _build(config, setup):
     ('max_kl', 'previous'), ('max_kl', 'none'), ('round_robin', 'previous'),
     ('uniform', 'none'), ('learning_progress', 'previous'), ('rnd', 'none'),
     ('mixture', 'none'), ('mixture', 'pcgrad'), ('bi_objective', 'previous'),
+    ('scratch', 'previous'),
 ])
 def test_every_curriculum_and_surgery_runs_compiled_once(setup, curriculum,
                                                          surgery):
@@ -105,8 +89,10 @@ def test_every_curriculum_and_surgery_runs_compiled_once(setup, curriculum,
   assert int(state.step) == 4
   if curriculum == 'round_robin':
     assert choices == [0, 1, 0, 1]
-  if curriculum == 'mixture':
+  if curriculum in ('mixture', 'scratch'):
     assert choices == [-1] * 4
+  np.testing.assert_array_equal(
+      metrics['curriculum/counts'], state.curriculum_state.counts)
 
 
 def test_max_kl_picks_the_largest_probe_divergence(setup):
@@ -133,10 +119,8 @@ def test_probe_divergence_matches_direct_kl(setup):
     b = jax.tree.map(lambda x: x[t][idx[t]], pool.batch)
     tb = b._replace(task=jnp.zeros_like(b.task))
     p_t = jax.tree.map(lambda x: x[t], teacher_params_T)
-    tm, tl = teacher.apply({'params': p_t}, tb.rtg, tb.states, tb.actions,
-                           tb.timesteps, tb.mask, tb.task, train=False)
-    sm, sl = student.apply({'params': state.params}, b.rtg, b.states,
-                           b.actions, b.timesteps, b.mask, b.task, train=False)
+    tm, tl = model_lib.apply(teacher, p_t, tb)
+    sm, sl = model_lib.apply(student, state.params, b)
     a = ACT_DIMS[t]
     var_t, var_s = np.exp(2 * tl[..., :a]), np.exp(2 * sl[..., :a])
     kl = 0.5 * (var_t / var_s + (sm[..., :a] - tm[..., :a]) ** 2 / var_s - 1
@@ -149,7 +133,7 @@ def test_distillation_lowers_every_divergence(setup):
   config = _config('max_kl', 'previous')
   _, step, state, pool = _build(config, setup)
   source, _, teacher_params_T = setup
-  multi = jax.jit(distill.make_multi_step(step, 20), donate_argnums=0)
+  multi = jax.jit(student_lib.make_multi_step(step, 20), donate_argnums=0)
   state, first = multi(state, teacher_params_T, source, pool)
   for _ in range(5):
     state, last = multi(state, teacher_params_T, source, pool)
@@ -167,27 +151,26 @@ def test_padded_action_dims_never_reach_the_loss(setup):
   student, _, state, pool = _build(config, setup)
   b = jax.tree.map(lambda x: x[1][:4], pool.batch)  # Task b: 1 action dim.
   tm, tl = pool.teacher_mean[1][:4], pool.teacher_log_std[1][:4]
-  sm, sl = student.apply({'params': state.params}, b.rtg, b.states, b.actions,
-                         b.timesteps, b.mask, b.task, train=False)
-  mask_BxA = dt.action_mask(ACT_DIMS)[b.task]
-  base = distill._divergence_BxK(config.student, tm, tl, sm, sl, mask_BxA)
-  moved = distill._divergence_BxK(config.student, tm, tl,
-                                  sm.at[..., 1].add(5.0), sl.at[..., 1].add(1.),
-                                  mask_BxA)
-  np.testing.assert_allclose(base, moved)
+  sm, sl = model_lib.apply(student, state.params, b)
+  m = model_lib.action_mask(ACT_DIMS)[b.task][:, None, :]
+  for loss in student_lib.LOSSES.values():
+    base = loss(tm, tl, sm, sl, m, 1.0)
+    moved = loss(tm, tl, sm.at[..., 1].add(5.0), sl.at[..., 1].add(1.), m,
+                 1.0)
+    np.testing.assert_allclose(base, moved)
 
 
 def test_bad_combinations_name_the_flag():
   with pytest.raises(ValueError, match='curriculum.name=mixture'):
-    distill.check_config(_config('max_kl', 'pcgrad'))
+    student_lib.check_config(_config('max_kl', 'pcgrad'))
   with pytest.raises(ValueError, match='curriculum.name'):
-    distill.check_config(_config('nope', 'none'))
+    student_lib.check_config(_config('nope', 'none'))
   with pytest.raises(ValueError, match='surgery.name'):
-    distill.check_config(_config('max_kl', 'sideways'))
+    student_lib.check_config(_config('max_kl', 'sideways'))
   config = _config('max_kl', 'none')
   config.student.probe_size = 0
   with pytest.raises(ValueError, match='probe_size'):
-    distill.check_config(config)
+    student_lib.check_config(config)
 
 
 def test_mse_loss_option_runs(setup):
@@ -197,3 +180,58 @@ def test_mse_loss_option_runs(setup):
   state, metrics = jax.jit(step)(state, teacher_params_T, source, pool)
   assert np.isfinite(metrics['train/loss'])
 
+
+
+def test_scratch_baseline_learns_the_dataset_actions_without_teachers(setup):
+  """`scratch` never reads a teacher: its update is the same with any
+  teacher parameters, and its loss is the actions' negative log-likelihood."""
+  config = _config('scratch', 'none')
+  student, step, state, pool = _build(config, setup)
+  source, _, teacher_params_T = setup
+  step = jax.jit(step)
+  a, metrics = step(state, teacher_params_T, source, pool)
+  zeros = jax.tree.map(jnp.zeros_like, teacher_params_T)
+  b, _ = step(state, zeros, source, pool)
+  chex.assert_trees_all_close(a.params, b.params)
+  # The same loss recomputed from the batch the step drew.
+  k_batch = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)[1]
+  keys = jax.random.split(k_batch, 2)
+  batch = jax.tree.map(lambda *x: jnp.concatenate(x), *[
+      segments.sample_task_batch(source, keys[t], t, 4) for t in range(2)])
+  mean, log_std = model_lib.apply(student, state.params, batch)
+  m = model_lib.action_mask(ACT_DIMS)[batch.task][:, None, :]
+  nll = -losses.masked_mean(losses.tanh_gaussian_log_prob(
+      mean, log_std, batch.actions, m), batch.mask)
+  np.testing.assert_allclose(metrics['train/loss'], nll, rtol=1e-5)
+  multi = jax.jit(student_lib.make_multi_step(step, 30))
+  _, history = multi(state, teacher_params_T, source, pool)
+  assert history['train/loss'][-5:].mean() < history['train/loss'][:5].mean()
+
+
+def test_dispatch_moves_nothing_between_host_and_device(setup):
+  """Datasets, teacher parameters, the pool and the state are on the device
+  before the loop: a fused dispatch runs under a transfer guard."""
+  config = _config('max_kl', 'previous')
+  _, step, state, pool = _build(config, setup)
+  source, _, teacher_params_T = setup
+  multi = jax.jit(student_lib.make_multi_step(step, 3), donate_argnums=0)
+  state, _ = multi(state, teacher_params_T, source, pool)  # Compiles.
+  with jax.transfer_guard('disallow'):
+    state, metrics = multi(state, teacher_params_T, source, pool)
+    jax.block_until_ready(metrics)
+  assert int(state.step) == 6
+
+
+def test_every_table_entry_builds_a_transform():
+  """The tables are complete: each record builds an optax transform."""
+  key = jax.random.key(0)
+  config = _config()
+  for name, record in student_lib.CURRICULA.items():
+    selector = record.make(config.curriculum, 2, 5, key)
+    assert isinstance(selector, optax.GradientTransformationExtraArgs), name
+    assert set(record.extra_args) <= {'task_divergences', 'task_states'}
+  for name, record in student_lib.SURGERIES.items():
+    tx = record.make(config.surgery, key)
+    state = tx.init({'w': jnp.zeros(3)})
+    assert set(record.metrics(state)) == {'surgery/cos_prev',
+                                          'surgery/projected'}, name

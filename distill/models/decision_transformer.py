@@ -59,11 +59,6 @@ def obs_mask(obs_dims: Sequence[int]) -> jax.Array:
   return action_mask(obs_dims)
 
 
-def count_params(params) -> int:
-  """Number of scalars in a parameter pytree."""
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
-
-
 class MLP(nn.Module):
   """GELU MLP, 4x wide, with dropout on its output."""
 

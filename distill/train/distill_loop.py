@@ -1,7 +1,7 @@
 """The host loop of distillation: dispatch, logging, checkpoints, history.
 
 `train_student` builds the student, selector, optimizer and probe pool from the
-config (`distill.train.distill`), runs the jitted multi-step in dispatches of
+config (`distill.train.student`), runs the jitted multi-step in dispatches of
 `student.steps_per_dispatch` steps with one device-to-host transfer each, logs
 windowed metrics, keeps the `last` and `best` (lowest mean probe KL)
 checkpoints, and resumes from `last`.
@@ -22,13 +22,14 @@ import tqdm
 from distill import checkpointing
 from distill import fileio
 from distill.data import segments
-from distill.models import decision_transformer as dt
-from distill.train import distill as distill_lib
+from distill.models import model as model_lib
 from distill.train import logs
+from distill.train import student as student_lib
 
 HISTORY_KEYS = (
     'step',
     'curriculum/choice',
+    'curriculum/counts',
     'distill/kl',
     'surgery/projected',
     'surgery/cos_prev',
@@ -61,14 +62,14 @@ def train_student(
     config: ml_collections.ConfigDict,
     *,
     source: segments.SegmentSource,
-    teacher: dt.DecisionTransformer,
+    teacher: model_lib.DecisionTransformer,
     teacher_params_T,
     stats,
     directory: str,
     writer: logs.MetricWriter | None = None,
 ) -> tuple[
-    distill_lib.StudentState, dt.DecisionTransformer, Any, dict[str, np.ndarray]
-]:
+    student_lib.StudentState, model_lib.DecisionTransformer, Any,
+    dict[str, np.ndarray]]:
   """Distills the frozen teachers into one student; resumes from checkpoints.
 
   Args:
@@ -77,7 +78,8 @@ def train_student(
     source: training segments of all tasks (normalized with the teachers'
       statistics).
     teacher: the teachers' module.
-    teacher_params_T: teacher parameters stacked on a leading T axis.
+    teacher_params_T: teacher parameters stacked on a leading T axis (put
+      on the device once here if they are not already).
     stats: per-task (mean, std) the source's states were normalized with
       (saved beside the weights so the student can be evaluated from its
       directory alone).
@@ -90,46 +92,44 @@ def train_student(
   Returns:
     `(state, student, best_params, history)`: the final state, the student
     module, the best parameters (lowest mean probe KL over a logging window),
-    and per-step metrics (`step`, `curriculum/choice`, `distill/kl` [N, T],
-    `surgery/projected`, `surgery/cos_prev`, `train/loss`).
+    and per-step metrics (`step`, `curriculum/choice`, `curriculum/counts`
+    [N, T], `distill/kl` [N, T], `surgery/projected`, `surgery/cos_prev`,
+    `train/loss`).
 
   Raises:
     FloatingPointError: the loss became non-finite (names the step).
   """
-  distill_lib.check_config(config)
+  student_lib.check_config(config)
   scfg = config.student
   tasks = tuple(config.tasks)
   num_tasks = len(tasks)
   obs_dims = [int(x) for x in np.asarray(source.obs_dims)]
   act_dims = [int(x) for x in np.asarray(source.act_dims)]
-  student = distill_lib.make_student(
-      scfg.model,
-      obs_dims,
-      act_dims,
+  student = model_lib.make_model(
+      scfg.model, obs_dims=obs_dims, act_dims=act_dims,
       context_len=config.data.context_len,
-      max_timestep=config.data.max_timestep,
-  )
+      max_timestep=config.data.max_timestep)
   key = jax.random.key(config.seed)
   k_sel, k_opt, k_pool, k_init = jax.random.split(jax.random.fold_in(key, 7), 4)
-  selector = distill_lib.make_selector(
+  selector = student_lib.make_selector(
       config.curriculum, num_tasks, source.states.shape[1], k_sel
   )
-  optimizer = distill_lib.make_optimizer(config, num_tasks, k_opt)
+  optimizer = student_lib.make_optimizer(config, k_opt)
+  # On the device once: every dispatch below reuses these buffers.
+  teacher_params_T = jax.device_put(teacher_params_T)
   pool = (
-      distill_lib.make_probe_pool(
+      student_lib.make_probe_pool(
           source, teacher, teacher_params_T, k_pool, scfg.probe_pool
       )
       if scfg.probe_size > 0
       else None
   )
-  step_fn = distill_lib.make_distill_step(
+  step_fn = student_lib.make_distill_step(
       config, student, teacher, selector, optimizer
   )
 
   def init():
-    return distill_lib.init_state(
-        config, student, source, selector, optimizer, k_init
-    )
+    return student_lib.init_state(student, selector, optimizer, k_init)
 
   abstract = jax.eval_shape(init)
   manager = checkpointing.make_manager(
@@ -138,17 +138,9 @@ def train_student(
   best_manager = checkpointing.make_manager(
       os.path.join(directory, 'best'), keep=1
   )
-  meta = {
-      'tasks': list(tasks),
-      'obs_dims': obs_dims,
-      'act_dims': act_dims,
-      'model': checkpointing.model_kwargs(student),
-      'state_mean': [np.asarray(m).tolist() for m, _ in stats],
-      'state_std': [np.asarray(s).tolist() for _, s in stats],
-      'context_len': config.data.context_len,
-      'rtg_scale': config.data.rtg_scale,
-      'max_timestep': config.data.max_timestep,
-  }
+  meta = checkpointing.policy_meta(
+      student, kind='student', tasks=tasks, obs_dims=obs_dims,
+      act_dims=act_dims, stats=stats, data_config=config.data)
   history = {k: [] for k in HISTORY_KEYS}
   best = {'kl': np.inf, 'params': None}
   if manager.latest_step() is not None:
@@ -172,7 +164,7 @@ def train_student(
   def get_multi(n):
     if n not in compiled:
       compiled[n] = jax.jit(
-          distill_lib.make_multi_step(step_fn, n), donate_argnums=0
+          student_lib.make_multi_step(step_fn, n), donate_argnums=0
       )
     return compiled[n]
 
@@ -206,7 +198,7 @@ def train_student(
       cat = {
           k: np.concatenate([np.atleast_1d(w[k]) for w in window])
           for k in window[0]
-          if k != 'distill/kl'
+          if k not in ('distill/kl', 'curriculum/counts')
       }
       kl_T = np.concatenate([w['distill/kl'] for w in window]).mean(0)
       flat = {
@@ -217,7 +209,7 @@ def train_student(
       flat.update(
           {f'distill/kl/{t}': float(kl_T[i]) for i, t in enumerate(tasks)}
       )
-      counts = np.asarray(state.curriculum_state.counts)
+      counts = host['curriculum/counts'][-1]
       flat.update(
           {f'curriculum/count/{t}': int(counts[i]) for i, t in enumerate(tasks)}
       )

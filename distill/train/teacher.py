@@ -10,8 +10,9 @@ the per-task action mask (from the batch's task id) keeps padded action dims
 out of every loss, and padded state features are zero. A teacher's checkpoint
 records its true obs/act dims.
 
-    model = make_model(config.model, state_size=S, action_size=A, ...)
-    optimizer = make_optimizer(config.optimizer)
+    model = model_lib.make_model(config.model, obs_dims=(S,),
+                                 act_dims=(A,), ...)
+    optimizer = optimizer_lib.make_optimizer(config.optimizer)
     train_step = make_train_step(model, optimizer, alpha_optimizer, ...)
     update = make_update_fn(train_step, batch_size=64, num_steps=10)
     update = jax.jit(jax.vmap(update, in_axes=(0, None, 0)), donate_argnums=0)
@@ -43,8 +44,9 @@ import tqdm
 from distill import checkpointing
 from distill import losses
 from distill.data import segments
-from distill.models import decision_transformer as dt_lib
+from distill.models import model as model_lib
 from distill.train import logs
+from distill.train import optimizer as optimizer_lib
 
 
 class TrainState(NamedTuple):
@@ -56,98 +58,7 @@ class TrainState(NamedTuple):
   alpha_opt_state: Any
 
 
-def make_model(config: ml_collections.ConfigDict, *, state_size: int,
-               action_size: int, context_len: int,
-               max_timestep: int) -> dt_lib.DecisionTransformer:
-  """Builds a one-task Decision Transformer from `config.teacher.model`.
-
-  Args:
-    config: num_layers, width, num_heads, dropout, head, log_std_min,
-      log_std_max.
-    state_size: S (padded).
-    action_size: A (padded).
-    context_len: K.
-    max_timestep: size of the timestep embedding.
-
-  Returns:
-    The module.
-  """
-  return dt_lib.DecisionTransformer(
-      obs_dims=(int(state_size),), act_dims=(int(action_size),),
-      num_layers=config.num_layers, width=config.width,
-      num_heads=config.num_heads, dropout=config.dropout,
-      context_len=int(context_len), max_timestep=int(max_timestep),
-      head=config.head, log_std_min=config.log_std_min,
-      log_std_max=config.log_std_max)
-
-
-def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Learning rate: linear warmup from 0, then constant or a cosine decay.
-
-  Args:
-    config: `lr`, `warmup_steps`; optional `decay_steps` (total steps, warmup
-      included, of a cosine decay from `lr` to `end_lr_fraction * lr` after
-      the warmup; 0 or absent: constant) and `end_lr_fraction` (default 0.1).
-
-  Returns:
-    The optax schedule.
-  """
-  decay_steps = int(config.get('decay_steps', 0) or 0)
-  end_fraction = float(config.get('end_lr_fraction', 0.1))
-  if config.lr <= 0 or config.warmup_steps < 0:
-    raise ValueError(
-        'optimizer: need lr > 0 and warmup_steps >= 0, got'
-        f' lr={config.lr}, warmup_steps={config.warmup_steps}')
-  if decay_steps and (decay_steps <= config.warmup_steps
-                      or not 0.0 <= end_fraction <= 1.0):
-    raise ValueError(
-        'optimizer: need decay_steps > warmup_steps and end_lr_fraction in'
-        f' [0, 1], got decay_steps={decay_steps}, warmup_steps='
-        f'{config.warmup_steps}, end_lr_fraction={end_fraction}')
-  if decay_steps:
-    after = optax.cosine_decay_schedule(
-        config.lr, decay_steps - config.warmup_steps, alpha=end_fraction)
-  else:
-    after = optax.constant_schedule(config.lr)
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, config.lr, max(config.warmup_steps, 1)),
-       after],
-      [config.warmup_steps])
-
-
-def make_optimizer(config: ml_collections.ConfigDict
-                   ) -> optax.GradientTransformation:
-  """AdamW on `make_schedule(config)`, with global-norm clipping.
-
-  Args:
-    config: the schedule's fields (`make_schedule`), `weight_decay`,
-      `grad_clip` (<= 0: none), `b1`, `b2`.
-
-  Returns:
-    The optax transformation (the DT paper: lr 1e-4, wd 1e-4, 10k warmup
-    steps from 0, then constant; clip 0.25).
-  """
-  adamw = optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2,
-                      weight_decay=config.weight_decay)
-  if config.grad_clip > 0:
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
-  return adamw
-
-
-def make_alpha_optimizer(config: ml_collections.ConfigDict
-                         ) -> optax.GradientTransformation:
-  """Optimizer of log-alpha: Adam when `config.learn`, else no updates.
-
-  Args:
-    config: `config.teacher.entropy` with `learn` and `lr`.
-
-  Returns:
-    The optax transformation.
-  """
-  return optax.adam(config.lr) if config.learn else optax.set_to_zero()
-
-
-def make_init_fn(model: dt_lib.DecisionTransformer,
+def make_init_fn(model: model_lib.DecisionTransformer,
                  optimizer: optax.GradientTransformation,
                  alpha_optimizer: optax.GradientTransformation, *,
                  alpha: float) -> Callable[[jax.Array], TrainState]:
@@ -155,8 +66,8 @@ def make_init_fn(model: dt_lib.DecisionTransformer,
 
   Args:
     model: the teacher module.
-    optimizer: from `make_optimizer`.
-    alpha_optimizer: from `make_alpha_optimizer`.
+    optimizer: from `optimizer_lib.make_optimizer`.
+    alpha_optimizer: from `optimizer_lib.make_alpha_optimizer`.
     alpha: initial entropy coefficient (> 0).
 
   Returns:
@@ -164,14 +75,10 @@ def make_init_fn(model: dt_lib.DecisionTransformer,
   """
   if alpha <= 0:
     raise ValueError(f'teacher.entropy.alpha must be > 0, got {alpha}')
-  k, s, a = model.context_len, model.state_size, model.action_size
 
   def init(key):
     init_key, rng = jax.random.split(key)
-    params = model.init(
-        init_key, jnp.zeros((1, k, 1)), jnp.zeros((1, k, s)),
-        jnp.zeros((1, k, a)), jnp.zeros((1, k), jnp.int32),
-        jnp.ones((1, k)), jnp.zeros((1,), jnp.int32), train=False)['params']
+    params = model_lib.init_params(model, init_key)
     log_alpha = jnp.asarray(math.log(alpha), jnp.float32)
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
@@ -181,7 +88,7 @@ def make_init_fn(model: dt_lib.DecisionTransformer,
   return init
 
 
-def init_state(model: dt_lib.DecisionTransformer,
+def init_state(model: model_lib.DecisionTransformer,
                optimizer: optax.GradientTransformation,
                alpha_optimizer: optax.GradientTransformation,
                key: jax.Array, *, alpha: float) -> TrainState:
@@ -189,8 +96,8 @@ def init_state(model: dt_lib.DecisionTransformer,
 
   Args:
     model: the teacher module.
-    optimizer: from `make_optimizer`.
-    alpha_optimizer: from `make_alpha_optimizer`.
+    optimizer: from `optimizer_lib.make_optimizer`.
+    alpha_optimizer: from `optimizer_lib.make_alpha_optimizer`.
     key: a `jax.random.key`.
     alpha: initial entropy coefficient (> 0).
 
@@ -214,7 +121,7 @@ def _run_once(fn, *args):
 
 
 def make_train_step(
-    model: dt_lib.DecisionTransformer,
+    model: model_lib.DecisionTransformer,
     optimizer: optax.GradientTransformation,
     alpha_optimizer: optax.GradientTransformation,
     *,
@@ -226,7 +133,7 @@ def make_train_step(
   Args:
     model: a one-task `DecisionTransformer` over padded (S, A).
     optimizer: for the parameters.
-    alpha_optimizer: for log-alpha (`make_alpha_optimizer`).
+    alpha_optimizer: for log-alpha (`optimizer_lib.make_alpha_optimizer`).
     act_dims: true action size of every task of the source, so that the
       batch's task ids give each example its action mask [T, A].
 
@@ -234,7 +141,7 @@ def make_train_step(
     `train_step(state, batch) -> (state, metrics)`, metrics a flat dict of
     scalars: loss, nll or mse, entropy, alpha, action_mse, grad_norm.
   """
-  act_masks_TxA = np.asarray(dt_lib.action_mask(act_dims))
+  act_masks_TxA = np.asarray(model_lib.action_mask(act_dims))
   if act_masks_TxA.shape[1] > model.action_size:
     raise ValueError(f'make_train_step: act_dims {tuple(act_dims)} exceed the'
                      f' model action size {model.action_size}')
@@ -243,10 +150,8 @@ def make_train_step(
   gaussian = model.head == 'tanh_gaussian'
 
   def loss_fn(params, log_alpha, batch, key):
-    mean_BxKxA, log_std_BxKxA = model.apply(
-        {'params': params}, batch.rtg, batch.states, batch.actions,
-        batch.timesteps, batch.mask, batch.task, train=True,
-        rngs={'dropout': key})
+    mean_BxKxA, log_std_BxKxA = model_lib.apply(model, params, batch,
+                                                train=True, rng=key)
     act_mask_BxA = act_masks_TxA[batch.task]
     m = act_mask_BxA[:, None, :]
     action_mse = losses.masked_mean(
@@ -318,28 +223,6 @@ def make_update_fn(train_step: Callable, *, batch_size: int, num_steps: int):
   return update
 
 
-def teacher_meta(model: dt_lib.DecisionTransformer, *, task: str,
-                 task_index: int, obs_dim: int, act_dim: int,
-                 stats: tuple[np.ndarray, np.ndarray],
-                 data_config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """What a checkpoint needs beside the weights to evaluate the teacher."""
-  mean, std = stats
-  return {
-      'kind': 'teacher',
-      'task': task,
-      'tasks': [task],
-      'task_index': int(task_index),
-      'obs_dims': [int(obs_dim)],
-      'act_dims': [int(act_dim)],
-      'model': checkpointing.model_kwargs(model),
-      'state_mean': [np.asarray(mean, np.float32).tolist()],
-      'state_std': [np.asarray(std, np.float32).tolist()],
-      'context_len': int(data_config.context_len),
-      'rtg_scale': float(data_config.rtg_scale),
-      'max_timestep': int(data_config.max_timestep),
-  }
-
-
 # Jitted: op by op, every leaf shape would compile its own slice or stack.
 @jax.jit
 def _stack(trees):
@@ -365,7 +248,7 @@ def train_teachers(
   """Trains one teacher per task of `source`, resuming from checkpoints.
 
   Checkpoints go to `<directory>/<task>/` (one per task; the full
-  `TrainState` plus `teacher_meta`), every `config.ckpt_every` steps and at
+  `TrainState` plus `checkpointing.policy_meta`), every `config.ckpt_every` steps and at
   the end. With `config.vmap` all teachers train in one compiled step,
   vmapped over the teacher axis; otherwise one after another.
 
@@ -394,13 +277,13 @@ def train_teachers(
   if config.steps_per_dispatch < 1 or config.steps < 0:
     raise ValueError('teacher: need steps_per_dispatch >= 1 and steps >= 0,'
                      f' got {config.steps_per_dispatch}, {config.steps}')
-  model = make_model(
-      config.model, state_size=source.states.shape[1],
-      action_size=source.actions.shape[1],
+  model = model_lib.make_model(
+      config.model, obs_dims=(source.states.shape[1],),
+      act_dims=(source.actions.shape[1],),
       context_len=data_config.context_len,
       max_timestep=data_config.max_timestep)
-  optimizer = make_optimizer(config.optimizer)
-  alpha_optimizer = make_alpha_optimizer(config.entropy)
+  optimizer = optimizer_lib.make_optimizer(config.optimizer)
+  alpha_optimizer = optimizer_lib.make_alpha_optimizer(config.entropy)
   train_step = make_train_step(model, optimizer, alpha_optimizer,
                                act_dims=act_dims)
 
@@ -418,10 +301,10 @@ def train_teachers(
   states = [initial[i] if fresh[i] else
             checkpointing.restore(managers[i], abstract)[0]
             for i in range(len(tasks))]
-  metas = [teacher_meta(model, task=t, task_index=i, obs_dim=obs_dims[i],
-                        act_dim=act_dims[i], stats=stats[i],
-                        data_config=data_config)
-           for i, t in enumerate(tasks)]
+  metas = [checkpointing.policy_meta(
+      model, kind='teacher', tasks=[t], obs_dims=[obs_dims[i]],
+      act_dims=[act_dims[i]], stats=[stats[i]], data_config=data_config,
+      task=t, task_index=i) for i, t in enumerate(tasks)]
 
   def save(i, state):
     checkpointing.save(managers[i], int(state.step), state,

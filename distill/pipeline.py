@@ -1,0 +1,153 @@
+"""What a run loads from its config: datasets, the device source, teachers.
+
+The stages of `experiments/stages.py` share these; each function reads only
+the sub-configs it names.
+
+    datasets = load_datasets(config)
+    stats = [segments.state_stats(d) for d in datasets]
+    source = make_source(config.data, datasets, stats)
+    teacher, teacher_params_T = load_teachers(teacher_dirs)
+"""
+
+from collections.abc import Sequence
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from distill import checkpointing
+from distill import datasets as datasets_lib
+from distill.data import segments
+from distill.models import model as model_lib
+
+
+def dataset_spec(config: ml_collections.ConfigDict, task: str) -> str:
+  """The dataset spec of a task.
+
+  Args:
+    config: the whole config (reads `data`).
+    task: the task name.
+
+  Returns:
+    `config.data.specs.<task with '-' as '_'>` when the config has it (e.g. a
+    D4RL file per task), else the template `config.data.spec` filled in with
+    the task and `config.data.quality`.
+  """
+  specs = config.data.get('specs')
+  key = task.replace('-', '_')
+  if specs is not None and key in specs:
+    return specs[key]
+  return config.data.spec.format(task=task, quality=config.data.quality)
+
+
+def task_value(field: ml_collections.ConfigDict, task: str, name: str) -> Any:
+  """`field.<task with '-' as '_'>`, with an error naming the config key.
+
+  Args:
+    field: a per-task sub-config, e.g. `config.eval.target_return`.
+    task: the task name.
+    name: the field's dotted name, for the error.
+
+  Returns:
+    The task's value.
+
+  Raises:
+    KeyError: the task has no entry.
+  """
+  key = task.replace('-', '_')
+  if key not in field:
+    raise KeyError(f'config: {name}.{key} is missing for task {task!r}; has'
+                   f' {sorted(field.keys())}')
+  return field[key]
+
+
+def load_datasets(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  """Loads (generating on first use) the dataset of every task.
+
+  Args:
+    config: the whole config (reads `tasks` and `data`).
+
+  Returns:
+    One validated D4RL-style dict per task, in the order of `config.tasks`.
+  """
+  return [datasets_lib.load_dataset(
+      dataset_spec(config, t), clip_actions=config.data.clip_actions,
+      suite_transitions=config.data.get('suite_transitions'))
+          for t in config.tasks]
+
+
+def make_source(data_config: ml_collections.ConfigDict,
+                datasets: Sequence[dict[str, Any]],
+                stats: Sequence[tuple[np.ndarray, np.ndarray]]
+                ) -> segments.SegmentSource:
+  """Puts the datasets on the device for segment sampling.
+
+  Args:
+    data_config: `config.data` (context_len, rtg_scale, max_timestep).
+    datasets: from `load_datasets`.
+    stats: per-task (mean, std) of the states.
+
+  Returns:
+    The on-device `SegmentSource` of all tasks.
+  """
+  return segments.make_segment_source(
+      datasets, context_len=data_config.context_len,
+      rtg_scale=data_config.rtg_scale,
+      max_timestep=data_config.max_timestep, stats=stats)
+
+
+@jax.jit
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def load_teachers(directories: Sequence[str]
+                  ) -> tuple[model_lib.DecisionTransformer, Any]:
+  """Loads the teachers and stacks their parameters on the device.
+
+  Args:
+    directories: one teacher checkpoint directory per task, in task order.
+
+  Returns:
+    (module, parameters stacked on a leading T axis, as device arrays).
+
+  Raises:
+    ValueError: the teachers do not share one module (padded shape).
+  """
+  model, params = None, []
+  for directory in directories:
+    m, p, _ = checkpointing.load_policy(directory)
+    if model is not None and m != model:
+      raise ValueError(f'{directory}: teacher module {m} differs from the'
+                       f' others ({model}); teachers must share one (padded)'
+                       ' shape')
+    model = m
+    params.append(p)
+  return model, _stack(params)
+
+
+def batch1_latency_ms(model: model_lib.DecisionTransformer, params: Any, *,
+                      repeats: int = 200) -> float:
+  """Median wall time (ms) of one jitted batch-1 action call.
+
+  Args:
+    model: from `distill.models.model`.
+    params: its parameters.
+    repeats: timed calls after one warm-up call.
+
+  Returns:
+    The median, in milliseconds.
+  """
+  act = jax.jit(model_lib.make_policy_fn(model))
+  inputs = model_lib.dummy_inputs(model)
+  key = jax.random.key(0)
+  jax.block_until_ready(act(params, *inputs, key))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(act(params, *inputs, key))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times) * 1e3)

@@ -1,0 +1,58 @@
+"""Shared fixtures: small D4RL-format datasets and the configs' own variants.
+
+    def test_x(fake_dataset, d4rl_dir, smoke_config): ...
+
+`fake_dataset(n, obs_dim, act_dim, seed)` returns a D4RL-style dict in memory;
+`d4rl_dir` is a directory of small D4RL HDF5 files, `hopper-medium.hdf5` and
+`walker2d-medium.hdf5`, with the real tasks' observation and action sizes;
+`smoke_config` is `configs/mt_distill.py:smoke` reading those files, with
+evaluation episodes cut to a few steps.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from configs import mt_distill
+from distill.data import d4rl
+
+# Observation and action sizes of the smoke config's tasks.
+SMOKE_DIMS = {'hopper': (11, 3), 'walker2d': (17, 6)}
+
+
+def make_fake_dataset(n: int, obs_dim: int, act_dim: int, seed: int = 0, *,
+                      episode_len: int = 30) -> dict[str, np.ndarray]:
+  """A D4RL-style dataset of random numbers, episodes cut by timeouts."""
+  r = np.random.default_rng(seed)
+  timeouts = np.zeros(n, bool)
+  timeouts[episode_len - 1::episode_len] = True
+  return dict(observations=r.normal(size=(n, obs_dim)).astype(np.float32),
+              actions=np.tanh(r.normal(size=(n, act_dim))).astype(np.float32),
+              rewards=r.normal(size=n).astype(np.float32),
+              terminals=np.zeros(n, bool), timeouts=timeouts)
+
+
+@pytest.fixture(scope='session')
+def fake_dataset():
+  """The factory `make_fake_dataset(n, obs_dim, act_dim, seed)`."""
+  return make_fake_dataset
+
+
+@pytest.fixture(scope='session')
+def d4rl_dir(tmp_path_factory) -> str:
+  """Small D4RL HDF5 files `<task>-medium.hdf5` for the smoke tasks."""
+  directory = str(tmp_path_factory.mktemp('d4rl'))
+  for i, (task, (obs, act)) in enumerate(SMOKE_DIMS.items()):
+    d4rl.write_hdf5(os.path.join(directory, f'{task}-medium.hdf5'),
+                    make_fake_dataset(600, obs, act, seed=i, episode_len=100))
+  return directory
+
+
+@pytest.fixture
+def smoke_config(d4rl_dir):
+  """`configs/mt_distill.py:smoke` on the files of `d4rl_dir`."""
+  config = mt_distill.get_config('smoke')
+  config.data.spec = os.path.join(d4rl_dir, '{task}-{quality}.hdf5')
+  config.eval.max_episode_steps = 5
+  return config
