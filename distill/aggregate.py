@@ -357,8 +357,9 @@ def summarize(runs: Sequence[Mapping[str, Any]], *, baseline: str = '',
                      f' configurations with results: {list(groups)}')
   scores = {name: _matrix(g, tasks, 'student_score')
             for name, g in groups.items()}
-  top = max(100.0, max(float(s.max()) for s in scores.values()))
-  taus_U = np.linspace(0.0, top, 41)
+  low = min(0.0, min(float(s.min()) for s in scores.values()))
+  high = max(float(s.max()) for s in scores.values())
+  taus_U = np.linspace(low, max(high, low + 1.0), 41)
   configs, profiles = {}, {}
   for name, group in groups.items():
     student_RxT, teacher_RxT = scores[name], _matrix(group, tasks,

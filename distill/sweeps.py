@@ -445,7 +445,7 @@ def run_job(job: Job, *, cwd: str,
             'config': job.config, 'status': 'running', 'returncode': None,
             'error': '', 'log': job.log, 'wall_s': None,
             'started': time.time(), 'finished': None,
-            'host': os.uname().nodename}
+            'host': os.uname().nodename, 'pid': os.getpid()}
   fileio.write_json(os.path.join(job.workdir, RECORD), record)
   start = time.time()
   with open(job.log, 'a', encoding='utf-8') as log:

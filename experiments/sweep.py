@@ -128,6 +128,25 @@ def shell_line(command: list[str]) -> str:
   return ' '.join(out)
 
 
+def still_running(jobs: list[sweeps.Job]) -> list[str]:
+  """Jobs whose process from an earlier sweep still runs on this host."""
+  out = []
+  for job in jobs:
+    rec = sweeps.read_record(job) or {}
+    pid = rec.get('pid')
+    if (rec.get('status') != 'running' or rec.get('host') != os.uname().nodename
+        or not pid or pid == os.getpid()):
+      continue
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      continue
+    except PermissionError:
+      pass
+    out.append(f'{job.kind} {job.name} (pid {pid})')
+  return out
+
+
 def _fmt_s(seconds: float) -> str:
   seconds = int(round(seconds))
   if seconds >= 3600:
@@ -326,6 +345,10 @@ def main(argv):
     for job in members:
       print(shell_line(job.command))
     return
+  busy = still_running(teachers + members)
+  if busy:
+    raise app.UsageError(f'{root}: jobs of an earlier sweep are still running:'
+                         f' {busy}; wait for them or kill them, then rerun')
   os.makedirs(root, exist_ok=True)
   reps = int(base.report.reps) if 'report' in base else 2000
   sweep = Sweep(root, teachers, members, {

@@ -1,0 +1,301 @@
+"""distill/sweeps.py and `experiments.sweep` / `experiments.aggregate`."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rliable import library as rly
+from rliable import metrics
+import scipy.stats
+
+from configs import study
+from distill import sweeps
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = 'configs/study.py:smoke'
+STAGES = "--config.stages=('datasets','teachers','teacher_eval')"
+
+
+def _cli(module, *args, env=None, timeout=900):
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT,
+                        env=env or dict(os.environ), capture_output=True,
+                        text=True, timeout=timeout, check=False)
+
+
+def test_axis_product_chain_and_names():
+  members = sweeps.chain(
+      sweeps.product(sweeps.axis('seed', (0, 1)),
+                     [{'curriculum.name': 'mixture', 'surgery.name': 'pcgrad'},
+                      {'curriculum.name': 'uniform'}]),
+      [{'student.model.width': 16, 'tasks': ('hopper', 'walker2d')}])
+  assert members == [
+      {'seed': 0, 'curriculum.name': 'mixture', 'surgery.name': 'pcgrad'},
+      {'seed': 0, 'curriculum.name': 'uniform'},
+      {'seed': 1, 'curriculum.name': 'mixture', 'surgery.name': 'pcgrad'},
+      {'seed': 1, 'curriculum.name': 'uniform'},
+      {'student.model.width': 16, 'tasks': ('hopper', 'walker2d')}]
+  names = [sweeps.member_name(m) for m in members]
+  assert names == ['curriculum=mixture,surgery=pcgrad,seed=0',
+                   'curriculum=uniform,seed=0',
+                   'curriculum=mixture,surgery=pcgrad,seed=1',
+                   'curriculum=uniform,seed=1',
+                   'student.model.width=16,tasks=hopper+walker2d']
+  assert [sweeps.configuration_name(m) for m in members[:2]] == [
+      'curriculum=mixture,surgery=pcgrad', 'curriculum=uniform']
+  assert sweeps.member_name({}) == 'base'
+  assert sweeps.member_name({'data.spec': '/d/{task}.h5'}) == (
+      'data.spec=_d__task_.h5')
+  with pytest.raises(ValueError, match='two axes'):
+    sweeps.product(sweeps.axis('seed', (0,)), sweeps.axis('seed', (1,)))
+  with pytest.raises(ValueError, match='no values'):
+    sweeps.axis('seed', ())
+
+
+def test_override_flags_parse_back_to_the_same_values():
+  overrides = {'seed': 3, 'curriculum.name': 'round_robin',
+               'student.optimizer.lr': 3e-4, 'teacher.vmap': False,
+               'tasks': ('hopper',), 'stages': ('datasets', 'teachers')}
+  flags_ = sweeps.override_flags(overrides)
+  assert flags_[4:] == ["--config.tasks=('hopper',)",
+                        "--config.stages=('datasets','teachers')"]
+  config = sweeps.resolve_config(SMOKE, flags_)  # config_flags, as run does
+  assert config.seed == 3 and config.curriculum.name == 'round_robin'
+  assert config.student.optimizer.lr == 3e-4 and config.teacher.vmap is False
+  assert config.tasks == ('hopper',)
+  assert config.stages == ('datasets', 'teachers')
+  with pytest.raises(ValueError, match='None'):
+    sweeps.format_value(None)
+
+
+def test_plan_of_the_smoke_study():
+  sweep = study.get_sweep('smoke')
+  teachers, members = sweeps.plan(SMOKE, sweep, '/s', python='python')
+  assert sweep.baseline == 'curriculum=round_robin'
+  assert [t.name for t in teachers] == ['seed=0', 'seed=1']
+  assert teachers[0].command == [
+      'python', '-m', 'experiments.run', f'--config={SMOKE}',
+      '--workdir=/s/teachers/seed=0', '--config.seed=0', STAGES]
+  assert teachers[1].output == '/s/teachers/seed=1/teachers/eval.json'
+  assert [m.name for m in members] == [
+      'curriculum=max_kl,seed=0', 'curriculum=round_robin,seed=0',
+      'curriculum=max_kl,seed=1', 'curriculum=round_robin,seed=1']
+  assert members[3].command == [
+      'python', '-m', 'experiments.run', f'--config={SMOKE}',
+      '--workdir=/s/members/curriculum=round_robin,seed=1',
+      '--config.seed=1', '--config.curriculum.name=round_robin',
+      '--config.teacher_workdir=/s/teachers/seed=1']
+  assert [m.teacher for m in members] == ['seed=0', 'seed=0', 'seed=1',
+                                          'seed=1']
+  assert [m.configuration for m in members] == [
+      'curriculum=max_kl', 'curriculum=round_robin'] * 2
+  assert members[2].config['teacher_workdir'] == '/s/teachers/seed=1'
+  assert members[2].config['student']['model']['width'] == 8  # smoke size
+  assert teachers[0].config['stages'] == list(sweeps.TEACHER_STAGES)
+
+
+def test_plan_of_the_full_study_shares_teachers_per_seed():
+  sweep = study.get_sweep(None)
+  teachers, members = sweeps.plan('configs/study.py', sweep, '/s')
+  assert [t.name for t in teachers] == ['seed=0', 'seed=1', 'seed=2']
+  configurations = {m.configuration for m in members}
+  assert sweep.baseline in configurations
+  assert 'curriculum=scratch,surgery=none' in configurations
+  widths = {m.config['student']['model']['width'] for m in members}
+  layers = {m.config['student']['model']['num_layers'] for m in members}
+  assert widths == {16, 32, 64} and layers == {1, 2}
+  for m in members:  # pcgrad only with the mixture
+    if m.config['surgery']['name'] == 'pcgrad':
+      assert m.config['curriculum']['name'] == 'mixture'
+  assert len(members) == len({m.name for m in members}) == 42
+
+
+def test_plan_refuses_bad_members_before_any_work(tmp_path):
+  bad_field = sweeps.Sweep([{'seed': 0, 'curriculum.nme': 'max_kl'}])
+  with pytest.raises(ValueError, match=r'--config.curriculum.nme.*no field'):
+    sweeps.plan(SMOKE, bad_field, str(tmp_path))
+  bad_value = sweeps.Sweep([{'student.model.width': 'wide'}])
+  with pytest.raises(ValueError, match='student.model.width'):
+    sweeps.plan(SMOKE, bad_value, str(tmp_path))
+  twice = sweeps.Sweep([{'seed': 0}, {'seed': 0}])
+  with pytest.raises(ValueError, match='same name'):
+    sweeps.plan(SMOKE, twice, str(tmp_path))
+  assert not os.listdir(tmp_path)
+
+
+def test_run_job_records_success_failure_and_is_finished(tmp_path):
+  out = tmp_path / 'ok' / 'results.json'
+  job = sweeps.Job(kind='member', name='ok', workdir=str(tmp_path / 'ok'),
+                   command=[sys.executable, '-c',
+                            f'open({str(out)!r}, "w").write("{{}}");'
+                            ' print("hello")'],
+                   config={'a': 1}, overrides={}, output=str(out))
+  assert not sweeps.is_finished(job)
+  record = sweeps.run_job(job, cwd=str(tmp_path))
+  assert record['status'] == 'done' and record['returncode'] == 0
+  assert record['wall_s'] > 0 and sweeps.read_record(job) == record
+  assert 'hello' in open(job.log).read()
+  assert sweeps.is_finished(job)
+  job.config = {'a': 2}  # another config: not finished
+  assert not sweeps.is_finished(job)
+
+  bad = sweeps.Job(kind='member', name='bad', workdir=str(tmp_path / 'bad'),
+                   command=[sys.executable, '-c', 'import sys;'
+                            ' sys.stderr.write("boom"); sys.exit(3)'],
+                   config={}, overrides={},
+                   output=str(tmp_path / 'bad' / 'results.json'))
+  record = sweeps.run_job(bad, cwd=str(tmp_path))
+  assert record['status'] == 'failed' and record['error'] == 'exit code 3'
+  assert 'boom' in open(bad.log).read()
+  assert not sweeps.is_finished(bad)
+
+
+def test_print_lists_the_commands():
+  proc = _cli('experiments.sweep', f'--config={SMOKE}', '--workdir=/s',
+              '--print')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.splitlines()
+  py = sys.executable
+  run = f'{py} -m experiments.run --config={SMOKE}'
+  assert lines == [
+      '# 2 teacher jobs: run these first',
+      f'{run} --workdir=/s/teachers/seed=0 --config.seed=0 "{STAGES}"',
+      f'{run} --workdir=/s/teachers/seed=1 --config.seed=1 "{STAGES}"',
+      '# 4 members',
+      *[f'{run} --workdir=/s/members/curriculum={c},seed={s}'
+        f' --config.seed={s} --config.curriculum.name={c}'
+        f' --config.teacher_workdir=/s/teachers/seed={s}'
+        for s in (0, 1) for c in ('max_kl', 'round_robin')]]
+  # A shell splits each line back into the argv that the sweep runs.
+  assert shlex.split(lines[1])[-1] == STAGES
+  assert not os.path.exists('/s')
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--parallel=0'], '--parallel=0'),
+    (['--executor=pbs'], 'executor'),
+    (['--baseline=curriculum=nope'], '--baseline'),
+    (['--config=configs/mt_distill.py'], 'get_sweep'),
+])
+def test_bad_flags_are_refused_before_work(tmp_path, args, message):
+  proc = _cli('experiments.sweep', f'--config={SMOKE}',
+              f'--workdir={tmp_path / "w"}', *args)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_failed_teachers_are_reported_and_their_members_not_run(tmp_path):
+  # The teachers' datasets do not exist: both teacher jobs run and fail; the
+  # members wait for them, so none runs; the sweep exits 1 naming the logs.
+  config = tmp_path / 'broken.py'
+  config.write_text(
+      'from configs import study\n'
+      'def get_config(arg=None):\n'
+      '  c = study.get_config(arg)\n'
+      "  c.data.spec = '/nonexistent/{task}-{quality}.hdf5'\n"
+      '  return c\n'
+      'get_sweep = study.get_sweep\n')
+  workdir = tmp_path / 'sweep'
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = _cli('experiments.sweep', f'--config={config}:smoke',
+              f'--workdir={workdir}', '--executor=debug', env=env)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  state = json.load(open(workdir / 'sweep_state.json'))
+  status = {(j['kind'], j['name']): j['status'] for j in state['jobs']}
+  assert set(status.values()) == {'failed'}
+  for seed in (0, 1):
+    log = workdir / 'teachers' / f'seed={seed}' / 'sweep_job.log'
+    assert 'nonexistent' in log.read_text()  # it ran and said why
+    assert f'log: {log}' in proc.stderr
+  assert not (workdir / 'members').exists()  # no member ran
+  errors = [j['error'] for j in state['jobs'] if j['kind'] == 'member']
+  assert all('teacher job seed=' in e for e in errors)
+
+
+def _teacher_trainings(root):
+  """Workdirs whose metrics.jsonl logged teacher training steps."""
+  found = []
+  for dirpath, _, files in os.walk(root):
+    if 'metrics.jsonl' in files:
+      with open(os.path.join(dirpath, 'metrics.jsonl')) as f:
+        if any('teacher/hopper/loss' in json.loads(line) for line in f):
+          found.append(os.path.relpath(dirpath, root))
+  return sorted(found)
+
+
+@pytest.mark.slow
+def test_smoke_sweep_end_to_end(tmp_path):
+  root = tmp_path / 'sweep'
+  env = dict(os.environ, DISTILL_DATA_DIR=str(tmp_path / 'data'))
+  args = (f'--config={SMOKE}', f'--workdir={root}', '--executor=debug')
+  proc = _cli('experiments.sweep', *args, env=env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert 'ETA' in proc.stderr
+
+  # Teachers trained once per seed, in the sweep's teachers/ directory.
+  assert _teacher_trainings(root) == ['teachers/seed=0', 'teachers/seed=1']
+  state = json.load(open(root / 'sweep_state.json'))
+  assert [(j['kind'], j['status']) for j in state['jobs']] == (
+      [('teacher', 'done')] * 2 + [('member', 'done')] * 4)
+  for job in state['jobs']:
+    assert job['wall_s'] > 0 and os.path.exists(job['log'])
+    assert shlex.split(job['shell']) == job['command']
+
+  # sweep.json: per-run scores from results.json, aggregates recomputed.
+  summary = json.load(open(root / 'sweep.json'))
+  boot = summary['bootstrap']
+  assert summary['baseline'] == 'curriculum=round_robin'
+  assert summary['tasks'] == ['hopper', 'walker2d']
+  configs = summary['configurations']
+  assert set(configs) == {'curriculum=max_kl', 'curriculum=round_robin'}
+  scores = {}
+  for name, c in configs.items():
+    assert c['n'] == 2 and [r['seed'] for r in c['runs']] == [0, 1]
+    for r in c['runs']:
+      results = json.load(open(root / 'members' / r['member'] /
+                               'results.json'))
+      assert r['student_scores'] == {
+          t: results['tasks'][t]['student_score'] for t in summary['tasks']}
+    x = np.array([[r['student_scores'][t] for t in summary['tasks']]
+                  for r in c['runs']])
+    scores[name] = x
+    assert c['student']['iqm']['value'] == pytest.approx(
+        scipy.stats.trim_mean(x, 0.25, axis=None))
+    point, interval = rly.get_interval_estimates(
+        {'x': x}, lambda s: np.array([metrics.aggregate_iqm(s),
+                                      metrics.aggregate_mean(s)]),
+        reps=boot['reps'], random_state=np.random.RandomState(boot['seed']))
+    assert [c['student']['iqm']['ci_low'], c['student']['iqm']['ci_high'],
+            c['student']['mean']['ci_low'], c['student']['mean']['ci_high']
+            ] == pytest.approx([interval['x'][0, 0], interval['x'][1, 0],
+                                interval['x'][0, 1], interval['x'][1, 1]])
+    assert c['student']['mean']['value'] == pytest.approx(point['x'][1])
+    assert c['student_params'] > 0
+  p = configs['curriculum=max_kl']['probability_of_improvement']
+  assert p['value'] == pytest.approx(metrics.probability_of_improvement(
+      scores['curriculum=max_kl'], scores['curriculum=round_robin']))
+  text = (root / 'sweep.md').read_text()
+  assert '| `curriculum=max_kl` | 2 |' in text
+  assert (root / 'sweep_profiles.png').read_bytes()[:4] == b'\x89PNG'
+
+  # A rerun skips every finished job: no command runs again.
+  logs = {j['log']: open(j['log']).read() for j in state['jobs']}
+  proc = _cli('experiments.sweep', *args, env=env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  state = json.load(open(root / 'sweep_state.json'))
+  assert {j['status'] for j in state['jobs']} == {'skipped'}
+  assert {j['log']: open(j['log']).read() for j in state['jobs']} == logs
+  assert 'started' not in proc.stderr
+
+  # The aggregate entry point on its own, with another baseline.
+  proc = _cli('experiments.aggregate', str(root),
+              '--baseline=curriculum=max_kl', env=env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  summary = json.load(open(root / 'sweep.json'))
+  assert summary['baseline'] == 'curriculum=max_kl'
+  assert summary['configurations']['curriculum=round_robin'][
+      'probability_of_improvement']['value'] == pytest.approx(1 - p['value'])
