@@ -9,7 +9,8 @@ one value per step [B, K]; padded action dims contribute nothing. Reduce over
 steps with `masked_mean(x_BxK, mask_BxK)`.
 
 Policies are tanh-squashed diagonal Gaussians given by the pre-tanh
-`(mean, log_std)`.
+`(mean, log_std)`; `sample_tanh_gaussian` draws from one (any leading shape,
+no mask), for the behavior policies and stochastic evaluation.
 """
 
 import math
@@ -47,6 +48,39 @@ def _log1m_tanh_sq(u):
   return 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
 
 
+def _log_normal(z, log_std):
+  # log N(u; mean, std) with z = (u - mean) / std.
+  return -0.5 * jnp.square(z) - log_std - _HALF_LOG_2PI
+
+
+def sample_tanh_gaussian(key, mean, log_std):
+  """Samples a tanh-squashed diagonal Gaussian, with its log-likelihood.
+
+  Reparameterized, a = tanh(mean + std * eps) with eps ~ N(0, I), so the
+  log-likelihood has gradients through the sample. It is computed from eps
+  and the pre-tanh sample, not from atanh(a) as in `tanh_gaussian_log_prob`,
+  so it stays exact where tanh rounds to +-1.
+
+  Args:
+    key: typed PRNG key.
+    mean: [..., A] pre-tanh means.
+    log_std: [..., A] pre-tanh log-stds.
+
+  Returns:
+    (action [..., A] in [-1, 1], log_prob [...] summed over A).
+
+  References:
+    Haarnoja et al. (2018), Soft Actor-Critic, appendix C (the tanh
+    change of variables). arXiv:1801.01290.
+  """
+  chex.assert_equal_shape([mean, log_std])
+  eps = jax.random.normal(key, mean.shape, mean.dtype)
+  pre_tanh = mean + jnp.exp(log_std) * eps
+  log_prob = jnp.sum(_log_normal(eps, log_std) - _log1m_tanh_sq(pre_tanh),
+                     axis=-1)
+  return jnp.tanh(pre_tanh), log_prob
+
+
 def tanh_gaussian_log_prob(mean, log_std, action, act_mask):
   """Log-likelihood of actions under a tanh-squashed diagonal Gaussian.
 
@@ -66,8 +100,7 @@ def tanh_gaussian_log_prob(mean, log_std, action, act_mask):
   _check(mean, (log_std, action), act_mask)
   u = jnp.arctanh(jnp.clip(action, -ACTION_CLIP, ACTION_CLIP))
   z = (u - mean) * jnp.exp(-log_std)
-  log_normal = -0.5 * jnp.square(z) - log_std - _HALF_LOG_2PI
-  return _masked_sum(log_normal - _log1m_tanh_sq(u), act_mask)
+  return _masked_sum(_log_normal(z, log_std) - _log1m_tanh_sq(u), act_mask)
 
 
 def gaussian_entropy(log_std, act_mask):

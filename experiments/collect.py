@@ -17,6 +17,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from distill import fileio
+from distill.envs import rollout
 from distill.envs import sac
 from distill.envs import suite
 from distill.envs import tasks as tasks_lib
@@ -44,23 +45,27 @@ def evaluate(task_name, policy_fn, params, *, episodes, seed,
     deterministic: tanh(mean) actions when True.
 
   Returns:
-    Episode returns [episodes] float64.
+    Episode returns [episodes] float64, in sub-environment order.
   """
-  env = tasks_lib.make_vector_env(task_name, episodes, seed)
-  obs, _ = env.reset()
   key = jax.random.key(seed)
-  returns = np.zeros(episodes)
-  done = np.zeros(episodes, bool)
-  t = 0
-  while not done.all():
-    act = np.asarray(policy_fn(params, obs, jax.random.fold_in(key, t),
-                               deterministic))
-    obs, rew, term, trunc, _ = env.step(act)
-    returns += np.where(done, 0.0, rew)
-    done |= term | trunc
-    t += 1
-  env.close()
-  return returns
+
+  def policy(step, obs, reward, first):
+    del reward, first  # Memoryless.
+    return np.asarray(policy_fn(params, obs, jax.random.fold_in(key, step),
+                                deterministic))
+
+  return _one_episode_each(task_name, policy, episodes=episodes, seed=seed)
+
+
+def _one_episode_each(task_name, policy, *, episodes, seed) -> np.ndarray:
+  """Returns of one episode per sub-environment, in sub-environment order."""
+  env = tasks_lib.make_vector_env(task_name, episodes, seed)
+  try:
+    # No reset seed: the episodes continue the streams make_vector_env seeded.
+    out = rollout.run(env, policy, episodes=episodes)
+  finally:
+    env.close()
+  return out.returns[np.argsort(out.env_index)]
 
 
 def train_task(config, task_name: str, workdir: str) -> dict:
@@ -208,18 +213,14 @@ def train_task(config, task_name: str, workdir: str) -> dict:
 
 def random_returns(task_name: str, *, episodes: int, seed: int) -> np.ndarray:
   """Returns of a uniform-random policy (D4RL's random reference)."""
-  env = tasks_lib.make_vector_env(task_name, episodes, seed)
-  obs, _ = env.reset()
   rng = np.random.default_rng(seed)
-  returns = np.zeros(episodes)
-  done = np.zeros(episodes, bool)
-  while not done.all():
-    act = rng.uniform(-1.0, 1.0, (episodes,) + env.single_action_space.shape)
-    obs, rew, term, trunc, _ = env.step(act)
-    returns += np.where(done, 0.0, rew)
-    done |= term | trunc
-  env.close()
-  return returns
+  act_dim = tasks_lib.get_task(task_name).act_dim
+
+  def policy(step, obs, reward, first):
+    del step, obs, reward, first
+    return rng.uniform(-1.0, 1.0, (episodes, act_dim))
+
+  return _one_episode_each(task_name, policy, episodes=episodes, seed=seed)
 
 
 def evaluate_snapshots(config) -> str:

@@ -36,6 +36,39 @@ def test_tanh_gaussian_log_prob_matches_scipy():
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
 
+def test_sample_tanh_gaussian_matches_scipy_change_of_variables():
+  mean, log_std = _rand(0), _rand(1, scale=0.3)
+  key = jax.random.key(5)
+  action, log_prob = jax.jit(losses.sample_tanh_gaussian)(key, mean, log_std)
+  chex.assert_shape(action, (B, K, A))
+  chex.assert_shape(log_prob, (B, K))
+  eps = np.asarray(jax.random.normal(key, (B, K, A)), np.float64)
+  u = np.asarray(mean, np.float64) + np.exp(np.asarray(log_std)) * eps
+  np.testing.assert_allclose(action, np.tanh(u), rtol=1e-5, atol=1e-6)
+  want = (stats.norm.logpdf(u, np.asarray(mean), np.exp(np.asarray(log_std)))
+          - np.log1p(-np.tanh(u) ** 2)).sum(-1)
+  np.testing.assert_allclose(log_prob, want, rtol=1e-4, atol=1e-3)
+  # The same density as the loss evaluates on a dataset action.
+  np.testing.assert_allclose(
+      log_prob, losses.tanh_gaussian_log_prob(mean, log_std, action,
+                                              jnp.ones(A)),
+      rtol=1e-3, atol=1e-2)
+
+
+def test_sample_tanh_gaussian_any_leading_shape_and_gradients():
+  mean, log_std = _rand(0, (7, 2)), _rand(1, (7, 2), scale=0.3)
+  action, log_prob = losses.sample_tanh_gaussian(jax.random.key(0), mean,
+                                                 log_std)
+  chex.assert_shape(action, (7, 2))
+  chex.assert_shape(log_prob, (7,))
+  assert np.all(np.abs(np.asarray(action)) <= 1.0)
+  grads = jax.grad(lambda m, s: jnp.sum(losses.sample_tanh_gaussian(
+      jax.random.key(0), m, s)[1]), argnums=(0, 1))(mean, log_std)
+  chex.assert_tree_all_finite(grads)
+  with pytest.raises(AssertionError):
+    losses.sample_tanh_gaussian(jax.random.key(0), mean, log_std[:, :1])
+
+
 def test_gaussian_entropy_matches_scipy():
   log_std = _rand(1, scale=0.3)
   got = losses.gaussian_entropy(log_std, _mask(2))

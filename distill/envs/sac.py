@@ -5,7 +5,10 @@ Applications"): two Q networks with target copies (Polyak tau), a
 tanh-squashed diagonal Gaussian actor, and an automatically tuned temperature
 with target entropy -act_dim. The replay buffer lives on the device; one
 dispatch inserts a chunk of fresh transitions and runs several updates fused
-with `lax.scan`, so the host only steps the environment.
+with `lax.scan`, so the host only steps the environment. The actor's
+distribution is the Decision Transformer's: its log-std is bounded by
+`heads.squash_log_std`, and actions and their log-likelihoods come from
+`losses.sample_tanh_gaussian`.
 
 Shape letters: B batch, N buffer capacity, C chunk (transitions per dispatch),
 S observation size, A action size, E critic ensemble (2).
@@ -26,6 +29,8 @@ import numpy as np
 import optax
 
 from distill import fileio
+from distill import losses
+from distill.models import heads
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
@@ -43,11 +48,8 @@ class Actor(nn.Module):
     for width in self.hidden:
       x = nn.relu(nn.Dense(width)(x))
     mean_BxA = nn.Dense(self.act_dim)(x)
-    # Smooth squashing of log-std into [LOG_STD_MIN, LOG_STD_MAX].
-    log_std_BxA = jnp.tanh(nn.Dense(self.act_dim)(x))
-    log_std_BxA = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (
-        log_std_BxA + 1.0
-    )
+    log_std_BxA = heads.squash_log_std(
+        nn.Dense(self.act_dim)(x), LOG_STD_MIN, LOG_STD_MAX)
     return mean_BxA, log_std_BxA
 
 
@@ -80,33 +82,6 @@ class Critic(nn.Module):
         axis_size=self.num_qs,
     )
     return ensemble(self.hidden)(obs_BxS, act_BxA)
-
-
-def sample_tanh_gaussian(
-    key: jax.Array, mean_BxA: jax.Array, log_std_BxA: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-  """Samples a tanh-squashed Gaussian action and its log-probability.
-
-  Args:
-    key: typed PRNG key.
-    mean_BxA: pre-tanh mean.
-    log_std_BxA: pre-tanh log standard deviation.
-
-  Returns:
-    (action_BxA in (-1, 1), log_prob_B).
-  """
-  std_BxA = jnp.exp(log_std_BxA)
-  eps_BxA = jax.random.normal(key, mean_BxA.shape, mean_BxA.dtype)
-  pre_BxA = mean_BxA + std_BxA * eps_BxA
-  log_prob_B = jnp.sum(
-      -0.5 * jnp.square(eps_BxA) - log_std_BxA - 0.5 * jnp.log(2 * jnp.pi),
-      axis=-1,
-  )
-  # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), numerically stable.
-  log_det_B = jnp.sum(
-      2.0 * (jnp.log(2.0) - pre_BxA - jax.nn.softplus(-2.0 * pre_BxA)), axis=-1
-  )
-  return jnp.tanh(pre_BxA), log_prob_B - log_det_B
 
 
 class Replay(NamedTuple):
@@ -256,7 +231,8 @@ def make_update(config: SACConfig):
     # Critic: soft Bellman target with the min of the two target Qs.
     mean, log_std = actor.apply({"params": state.actor_params},
                                 batch.next_obs_CxS)
-    next_act_BxA, next_logp_B = sample_tanh_gaussian(k_next, mean, log_std)
+    next_act_BxA, next_logp_B = losses.sample_tanh_gaussian(
+        k_next, mean, log_std)
     next_q_ExB = critic.apply({"params": state.target_critic_params},
                               batch.next_obs_CxS, next_act_BxA)
     next_v_B = jnp.min(next_q_ExB, axis=0) - alpha * next_logp_B
@@ -279,7 +255,7 @@ def make_update(config: SACConfig):
     # Actor against the freshly updated critic.
     def actor_loss_fn(params):
       mean, log_std = actor.apply({"params": params}, batch.obs_CxS)
-      act_BxA, logp_B = sample_tanh_gaussian(k_pi, mean, log_std)
+      act_BxA, logp_B = losses.sample_tanh_gaussian(k_pi, mean, log_std)
       q_ExB = critic.apply({"params": critic_params}, batch.obs_CxS, act_BxA)
       return jnp.mean(alpha * logp_B - jnp.min(q_ExB, axis=0)), logp_B
 
@@ -385,7 +361,7 @@ def make_policy(act_dim: int, hidden: Sequence[int]):
                                 obs_BxS.astype(jnp.float32))
     if deterministic:
       return jnp.tanh(mean)
-    act, _ = sample_tanh_gaussian(key, mean, log_std)
+    act, _ = losses.sample_tanh_gaussian(key, mean, log_std)
     return act
 
   return policy

@@ -1,11 +1,12 @@
 """The embedded suite's datasets, generated on first use.
 
 `load(task, quality)` returns a D4RL-format dict for 'suite:<task>-<quality>'
-(`load_spec` takes the spec string itself). The first call rolls out the shipped SAC behavior snapshots
-(`distill/envs/snapshots/`) in Gymnasium vector environments and caches the
-result as a D4RL HDF5 file plus a JSON dataset card in
-`$DISTILL_DATA_DIR/suite/` (default `~/.cache/distill/suite/`); later calls
-read the file. Both files are written atomically.
+(`load_spec` takes the spec string itself). The first call rolls out the
+shipped SAC behavior snapshots (`distill/envs/snapshots/`) in Gymnasium vector
+environments (`distill.envs.rollout`) and caches the result as a D4RL HDF5
+file plus a JSON dataset card in `$DISTILL_DATA_DIR/suite/` (default
+`~/.cache/distill/suite/`); later calls read the file. Both files are written
+atomically.
 
 Qualities (as D4RL made its data):
   medium: the final snapshot, sampling from its own tanh-Gaussian noise.
@@ -40,6 +41,7 @@ import numpy as np
 from distill import fileio
 from distill.data import d4rl
 from distill.data import scores
+from distill.envs import rollout
 from distill.envs import sac
 from distill.envs import tasks as tasks_lib
 
@@ -186,29 +188,26 @@ def _rollout_streams(task: str, params: Any, hidden: tuple[int, ...],
   env = gymnasium.vector.SyncVectorEnv(
       [lambda: tasks_lib.make_env(task) for _ in env_ids],
       autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
-  obs_ExS, _ = env.reset(seed=[seed + int(i) for i in env_ids])
-  cols = {k: [] for k in ("observations", "actions", "rewards",
-                          "next_observations", "terminals", "timeouts")}
-  for t in range(int(max(quotas))):
-    obs_ExS = obs_ExS.astype(np.float32)
-    act_ExA = np.asarray(act(params, obs_ExS, key, ids_E, t))
-    next_ExS, rew_E, term_E, trunc_E, info = env.step(act_ExA)
-    true_next_ExS = next_ExS
-    if "final_obs" in info:
-      # SAME_STEP autoreset: next_ExS already holds the new episode's first
-      # observation for finished sub-envs; the real last one is final_obs.
-      true_next_ExS = next_ExS.copy()
-      for i in np.flatnonzero(term_E | trunc_E):
-        true_next_ExS[i] = info["final_obs"][i]
-    cols["observations"].append(obs_ExS)
-    cols["actions"].append(act_ExA)
-    cols["rewards"].append(rew_E)
-    cols["next_observations"].append(true_next_ExS)
-    cols["terminals"].append(term_E)
-    cols["timeouts"].append(trunc_E & ~term_E)
-    obs_ExS = next_ExS
-  env.close()
-  stacked = {k: np.stack(v, axis=1) for k, v in cols.items()}  # [E, T, ...]
+
+  def policy(step, obs_ExS, reward_E, first_E):
+    del reward_E, first_E  # Memoryless.
+    return np.asarray(act(params, obs_ExS.astype(np.float32), key, ids_E,
+                          step))
+
+  try:
+    tr = rollout.run(env, policy, num_steps=int(max(quotas)),
+                     seed=[seed + int(i) for i in env_ids],
+                     record=True).transitions  # [E, T, ...]
+  finally:
+    env.close()
+  stacked = {
+      "observations": tr["observations"].astype(np.float32),
+      "actions": tr["actions"],
+      "rewards": tr["rewards"],
+      "next_observations": tr["next_observations"],
+      "terminals": tr["terminals"],
+      "timeouts": tr["truncations"] & ~tr["terminals"],
+  }
   streams = []
   for j, quota in enumerate(quotas):
     stream = {k: x[j, :quota] for k, x in stacked.items()}
@@ -278,8 +277,9 @@ def _run_groups(groups: list[list[tuple]]) -> list[list[list[dict]]]:
   return results
 
 
-def rollout(task: str, policies: list[tuple[Any, tuple[int, ...], int, int]],
-            *, num_envs: int, num_workers: int = 1) -> list[dict]:
+def roll_out_policies(
+    task: str, policies: list[tuple[Any, tuple[int, ...], int, int]], *,
+    num_envs: int, num_workers: int = 1) -> list[dict]:
   """Collects transitions of several stochastic policies.
 
   For each policy, each of the E sub-environments contributes a contiguous
@@ -350,7 +350,7 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
     num_transitions: dataset size.
     seed: generation seed.
     num_envs: vector environment size.
-    num_workers: processes stepping environments (see `rollout`).
+    num_workers: processes stepping environments (see `roll_out_policies`).
     snap_dir: snapshot directory (default: the shipped ones).
 
   Returns:
@@ -369,7 +369,8 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
     used.append(dict(file=os.path.basename(prefix), transitions=share,
                      **{k: info[k] for k in ("stage", "env_steps",
                                              "eval_return") if k in info}))
-  parts = rollout(task, policies, num_envs=num_envs, num_workers=num_workers)
+  parts = roll_out_policies(task, policies, num_envs=num_envs,
+                            num_workers=num_workers)
   data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   returns, complete = episode_returns(data)
   full = returns[complete]
