@@ -15,7 +15,6 @@ INSTALL_REQUIRES = [
     "h5py>=3.10",
     "gymnasium[mujoco]==1.4.0",
     "mujoco>=3.2",
-    "distrax==0.1.9",
     "rliable==1.2.0",
     # rliable's bootstrap imports `arch`, whose 7.x release breaks on pandas 3.
     "pandas>=2.2,<3",
