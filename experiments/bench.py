@@ -26,7 +26,8 @@ import numpy as np
 
 from distill import evaluation
 from distill.data import segments
-from distill.models import decision_transformer as dt_lib
+from distill.models import model as model_lib
+from distill.train import optimizer as optimizer_lib
 from distill.train import teacher
 
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repeats (best is kept).')
@@ -71,10 +72,10 @@ def _best(fn, repeats):
 
 def _build(layers, width, source):
   config = _config(layers, width)
-  model = teacher.make_model(config.model, state_size=17, action_size=6,
-                             context_len=20, max_timestep=1000)
-  opt = teacher.make_optimizer(config.optimizer)
-  alpha_opt = teacher.make_alpha_optimizer(config.entropy)
+  model = model_lib.make_model(config.model, obs_dims=(17,), act_dims=(6,),
+                               context_len=20, max_timestep=1000)
+  opt = optimizer_lib.make_optimizer(config.optimizer)
+  alpha_opt = optimizer_lib.make_alpha_optimizer(config.entropy)
   step = teacher.make_train_step(
       model, opt, alpha_opt,
       act_dims=[int(a) for a in np.asarray(source.act_dims)])
@@ -109,7 +110,7 @@ def bench_train_step(repeats, matmul_gflops):
     jax.block_until_ready(m)
 
   t = _best(run, repeats) / 5
-  params = dt_lib.count_params(state.params)
+  params = model_lib.count_params(state.params)
   gflops = flops / t / 1e9
   print(f'(a) paper-size teacher ({params:,} params), batch 64, K=20:'
         f' {t * 1e3:.1f} ms/step, {flops / 1e9:.2f} GFLOP/step (XLA cost'
@@ -119,14 +120,11 @@ def bench_train_step(repeats, matmul_gflops):
 
 def bench_eval(repeats, steps, num_envs):
   del repeats  # one pass each: rollouts are long enough
-  model = dt_lib.DecisionTransformer(obs_dims=(17,), act_dims=(6,),
-                                     num_layers=3, width=128, num_heads=1,
-                                     dropout=0.1, context_len=20)
+  model = model_lib.make_model(_config(3, 128).model, obs_dims=(17,),
+                               act_dims=(6,), context_len=20,
+                               max_timestep=1000)
   k = 20
-  params = model.init(
-      jax.random.key(0), jnp.zeros((1, k, 1)), jnp.zeros((1, k, 17)),
-      jnp.zeros((1, k, 6)), jnp.zeros((1, k), jnp.int32), jnp.ones((1, k)),
-      jnp.zeros((1,), jnp.int32), train=False)['params']
+  params = model_lib.init_params(model, jax.random.key(0))
   policy = evaluation.make_policy(model, params)
   common = dict(target_return=6000.0, context_len=k, rtg_scale=1000.0,
                 max_timestep=1000, state_mean=np.zeros(17),

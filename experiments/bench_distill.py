@@ -21,9 +21,8 @@ from ml_collections import config_flags
 import numpy as np
 
 from distill.data import segments
-from distill.models import decision_transformer as dt
-from distill.train import distill
-from distill.train import teacher as teacher_lib
+from distill.models import model as model_lib
+from distill.train import student as student_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/mt_distill.py', 'Experiment config.', lock_config=False)
@@ -65,22 +64,21 @@ def build_variant(config: ml_collections.ConfigDict, source, teacher,
   """A compiled `() -> None` that runs one fused dispatch of the variant."""
   num_tasks = len(config.tasks)
   key = jax.random.key(0)
-  student = distill.make_student(config.student.model,
-                                 [d[0] for d in DIMS], [d[1] for d in DIMS],
-                                 context_len=config.data.context_len,
-                                 max_timestep=config.data.max_timestep)
-  selector = distill.make_selector(config.curriculum, num_tasks,
-                                   source.states.shape[1], key)
-  optimizer = distill.make_optimizer(config, num_tasks, key)
-  pool = (distill.make_probe_pool(source, teacher, teacher_params_T, key,
-                                  config.student.probe_pool)
+  student = model_lib.make_model(
+      config.student.model, obs_dims=[d[0] for d in DIMS],
+      act_dims=[d[1] for d in DIMS], context_len=config.data.context_len,
+      max_timestep=config.data.max_timestep)
+  selector = student_lib.make_selector(config.curriculum, num_tasks,
+                                       source.states.shape[1], key)
+  optimizer = student_lib.make_optimizer(config, key)
+  pool = (student_lib.make_probe_pool(source, teacher, teacher_params_T, key,
+                                      config.student.probe_pool)
           if config.student.probe_size else None)
-  step = distill.make_distill_step(config, student, teacher, selector,
-                                   optimizer)
-  multi = jax.jit(distill.make_multi_step(step, _STEPS.value),
+  step = student_lib.make_distill_step(config, student, teacher, selector,
+                                       optimizer)
+  multi = jax.jit(student_lib.make_multi_step(step, _STEPS.value),
                   donate_argnums=0)
-  box = [distill.init_state(config, student, source, selector, optimizer,
-                            key)]
+  box = [student_lib.init_state(student, selector, optimizer, key)]
 
   def run_once():
     box[0], metrics = multi(box[0], teacher_params_T, source, pool)
@@ -98,24 +96,21 @@ def main(argv):
   source = segments.make_segment_source(
       data, context_len=base.data.context_len,
       rtg_scale=base.data.rtg_scale, max_timestep=base.data.max_timestep)
-  teacher = teacher_lib.make_model(
-      base.teacher.model, state_size=source.states.shape[1],
-      action_size=source.actions.shape[1],
+  teacher = model_lib.make_model(
+      base.teacher.model, obs_dims=(source.states.shape[1],),
+      act_dims=(source.actions.shape[1],),
       context_len=base.data.context_len, max_timestep=base.data.max_timestep)
-  b = segments.sample_task_batch(source, jax.random.key(0), 0, 2)
   keys = jax.random.split(jax.random.key(1), len(DIMS))
-  teacher_params_T = jax.vmap(lambda k: teacher.init(
-      k, b.rtg, b.states, b.actions, b.timesteps, b.mask, b.task,
-      train=False)['params'])(keys)
-  student = distill.make_student(base.student.model, [d[0] for d in DIMS],
-                                 [d[1] for d in DIMS],
-                                 context_len=base.data.context_len,
-                                 max_timestep=base.data.max_timestep)
-  sp = student.init(jax.random.key(2), b.rtg, b.states, b.actions,
-                    b.timesteps, b.mask, b.task, train=False)['params']
+  teacher_params_T = jax.vmap(lambda k: model_lib.init_params(teacher, k))(
+      keys)
+  student = model_lib.make_model(
+      base.student.model, obs_dims=[d[0] for d in DIMS],
+      act_dims=[d[1] for d in DIMS], context_len=base.data.context_len,
+      max_timestep=base.data.max_timestep)
+  sp = model_lib.init_params(student, jax.random.key(2))
   print(f'devices: {jax.devices()}')
-  print(f'teacher params: {dt.count_params(teacher_params_T) // len(DIMS):,}'
-        f'  student params: {dt.count_params(sp):,}  batch'
+  print(f'teacher params: {model_lib.count_params(teacher_params_T) // len(DIMS):,}'
+        f'  student params: {model_lib.count_params(sp):,}  batch'
         f' {base.student.batch_size}, probe {base.student.probe_size} x'
         f' {len(DIMS)} teachers, K={base.data.context_len}')
   runs = []

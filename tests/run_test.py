@@ -1,4 +1,4 @@
-"""End-to-end test of experiments/run.py with the teacher stages."""
+"""End-to-end tests of the stage table (experiments/stages.py), teacher side."""
 
 import json
 import os
@@ -8,33 +8,22 @@ import pytest
 
 from configs import teachers as teachers_config
 from distill import checkpointing
-from distill.data import d4rl
-from experiments import run
+from experiments import stages
 
 
-def _write_fake(directory, task, obs, act):
-  r = np.random.default_rng(0)
-  n = 600
-  timeouts = np.zeros(n, bool)
-  timeouts[99::100] = True
-  d4rl.write_hdf5(os.path.join(directory, f'{task}-medium.hdf5'), dict(
-      observations=r.normal(size=(n, obs)).astype(np.float32),
-      actions=np.tanh(r.normal(size=(n, act))).astype(np.float32),
-      rewards=r.normal(size=n).astype(np.float32),
-      terminals=np.zeros(n, bool), timeouts=timeouts))
+def _config(d4rl_dir):
+  config = teachers_config.get_config('smoke')
+  config.data.spec = os.path.join(d4rl_dir, '{task}-{quality}.hdf5')
+  config.eval.max_episode_steps = 5
+  return config
 
 
 @pytest.mark.slow
-def test_teacher_stages_skip_resume_and_retrain(tmp_path):
-  data_dir = tmp_path / 'data'
-  _write_fake(str(data_dir), 'hopper', 11, 3)
-  _write_fake(str(data_dir), 'walker2d', 17, 6)
-  config = teachers_config.get_config('smoke')
-  config.data.spec = str(data_dir / '{task}-{quality}.hdf5')
+def test_teacher_stages_skip_resume_and_retrain(tmp_path, d4rl_dir):
+  config = _config(d4rl_dir)
   config.teacher.steps = 10
-  config.eval.max_episode_steps = 5
   workdir = str(tmp_path / 'work')
-  run.run(config, workdir)
+  stages.run(config, workdir)
   evals = json.load(open(os.path.join(workdir, 'teachers', 'eval.json')))
   assert set(evals) == {'hopper', 'walker2d'}
   assert evals['hopper']['step'] == 10
@@ -47,13 +36,13 @@ def test_teacher_stages_skip_resume_and_retrain(tmp_path):
 
   # Same config: every stage is skipped (nothing changes on disk).
   mtime = os.path.getmtime(os.path.join(workdir, 'teachers', 'eval.json'))
-  run.run(config, workdir)
+  stages.run(config, workdir)
   assert os.path.getmtime(
       os.path.join(workdir, 'teachers', 'eval.json')) == mtime
 
   # More steps: training continues from the checkpoint, eval reruns.
   config.teacher.steps = 15
-  run.run(config, workdir)
+  stages.run(config, workdir)
   assert checkpointing.latest_step(
       os.path.join(workdir, 'teachers', 'hopper')) == 15
   evals = json.load(open(os.path.join(workdir, 'teachers', 'eval.json')))
@@ -61,9 +50,52 @@ def test_teacher_stages_skip_resume_and_retrain(tmp_path):
 
   # A changed model: old teachers moved aside, trained again from scratch.
   config.teacher.model.width = 8
-  run.run(config, workdir)
+  stages.run(config, workdir)
   stale = [d for d in os.listdir(workdir) if d.startswith('teachers.stale-')]
   assert len(stale) == 1
   _, params, meta = checkpointing.load_policy(
       os.path.join(workdir, 'teachers', 'walker2d'))
   assert meta['model']['width'] == 8 and meta['step'] == 15
+
+
+@pytest.mark.slow
+def test_shared_teacher_workdir_is_trained_once_and_reused(tmp_path,
+                                                           d4rl_dir):
+  config = _config(d4rl_dir)
+  config.teacher.steps = 5
+  shared = str(tmp_path / 'teachers')
+  config.teacher_workdir = shared
+  stages.run(config, str(tmp_path / 'a'))
+  assert checkpointing.latest_step(
+      os.path.join(shared, 'teachers', 'hopper')) == 5
+  assert os.path.exists(os.path.join(shared, 'teachers', 'eval.json'))
+  assert os.path.exists(os.path.join(shared, 'stamps', 'teachers.json'))
+  assert not os.path.exists(tmp_path / 'a' / 'teachers')
+  stamp = os.path.join(shared, 'stamps', 'teachers.json')
+  mtime = os.path.getmtime(stamp)
+  stages.run(config, str(tmp_path / 'b'))  # A second run: nothing trains.
+  assert os.path.getmtime(stamp) == mtime
+  assert not os.path.exists(tmp_path / 'b' / 'teachers')
+
+
+def test_config_errors_name_the_field_before_any_work(tmp_path, d4rl_dir):
+  config = _config(d4rl_dir)
+  config.stages = ('datasets', 'teachers', 'sideways')
+  with pytest.raises(ValueError, match='config.stages'):
+    stages.run(config, str(tmp_path / 'w'))
+  config = _config(d4rl_dir)
+  del config.eval.target_return['walker2d']
+  with pytest.raises(KeyError, match='eval.target_return.walker2d'):
+    stages.run(config, str(tmp_path / 'w'))
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_stale_outputs_are_moved_aside_never_deleted(tmp_path):
+  path = tmp_path / 'teachers'
+  for i in range(3):
+    path.mkdir()
+    (path / 'x').write_text(str(i))
+    stages._move_aside(str(path), 'abc')  # pylint: disable=protected-access
+  kept = sorted(p.name for p in tmp_path.iterdir())
+  assert kept == ['teachers.stale-abc', 'teachers.stale-abc-2',
+                  'teachers.stale-abc-3']

@@ -7,25 +7,20 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import teachers as teachers_config
+from conftest import make_fake_dataset
 from distill.data import segments
+from distill.models import model as model_lib
 from distill.train import logs
+from distill.train import optimizer as optimizer_lib
 from distill.train import teacher
 
 K = 4
 
 
-def fake_dataset(n, obs, act, seed):
-  r = np.random.default_rng(seed)
-  timeouts = np.zeros(n, bool)
-  timeouts[29::30] = True
-  return dict(observations=r.normal(size=(n, obs)).astype(np.float32),
-              actions=np.tanh(r.normal(size=(n, act))).astype(np.float32),
-              rewards=r.normal(size=n).astype(np.float32),
-              terminals=np.zeros(n, bool), timeouts=timeouts)
-
-
 def make_source():
-  datasets = [fake_dataset(200, 5, 3, 0), fake_dataset(150, 4, 2, 1)]
+  datasets = [make_fake_dataset(200, 5, 3, 0),
+              make_fake_dataset(150, 4, 2, 1)]
   stats = [segments.state_stats(d) for d in datasets]
   source = segments.make_segment_source(
       datasets, context_len=K, rtg_scale=100.0, max_timestep=50, stats=stats)
@@ -33,15 +28,14 @@ def make_source():
 
 
 def make_config(**kw):
-  config = ml_collections.ConfigDict(dict(
-      model=dict(num_layers=1, width=16, num_heads=2, dropout=0.0,
-                 head='tanh_gaussian', log_std_min=-5.0, log_std_max=2.0),
-      optimizer=dict(lr=3e-3, weight_decay=1e-4, warmup_steps=0,
-                     grad_clip=1.0, b1=0.9, b2=0.999),
-      entropy=dict(alpha=0.1, learn=True, lr=1e-2),
-      steps=6, batch_size=4, steps_per_dispatch=3, log_every=3,
-      ckpt_every=3, keep=2, vmap=True))
-  config.update_from_flattened_dict(kw)
+  """The smoke teacher config, sized for the tiny datasets here."""
+  config = teachers_config.get_config('smoke').teacher
+  config.update_from_flattened_dict({
+      'model.num_heads': 2, 'model.dropout': 0.0, 'optimizer.lr': 3e-3,
+      'optimizer.warmup_steps': 0, 'optimizer.grad_clip': 1.0,
+      'entropy.lr': 1e-2, 'steps': 6, 'batch_size': 4,
+      'steps_per_dispatch': 3, 'log_every': 3, 'ckpt_every': 3, 'keep': 2,
+      **kw})
   return config
 
 
@@ -50,11 +44,11 @@ DATA = ml_collections.ConfigDict(dict(context_len=K, rtg_scale=100.0,
 
 
 def build(config, source):
-  model = teacher.make_model(config.model, state_size=source.states.shape[1],
-                             action_size=source.actions.shape[1],
-                             context_len=K, max_timestep=50)
-  opt = teacher.make_optimizer(config.optimizer)
-  alpha_opt = teacher.make_alpha_optimizer(config.entropy)
+  model = model_lib.make_model(
+      config.model, obs_dims=(source.states.shape[1],),
+      act_dims=(source.actions.shape[1],), context_len=K, max_timestep=50)
+  opt = optimizer_lib.make_optimizer(config.optimizer)
+  alpha_opt = optimizer_lib.make_alpha_optimizer(config.entropy)
   step = teacher.make_train_step(model, opt, alpha_opt, act_dims=(3, 2))
   state = teacher.init_state(model, opt, alpha_opt, jax.random.key(0),
                              alpha=config.entropy.alpha)
@@ -143,7 +137,7 @@ def test_optimizer_warmup():
   config = make_config(**{'optimizer.warmup_steps': 10, 'optimizer.lr': 1.0,
                           'optimizer.grad_clip': 0.0,
                           'optimizer.weight_decay': 0.0})
-  opt = teacher.make_optimizer(config.optimizer)
+  opt = optimizer_lib.make_optimizer(config.optimizer)
   params = {'w': jnp.zeros(())}
   state = opt.init(params)
   updates, state = opt.update({'w': jnp.ones(())}, state, params)
@@ -157,7 +151,7 @@ def test_optimizer_warmup():
 def test_schedule_cosine_decay_closed_form():
   config = ml_collections.ConfigDict(dict(
       lr=2.0, warmup_steps=10, decay_steps=110, end_lr_fraction=0.1))
-  schedule = teacher.make_schedule(config)
+  schedule = optimizer_lib.make_schedule(config)
   assert float(schedule(0)) == pytest.approx(0.0)
   assert float(schedule(5)) == pytest.approx(1.0)
   for t in (10, 35, 60, 85, 110, 200):
@@ -166,7 +160,7 @@ def test_schedule_cosine_decay_closed_form():
     want = 2.0 * ((1 - 0.1) * cosine + 0.1)
     assert float(schedule(t)) == pytest.approx(want, rel=1e-5), t
   config.decay_steps = 0
-  assert float(teacher.make_schedule(config)(1000)) == pytest.approx(2.0)
+  assert float(optimizer_lib.make_schedule(config)(1000)) == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize('bad', [dict(decay_steps=5),
@@ -176,4 +170,24 @@ def test_schedule_bad_decay_raises(bad):
       lr=1.0, warmup_steps=10, decay_steps=100, end_lr_fraction=0.1))
   config.update(bad)
   with pytest.raises(ValueError, match='decay_steps'):
-    teacher.make_schedule(config)
+    optimizer_lib.make_schedule(config)
+
+
+def test_teacher_dispatch_moves_nothing_between_host_and_device():
+  """The source, the task ids and the state live on the device: a fused,
+  vmapped teacher dispatch runs under a transfer guard."""
+  source, _ = make_source()
+  config = make_config()
+  model, train_step, _ = build(config, source)
+  init = teacher.make_init_fn(model, optimizer_lib.make_optimizer(
+      config.optimizer), optimizer_lib.make_alpha_optimizer(config.entropy),
+                              alpha=0.1)
+  states = jax.jit(jax.vmap(init))(jax.random.split(jax.random.key(0), 2))
+  update = jax.jit(jax.vmap(teacher.make_update_fn(
+      train_step, batch_size=4, num_steps=2), in_axes=(0, None, 0)))
+  tasks = jnp.arange(2, dtype=jnp.int32)
+  states, _ = update(states, source, tasks)  # Compiles.
+  with jax.transfer_guard('disallow'):
+    states, metrics = update(states, source, tasks)
+    jax.block_until_ready(metrics)
+  np.testing.assert_array_equal(states.step, [4, 4])
