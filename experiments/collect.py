@@ -274,9 +274,10 @@ def evaluate_snapshots(config) -> str:
   lines = [
       "# Behavior-policy snapshots of the embedded suite",
       "",
-      "SAC actors (`distill/envs/sac.py`, trained by `python -m experiments.collect"
-      " --config=configs/collect.py`), saved when the deterministic evaluation"
-      " return first reached each stage's target. Returns over"
+      "SAC actors (`distill/envs/sac.py`, trained by `python -m"
+      " experiments.collect --config=configs/collect.py`), saved when the"
+      " deterministic evaluation return first reached each stage's target."
+      " Returns over"
       f" {ev.episodes} episodes (mean ± std, seed {ev.seed}); normalized ="
       " 100 (R - ref_min) / (ref_max - ref_min). *Deterministic* acts with"
       " tanh(mean); *stochastic* samples the actor's tanh-Gaussian, as the"

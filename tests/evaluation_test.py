@@ -73,7 +73,10 @@ def test_episodes_counted_once_and_context_resets():
 
 
 def test_max_episode_steps_cuts():
-  policy = lambda rtg, *a: np.zeros((rtg.shape[0], 1), np.float32)
+  def policy(rtg, *args):
+    del args
+    return np.zeros((rtg.shape[0], 1), np.float32)
+
   result = evaluation.evaluate(
       policy, 'no-refs-task', episodes=4, num_envs=2, target_return=1.0,
       seed=0, context_len=2, rtg_scale=1.0, max_timestep=10,

@@ -101,7 +101,10 @@ def test_kl_against_monte_carlo(temperature):
 def test_kl_matches_the_textbook_closed_form_in_float64():
   tm, tl, sm, sl = _rand(0), _rand(1, scale=0.5), _rand(2), _rand(3, scale=0.5)
   got = losses.kl_diag_gaussian(tm, tl, sm, sl, _mask(4), temperature=0.7)
-  f64 = lambda x: np.asarray(x, np.float64)
+
+  def f64(x):
+    return np.asarray(x, np.float64)
+
   s1, s2 = np.exp(f64(tl)) * 0.7, np.exp(f64(sl))
   per_dim = (np.log(s2 / s1) + (s1**2 + (f64(tm) - f64(sm))**2) / (2 * s2**2)
              - 0.5)
@@ -112,7 +115,10 @@ def test_kl_matches_the_textbook_closed_form_in_float64():
 def test_padded_dims_never_matter():
   mean, log_std, action = _rand(0), _rand(1), jnp.tanh(_rand(2))
   m = _mask(3)
-  junk = lambda x: x.at[..., 3:].set(1e3)
+
+  def junk(x):
+    return x.at[..., 3:].set(1e3)
+
   for fn, args in [
       (losses.tanh_gaussian_log_prob, (mean, log_std, action)),
       (losses.kl_diag_gaussian, (mean, log_std, action, log_std)),

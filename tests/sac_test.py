@@ -34,7 +34,10 @@ def test_one_update_is_finite_and_changes_params():
   assert int(new_state.step) == 1
   chex.assert_trees_all_equal_shapes_and_dtypes(state, new_state)
   # Polyak: the target moved by tau of the way to the new critic.
-  leaf = lambda t: jax.tree.leaves(t)[0]
+
+  def leaf(t):
+    return jax.tree.leaves(t)[0]
+
   np.testing.assert_allclose(
       leaf(new_state.target_critic_params),
       (1 - CFG.tau) * leaf(state.target_critic_params)

@@ -160,11 +160,13 @@ def test_minari_missing_dataset_names_id_and_directory(tmp_path, monkeypatch):
 
 
 def test_minari_converter_marks_unended_middle_episode():
-  ep = lambda i, n, term, trunc: types.SimpleNamespace(
-      id=i, observations=np.zeros((n + 1, 2)), actions=np.zeros((n, 1)),
-      rewards=np.ones(n), terminations=np.eye(n, dtype=bool)[-1] * term,
-      truncations=np.eye(n, dtype=bool)[-1] * trunc,
-      infos={'x': np.arange(n + 1.0)})
+  def ep(i, n, term, trunc):
+    return types.SimpleNamespace(
+        id=i, observations=np.zeros((n + 1, 2)), actions=np.zeros((n, 1)),
+        rewards=np.ones(n), terminations=np.eye(n, dtype=bool)[-1] * term,
+        truncations=np.eye(n, dtype=bool)[-1] * trunc,
+        infos={'x': np.arange(n + 1.0)})
+
   data = sources._minari_to_d4rl(
       [ep(0, 3, True, False), ep(1, 2, False, False), ep(2, 2, False, False)],
       'spec')

@@ -138,7 +138,10 @@ def make_segment_source(
     offsets.append(offset)
     sizes.append(n)
     offset += n
-  i32 = lambda x: jnp.asarray(np.asarray(x, np.int32))
+
+  def i32(x):
+    return jnp.asarray(np.asarray(x, np.int32))
+
   return SegmentSource(
       states=jnp.asarray(states_NxS), actions=jnp.asarray(actions_NxA),
       rtg=jnp.asarray(rtg_N), timesteps=i32(timesteps_N),

@@ -25,6 +25,7 @@ Shape letters: E sub-environments, S observation size, A action size.
 
 import functools
 import hashlib
+from importlib import metadata
 import json
 import os
 import pickle
@@ -236,7 +237,10 @@ def _run_groups(groups: list[list[tuple]]) -> list[list[list[dict]]]:
   all of a dataset's policies. A worker that fails is rerun here, with a
   warning.
   """
-  run_here = lambda jobs: [_rollout_streams(*job) for job in jobs]
+
+  def run_here(jobs):
+    return [_rollout_streams(*job) for job in jobs]
+
   if len(groups) == 1:
     return [run_here(groups[0])]
   with tempfile.TemporaryDirectory(prefix="distill-suite-") as tmp:
@@ -407,13 +411,12 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
 
 
 def _versions() -> dict:
-  import importlib.metadata as md  # pylint: disable=g-import-not-at-top
   out = {}
   for pkg in ("distill", "gymnasium", "mujoco", "jax", "flax", "numpy",
               "h5py"):
     try:
-      out[pkg] = md.version(pkg)
-    except md.PackageNotFoundError:
+      out[pkg] = metadata.version(pkg)
+    except metadata.PackageNotFoundError:
       out[pkg] = None
   return out
 
