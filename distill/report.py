@@ -242,7 +242,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     lines.append(
         f"| {task} | {_fmt(r.get('dataset_score'))} "
         f"| {_fmt(r.get('teacher_score'))} ({_fmt(r.get('teacher_score_std'))})"
-        f" | {_fmt(r.get('student_score'))} ({_fmt(r.get('student_score_std'))})"
+        f" | {_fmt(r.get('student_score'))}"
+        f" ({_fmt(r.get('student_score_std'))})"
         f" | {_fmt(ratio, 2)} |")
   def mean(k):
     values = [r[k] for r in tasks.values() if r.get(k) is not None]
@@ -250,7 +251,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
   ratio = (mean("student_score") / mean("teacher_score")
            if mean("teacher_score") else None)
   lines.append(f"| **mean** | {_fmt(mean('dataset_score'))} "
-               f"| {_fmt(mean('teacher_score'))} | {_fmt(mean('student_score'))}"
+               f"| {_fmt(mean('teacher_score'))} "
+               f"| {_fmt(mean('student_score'))}"
                f" | {_fmt(ratio, 2)} |")
   lines.append("")
   if "aggregate" in results:
@@ -270,19 +272,20 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             "| model | parameters | batch-1 latency (ms) |", "|---|---:|---:|"]
   lat = results.get("latency_ms", {})
   for task, n in results["teacher_params"].items():
-    lines.append(f"| teacher {task} | {n:,} | {_fmt(lat.get('teacher_batch1'), 2)} |")
+    lines.append(f"| teacher {task} | {n:,} "
+                 f"| {_fmt(lat.get('teacher_batch1'), 2)} |")
   lines.append(f"| student (all tasks) | {results['student_params']:,} "
                f"| {_fmt(lat.get('student_batch1'), 2)} |")
   teacher_mean = np.mean(list(results["teacher_params"].values()))
-  lines += ["", f"One teacher has {teacher_mean / results['student_params']:.1f}x"
-            " the student's parameters.", ""]
+  ratio = teacher_mean / results["student_params"]
+  lines += ["", f"One teacher has {ratio:.1f}x the student's parameters.", ""]
   counts = results["curriculum"].get("counts", {})
   lines += ["## Curriculum and surgery", "",
             "| task | steps learned from it |", "|---|---:|"]
   lines += [f"| {t} | {c} |" for t, c in counts.items()]
   frac = results["surgery"].get("projected_fraction")
-  lines += ["", f"Fraction of updates projected by the surgery: {_fmt(frac, 3)}",
-            ""]
+  lines += ["", "Fraction of updates projected by the surgery: "
+            f"{_fmt(frac, 3)}", ""]
   if results.get("wall_s"):
     lines += ["## Wall time (s)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in results["wall_s"].items()]

@@ -109,7 +109,8 @@ def main(argv):
       max_timestep=base.data.max_timestep)
   sp = model_lib.init_params(student, jax.random.key(2))
   print(f'devices: {jax.devices()}')
-  print(f'teacher params: {model_lib.count_params(teacher_params_T) // len(DIMS):,}'
+  per_teacher = model_lib.count_params(teacher_params_T) // len(DIMS)
+  print(f'teacher params: {per_teacher:,}'
         f'  student params: {model_lib.count_params(sp):,}  batch'
         f' {base.student.batch_size}, probe {base.student.probe_size} x'
         f' {len(DIMS)} teachers, K={base.data.context_len}')

@@ -1,8 +1,10 @@
 r"""Runs the pipeline stages listed in `config.stages` in a workdir.
 
-  python -m experiments.run --config=configs/mt_distill.py --workdir=runs/default
-  python -m experiments.run --config=configs/mt_distill.py:smoke --workdir=/tmp/smoke
-  python -m experiments.run --config=configs/teachers.py --workdir=runs/teachers
+  python -m experiments.run --config=configs/mt_distill.py \
+      --workdir=runs/default
+  python -m experiments.run --config=configs/mt_distill.py:smoke \
+      --workdir=/tmp/smoke
+  python -m experiments.run --config=configs/teachers.py --workdir=runs/t
 
 A stage is skipped when its outputs are in the workdir for the same config, so
 a rerun resumes and a second distillation run reuses the teachers; see

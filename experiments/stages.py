@@ -1,6 +1,6 @@
 """The pipeline's stages as one table, and the runner that skips or reruns them.
 
-    datasets --> teachers --> teacher_eval --> distill --> student_eval --> report
+    datasets -> teachers -> teacher_eval -> distill -> student_eval -> report
 
 Each `Stage` record names its function, the config fields its outputs depend
 on, its outputs, what else it consumed (`inputs`: e.g. the upstream

@@ -30,7 +30,8 @@ def test_teacher_stages_skip_resume_and_retrain(tmp_path, d4rl_dir):
   assert np.isfinite(evals['walker2d']['normalized_mean'])
   summary = json.load(open(os.path.join(workdir, 'datasets.json')))
   assert summary['hopper']['obs_dim'] == 11
-  rows = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
   assert any('teacher/hopper/loss' in r for r in rows)
   assert any('eval/teacher/walker2d/normalized_score' in r for r in rows)
 

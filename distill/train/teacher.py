@@ -248,7 +248,8 @@ def train_teachers(
   """Trains one teacher per task of `source`, resuming from checkpoints.
 
   Checkpoints go to `<directory>/<task>/` (one per task; the full
-  `TrainState` plus `checkpointing.policy_meta`), every `config.ckpt_every` steps and at
+  `TrainState` plus `checkpointing.policy_meta`), every `config.ckpt_every`
+  steps and at
   the end. With `config.vmap` all teachers train in one compiled step,
   vmapped over the teacher axis; otherwise one after another.
 
