@@ -270,7 +270,7 @@ def _run_groups(groups: list[list[tuple]]) -> list[list[list[dict]]]:
             tail = f.read()[-2000:].decode(errors="replace")
           warnings.warn(f"suite: a rollout worker failed (exit"
                         f" {proc.returncode}); rerunning it in this process."
-                        f" Its stderr ends with:\n{tail}")
+                        f" Its stderr ends with:\n{tail}", stacklevel=2)
           results.append(run_here(jobs))
     finally:
       for proc, _, err, _ in procs:
