@@ -25,7 +25,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8", "pytest-xdist>=3.5"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6"],
     # `import d4rl` fails without MuJoCo 2.1 binaries; the HDF5 reader does not
     # need it. See README.md for the install that imports.
     "d4rl": ["d4rl", "gym==0.23.1"],

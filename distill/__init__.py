@@ -1,3 +1,3 @@
-"""distill: offline multi-task RL by distilling Decision Transformer teachers."""
+"""distill: offline multi-task RL, Decision Transformer teachers distilled."""
 
 __version__ = "0.1.0"

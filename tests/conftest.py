@@ -2,7 +2,8 @@
 
     def test_x(fake_dataset, d4rl_dir, smoke_config): ...
 
-`fake_dataset(n, obs_dim, act_dim, seed)` returns a D4RL-style dict in memory;
+`fake_dataset(n, obs_dim, act_dim, seed)` returns a D4RL-style dict in memory
+(`make_three_episodes` a tiny one with known episode boundaries);
 `d4rl_dir` is a directory of small D4RL HDF5 files, `hopper-medium.hdf5` and
 `walker2d-medium.hdf5`, with the real tasks' observation and action sizes;
 `smoke_config` is `configs/mt_distill.py:smoke` reading those files, with
@@ -31,6 +32,19 @@ def make_fake_dataset(n: int, obs_dim: int, act_dim: int, seed: int = 0, *,
               actions=np.tanh(r.normal(size=(n, act_dim))).astype(np.float32),
               rewards=r.normal(size=n).astype(np.float32),
               terminals=np.zeros(n, bool), timeouts=timeouts)
+
+
+def make_three_episodes(n: int = 9, *, act: float = 0.5
+                        ) -> dict[str, np.ndarray]:
+  """Hopper-sized data: episodes of 3 (terminal), 4 (timeout) and 2
+  unfinished steps; rewards 0, 1, ..., n-1."""
+  return {
+      'observations': np.zeros((n, 11), np.float32),
+      'actions': np.full((n, 3), act, np.float32),
+      'rewards': np.arange(n, dtype=np.float32),
+      'terminals': np.eye(n, dtype=bool)[2],
+      'timeouts': np.eye(n, dtype=bool)[6],
+  }
 
 
 @pytest.fixture(scope='session')

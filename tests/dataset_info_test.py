@@ -9,22 +9,19 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import make_three_episodes
 from distill.data import scores
 
 
 def _write(path, act_scale=1.0, nan=False):
-  # Episodes of 3 (terminal), 4 (timeout), and 2 unfinished steps.
-  n = 9
-  rewards = np.arange(n, dtype=np.float64)
-  obs = np.zeros((n, 11))
+  data = make_three_episodes(act=0.5 * act_scale)
   if nan:
-    obs[2, 3] = np.nan
-  with h5py.File(path, 'w') as f:
-    f['observations'] = obs
-    f['actions'] = np.full((n, 3), 0.5 * act_scale)
-    f['rewards'] = rewards[:, None]
-    f['terminals'] = np.eye(n)[2]
-    f['timeouts'] = np.eye(n, dtype=bool)[6]
+    data['observations'][2, 3] = np.nan
+  with h5py.File(path, 'w') as f:  # float64 and (N, 1), as D4RL files have.
+    for key in ('observations', 'actions', 'terminals'):
+      f[key] = data[key].astype(np.float64)
+    f['timeouts'] = data['timeouts']
+    f['rewards'] = data['rewards'][:, None].astype(np.float64)
     f['metadata/algorithm'] = 'SAC'
   return str(path)
 

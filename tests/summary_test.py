@@ -3,20 +3,14 @@
 import numpy as np
 import pytest
 
+from conftest import make_three_episodes
 from distill.data import d4rl
 from distill.data import scores
 from distill.data import summary
 
 
 def _data(n=9, act=0.5):
-  # Episodes of 3 (terminal), 4 (timeout), and 2 unfinished steps.
-  return d4rl.validate({
-      'observations': np.zeros((n, 11), np.float32),
-      'actions': np.full((n, 3), act, np.float32),
-      'rewards': np.arange(n, dtype=np.float32),
-      'terminals': np.eye(n, dtype=bool)[2],
-      'timeouts': np.eye(n, dtype=bool)[6],
-  }, source='test')
+  return d4rl.validate(make_three_episodes(n, act=act), source='test')
 
 
 def test_episode_statistics():
