@@ -81,11 +81,11 @@ def iqm(scores_RxT: Any) -> float:
   return float(metrics.aggregate_iqm(_scores(scores_RxT)))
 
 
-def _estimate(value: float, low: float | None, high: float | None
-              ) -> dict[str, float | None]:
-  return {'value': float(value),
-          'ci_low': None if low is None else float(low),
-          'ci_high': None if high is None else float(high)}
+def _estimate(value: float, low: float | None = None,
+              high: float | None = None) -> dict[str, float]:
+  if low is None:  # No interval: the keys are absent, not null.
+    return {'value': float(value)}
+  return {'value': float(value), 'ci_low': float(low), 'ci_high': float(high)}
 
 
 def interval_estimates(scores_RxT: Any, reps: int = 2000, seed: int = 0
@@ -104,8 +104,8 @@ def interval_estimates(scores_RxT: Any, reps: int = 2000, seed: int = 0
     `{'value', 'ci_low', 'ci_high'}`: the point estimate and the stratified
     bootstrap 95% percentile interval (rliable's `get_interval_estimates`
     with `aggregate_iqm` / `aggregate_mean`, runs resampled within each
-    task). With R = 1, `ci_low` and `ci_high` are None: a single run has no
-    interval.
+    task). With R = 1 `est` is `{'value'}` alone: a single run has no
+    interval (a bootstrap over it would be a zero-width one).
   """
   from rliable import metrics  # pylint: disable=g-import-not-at-top
   scores_RxT = _scores(scores_RxT)
@@ -117,8 +117,7 @@ def interval_estimates(scores_RxT: Any, reps: int = 2000, seed: int = 0
   out = {'runs': runs, 'tasks': tasks}
   if runs < 2:
     point = fn(scores_RxT)
-    out.update(iqm=_estimate(point[0], None, None),
-               mean=_estimate(point[1], None, None))
+    out.update(iqm=_estimate(point[0]), mean=_estimate(point[1]))
     return out
   point, interval = _bootstrap(scores_RxT, fn, reps=reps, seed=seed)
   for i, name in enumerate(('iqm', 'mean')):
@@ -127,7 +126,7 @@ def interval_estimates(scores_RxT: Any, reps: int = 2000, seed: int = 0
 
 
 def probability_of_improvement(x_RxT: Any, y_RxT: Any, reps: int = 2000,
-                               seed: int = 0) -> dict[str, float | None]:
+                               seed: int = 0) -> dict[str, float]:
   """P(X > Y): a run of X beats a run of Y on a task, averaged over tasks.
 
   Args:
@@ -139,8 +138,8 @@ def probability_of_improvement(x_RxT: Any, y_RxT: Any, reps: int = 2000,
   Returns:
     `{'value', 'ci_low', 'ci_high'}`: rliable's `probability_of_improvement`
     (Mann-Whitney U per task / (R_x * R_y), ties count 1/2) and its 95%
-    stratified bootstrap interval (X and Y resampled independently), the
-    interval None unless both have two runs or more.
+    stratified bootstrap interval (X and Y resampled independently); only
+    `{'value'}` unless both have two runs or more.
   """
   from rliable import metrics  # pylint: disable=g-import-not-at-top
   x_RxT, y_RxT = _scores(x_RxT, 'x_RxT'), _scores(y_RxT, 'y_RxT')
@@ -148,8 +147,7 @@ def probability_of_improvement(x_RxT: Any, y_RxT: Any, reps: int = 2000,
     raise ValueError(f'x_RxT and y_RxT must have the same tasks, got shapes'
                      f' {x_RxT.shape} and {y_RxT.shape}')
   if min(len(x_RxT), len(y_RxT)) < 2:
-    return _estimate(metrics.probability_of_improvement(x_RxT, y_RxT),
-                     None, None)
+    return _estimate(metrics.probability_of_improvement(x_RxT, y_RxT))
 
   def fn(x, y):
     return np.array([metrics.probability_of_improvement(x, y)])
@@ -160,7 +158,7 @@ def probability_of_improvement(x_RxT: Any, y_RxT: Any, reps: int = 2000,
 
 def performance_profile(scores_RxT: Any, taus_U: Sequence[float],
                         reps: int = 2000, seed: int = 0
-                        ) -> dict[str, list[float] | None]:
+                        ) -> dict[str, list[float]]:
   """Fraction of runs x tasks scoring above each tau, with 95% bands.
 
   Args:
@@ -170,8 +168,8 @@ def performance_profile(scores_RxT: Any, taus_U: Sequence[float],
     seed: seed of the bootstrap.
 
   Returns:
-    `{'fraction': [U], 'ci_low': [U] or None, 'ci_high': [U] or None}`
-    (rliable's score distribution; the bands are None for one run).
+    `{'fraction': [U], 'ci_low': [U], 'ci_high': [U]}` (rliable's score
+    distribution), only `{'fraction'}` for one run.
   """
   scores_RxT = _scores(scores_RxT)
   taus_U = np.asarray(taus_U, dtype=np.float64)
@@ -180,8 +178,7 @@ def performance_profile(scores_RxT: Any, taus_U: Sequence[float],
     return np.array([np.mean(x > tau) for tau in taus_U])
 
   if len(scores_RxT) < 2:
-    return {'fraction': fn(scores_RxT).tolist(), 'ci_low': None,
-            'ci_high': None}
+    return {'fraction': fn(scores_RxT).tolist()}
   point, interval = _bootstrap(scores_RxT, fn, reps=reps, seed=seed)
   return {'fraction': point.tolist(), 'ci_low': interval[0].tolist(),
           'ci_high': interval[1].tolist()}
@@ -198,7 +195,7 @@ def format_estimate(est: Mapping[str, Any], n: int, digits: int = 1) -> str:
   """'12.3 [10.1, 14.2]', or '12.3 (n=1)' without an interval.
 
   Args:
-    est: `{'value', 'ci_low', 'ci_high'}` (from `interval_estimates` or
+    est: `{'value'[, 'ci_low', 'ci_high']}` (from `interval_estimates` or
       `probability_of_improvement`).
     n: the number of runs (stated when there is no interval).
     digits: decimals.
@@ -254,7 +251,9 @@ def plot_estimates(path: str, estimates: Mapping[str, Mapping[str, Any]], *,
             is not None else 'C3')
   if reference is not None:
     ax.axvline(reference, color='gray', ls='--', lw=1)
-  ax.set_yticks(range(len(names)), names, fontsize=7)
+  labels = [n if 'ci_low' in estimates[n] else f'{n} (no interval)'
+            for n in names]
+  ax.set_yticks(range(len(names)), labels, fontsize=7)
   ax.invert_yaxis()
   ax.set_xlabel(xlabel)
   ax.grid(axis='x', alpha=0.3)

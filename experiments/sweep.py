@@ -215,72 +215,90 @@ class Sweep:
             + ('unknown' if eta is None else _fmt_s(eta)))
 
 
+def _launch(sweep: Sweep, running: dict, executor: submitit.Executor,
+            parallel: int, env: dict[str, str | None]) -> bool:
+  """Submits the ready jobs, up to `parallel` running; True if any changed."""
+  changed = False
+  for job in sweep.jobs:
+    key = (job.kind, job.name)
+    if len(running) >= parallel:
+      break
+    if sweep.status[key] != 'pending':
+      continue
+    if job.kind == 'member':
+      teacher = sweep.by_name[('teacher', job.teacher)]
+      t_status = sweep.status[('teacher', job.teacher)]
+      if t_status == 'failed':
+        sweep.status[key] = 'failed'
+        sweep.records[key] = {'error': f'teacher job {teacher.name} failed'
+                                       f' (log: {teacher.log})'}
+        logging.error('member %s not run: teacher job %s failed; log: %s',
+                      job.name, teacher.name, teacher.log)
+        changed = True
+        continue
+      if t_status not in ('done', 'skipped'):
+        continue
+    running[key] = executor.submit(sweeps.run_job, job, cwd=os.getcwd(),
+                                   env_updates=env)
+    sweep.status[key], sweep.started[key] = 'running', time.time()
+    logging.info('started %s %s: %s', job.kind, job.name,
+                 shell_line(job.command))
+    changed = True
+  return changed
+
+
+def _collect(sweep: Sweep, running: dict) -> bool:
+  """Records the finished jobs; True if any finished."""
+  changed = False
+  for key, sj in list(running.items()):
+    if not sj.done():
+      continue
+    job = sweep.by_name[key]
+    try:
+      record = sj.result()
+    except Exception as e:  # pylint: disable=broad-except
+      # The job engine lost the job (killed, out of memory, timeout).
+      record = {**(sweeps.read_record(job) or {}), 'status': 'failed',
+                'error': f'{type(e).__name__}: {str(e)[-500:]}',
+                'wall_s': time.time() - sweep.started[key]}
+    del running[key]
+    sweep.status[key], sweep.records[key] = record['status'], record
+    sweep.durations[job.kind].append(record['wall_s'])
+    if record['status'] == 'failed':
+      logging.error('%s %s FAILED (%s); log: %s', job.kind, job.name,
+                    record['error'], job.log)
+    else:
+      logging.info('%s %s done in %s', job.kind, job.name,
+                   _fmt_s(record['wall_s']))
+    changed = True
+  return changed
+
+
 def run_jobs(sweep: Sweep, executor: submitit.Executor, parallel: int,
              env: dict[str, str | None]) -> None:
-  """Runs the pending jobs, teachers before their members."""
+  """Runs the pending jobs, each teacher job before its members.
+
+  Args:
+    sweep: the sweep's jobs and their status (updated in place).
+    executor: where the jobs run.
+    parallel: the most jobs running at once.
+    env: environment updates for the jobs' commands.
+  """
   running = {}
-  last_progress = 0.0
-  cwd = os.getcwd()
+  last_progress = time.time()
   logging.info('%s', sweep.progress(parallel))
   try:
     while True:
-      changed = False
-      for job in sweep.jobs:  # Launch what is ready, up to `parallel`.
-        key = (job.kind, job.name)
-        if len(running) >= parallel:
-          break
-        if sweep.status[key] != 'pending':
-          continue
-        if job.kind == 'member':
-          teacher = sweep.by_name[('teacher', job.teacher)]
-          t_status = sweep.status[('teacher', job.teacher)]
-          if t_status == 'failed':
-            sweep.status[key] = 'failed'
-            sweep.records[key] = {'error': f'teacher job {teacher.name}'
-                                           f' failed (log: {teacher.log})'}
-            logging.error('member %s not run: teacher job %s failed; log: %s',
-                          job.name, teacher.name, teacher.log)
-            changed = True
-            continue
-          if t_status not in ('done', 'skipped'):
-            continue
-        running[key] = executor.submit(sweeps.run_job, job, cwd=cwd,
-                                       env_updates=env)
-        sweep.status[key], sweep.started[key] = 'running', time.time()
-        logging.info('started %s %s: %s', job.kind, job.name,
-                     shell_line(job.command))
-        changed = True
-      if changed:
-        sweep.write_state()
-      if not running:
-        break
-      for key, sj in list(running.items()):  # Collect the finished ones.
-        if not sj.done():
-          continue
-        job = sweep.by_name[key]
-        try:
-          record = sj.result()
-        except Exception as e:  # pylint: disable=broad-except
-          # The job engine lost the job (killed, out of memory, timeout).
-          record = {**(sweeps.read_record(job) or {}), 'status': 'failed',
-                    'error': f'{type(e).__name__}: {str(e)[-500:]}',
-                    'wall_s': time.time() - sweep.started[key]}
-        del running[key]
-        sweep.status[key], sweep.records[key] = record['status'], record
-        sweep.durations[job.kind].append(record['wall_s'])
-        if record['status'] == 'failed':
-          logging.error('%s %s FAILED (%s); log: %s', job.kind, job.name,
-                        record['error'], job.log)
-        else:
-          logging.info('%s %s done in %s', job.kind, job.name,
-                       _fmt_s(record['wall_s']))
-        changed = True
+      changed = _collect(sweep, running)
+      changed = _launch(sweep, running, executor, parallel, env) or changed
       if changed:
         sweep.write_state()
       if changed or time.time() - last_progress > PROGRESS_EVERY_S:
         logging.info('%s', sweep.progress(parallel))
         last_progress = time.time()
-      if running and not changed:
+      if not running:
+        break
+      if not changed:
         time.sleep(POLL_S)
   except KeyboardInterrupt:
     for key, sj in running.items():
