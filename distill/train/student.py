@@ -43,6 +43,7 @@ import optax
 
 from distill import losses
 from distill import optim
+from distill import parallel
 from distill.data import segments
 from distill.models import model as model_lib
 from distill.train import optimizer as optimizer_lib
@@ -281,6 +282,8 @@ def make_distill_step(
     teacher: model_lib.DecisionTransformer,
     selector: optax.GradientTransformationExtraArgs,
     optimizer: optax.GradientTransformation,
+    *,
+    placement: parallel.Placement | None = None,
 ) -> Callable[..., tuple[StudentState, dict[str, jax.Array]]]:
   """Builds the pure distillation step (see the module docstring).
 
@@ -291,6 +294,8 @@ def make_distill_step(
     teacher: the teachers' (single-task, padded) module.
     selector: from `make_selector`.
     optimizer: from `make_optimizer`.
+    placement: with a device mesh, every sampled batch is split over its
+      'data' axis (`parallel.constrain_batch`); None on one device.
 
   Returns:
     `distill_step(state, teacher_params_T, source, pool) -> (state, metrics)`
@@ -346,12 +351,14 @@ def make_distill_step(
     batch_T = jax.vmap(lambda k, t: segments.sample_task_batch(
         source, k, t, batch_size // num_tasks))(
             jax.random.split(key, num_tasks), jnp.arange(num_tasks))
+    batch_T = parallel.constrain_batch(batch_T, placement, axis=1)
     return batch_T, jax.vmap(teacher_target)(teacher_params_T, batch_T)
 
   def chosen(params, cur_state, extra, teacher_params_T, source, k_b, k_d):
     _, cur_state = selector.update(None, cur_state, params, **extra)
     task = cur_state.choice
-    batch = segments.sample_task_batch(source, k_b, task, batch_size)
+    batch = parallel.constrain_batch(
+        segments.sample_task_batch(source, k_b, task, batch_size), placement)
     target = teacher_target(jax.tree.map(lambda x: x[task], teacher_params_T),
                             batch)
     loss, grads = jax.value_and_grad(objective)(params, batch, target, k_d)
@@ -427,6 +434,22 @@ def make_multi_step(step_fn, num_steps: int):
     return jax.lax.scan(body, state, None, length=num_steps)
 
   return multi_step
+
+
+def make_population_step(step_fn):
+  """One step of every member of a population, in one program.
+
+  Args:
+    step_fn: from `make_distill_step` (or `make_multi_step`).
+
+  Returns:
+    `step(states_P, teacher_params_PxT, source, pools_P)`: `step_fn`
+    vmapped over a leading population axis of the state, the teachers and
+    the probe pools (each member has its own); the datasets are shared. On a
+    mesh the population axis maps to its 'population' axis.
+  """
+  return jax.vmap(step_fn, in_axes=(0, 0, None, 0),
+                  spmd_axis_name='population')
 
 
 def init_state(student: model_lib.DecisionTransformer, selector, optimizer,

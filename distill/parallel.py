@@ -1,0 +1,171 @@
+"""Devices, meshes and shardings: one module owns them.
+
+One device is the same code path as many: a mesh of one. The mesh has two
+axes, `('population', 'data')`: members of a population of seeds are spread
+over 'population', the batch of every step over 'data'. Parameters,
+optimizer states, datasets and teacher parameters are replicated over 'data'
+(and split over 'population' when they carry a leading population axis).
+
+    mesh = parallel.make_mesh(population=1)     # all local devices on 'data'
+    place = parallel.Placement(mesh)
+    source = place.replicated(source)           # once, before the loop
+    step = jax.jit(step_fn, in_shardings=..., out_shardings=...)
+
+Random sampling inside a sharded step stays correct and cheap because
+`jax_threefry_partitionable` (on by default since JAX 0.5) lets each device
+generate only its shard of the random bits, identical to one device's.
+
+Many hosts: `initialize_distributed` calls `jax.distributed.initialize` from
+flags or the environment (TPU pods and SLURM allocations are detected by
+JAX itself); every process then runs the same program over the global mesh
+and `is_main_process()` says which one writes files.
+
+Letters: P population members, D devices on 'data'.
+"""
+
+from collections.abc import Sequence
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXES = ('population', 'data')
+
+
+def make_mesh(population: int = 1,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ('population', 'data') mesh over the devices.
+
+  Args:
+    population: devices along 'population'; it must divide the device count
+      (members of a population are split into that many groups).
+    devices: default every device of every process (`jax.devices()`).
+
+  Returns:
+    A mesh of shape (population, num_devices // population) with `Auto` axis
+    types (explicit axes reject the timestep-embedding gather).
+
+  Raises:
+    ValueError: the devices cannot be split so.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if population < 1 or len(devices) % population:
+    raise ValueError(f'parallel.make_mesh: population={population} must be'
+                     f' >= 1 and divide the {len(devices)} devices')
+  grid = np.asarray(devices, dtype=object).reshape(population, -1)
+  return Mesh(grid, AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def population_shards(mesh_config: Any, num_members: int) -> int:
+  """How many devices go on the 'population' axis.
+
+  Args:
+    mesh_config: `config.mesh` with `population` (0: as many as divide both
+      the member count and the device count, preferring population).
+    num_members: P.
+
+  Returns:
+    The size of the 'population' axis.
+  """
+  n = jax.device_count()
+  want = int(mesh_config.population)
+  if want > 0:
+    return want
+  return max(d for d in range(1, n + 1) if n % d == 0 and num_members % d == 0)
+
+
+class Placement:
+  """Shardings on one mesh, for trees with or without a population axis."""
+
+  def __init__(self, mesh: Mesh):
+    self.mesh = mesh
+
+  def sharding(self, spec: P) -> NamedSharding:
+    return NamedSharding(self.mesh, spec)
+
+  @property
+  def replicated_sharding(self) -> NamedSharding:
+    return self.sharding(P())
+
+  @property
+  def member_sharding(self) -> NamedSharding:
+    """Leading population axis split over 'population', the rest whole."""
+    return self.sharding(P('population'))
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    """A batch's leading axis split over 'data'."""
+    return self.sharding(P('data'))
+
+  def replicated(self, tree: Any) -> Any:
+    """Puts every leaf on every device (datasets, single-run state)."""
+    return jax.device_put(tree, self.replicated_sharding)
+
+  def per_member(self, tree: Any) -> Any:
+    """Puts a tree with a leading population axis, split over members."""
+    return jax.device_put(tree, self.member_sharding)
+
+
+def constrain_batch(tree: Any, placement: Placement | None, axis: int = 0
+                    ) -> Any:
+  """Inside a jitted step: split a batch's `axis` over 'data'.
+
+  Args:
+    tree: a batch (any pytree whose leaves share the batch axis).
+    placement: None on a plain `jax.jit` without a mesh (nothing to do).
+    axis: the batch axis of every leaf.
+
+  Returns:
+    The tree with a sharding constraint (the same values).
+  """
+  if placement is None:
+    return tree
+  spec = P(*([None] * axis), 'data')
+  return jax.lax.with_sharding_constraint(tree, placement.sharding(spec))
+
+
+def initialize_distributed(coordinator: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Joins a multi-process run, when asked.
+
+  With all three arguments given (flags) they are passed on; with none,
+  `jax.distributed.initialize()` is called only when the environment names
+  a cluster (`SLURM_JOB_ID` with more than one task, a TPU pod, or
+  `JAX_COORDINATOR_ADDRESS`), and JAX reads the rest from it.
+
+  Args:
+    coordinator: 'host:port' of process 0.
+    num_processes: number of processes.
+    process_id: this process's index.
+
+  Returns:
+    Whether `jax.distributed.initialize` ran.
+  """
+  given = (coordinator, num_processes, process_id)
+  if any(x is not None for x in given):
+    if any(x is None for x in given):
+      raise ValueError('--coordinator, --num_processes and --process_id go'
+                       f' together; got {given}')
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+    return True
+  env = os.environ
+  cluster = (int(env.get('SLURM_NTASKS', '1')) > 1
+             or 'JAX_COORDINATOR_ADDRESS' in env
+             or 'TPU_WORKER_HOSTNAMES' in env)
+  if not cluster:
+    return False
+  jax.distributed.initialize()
+  logging.info('jax.distributed: process %d of %d', jax.process_index(),
+               jax.process_count())
+  return True
+
+
+def is_main_process() -> bool:
+  """Whether this process writes files (stamps, reports, metrics, bars)."""
+  return jax.process_index() == 0

@@ -1,0 +1,42 @@
+"""Many devices and populations (distill/parallel.py), on forced CPU devices.
+
+The checks run in a child process (`parallel_worker.py`) started with 4
+forced host devices, so the other tests keep their single device. Forced CPU
+devices share the same cores: these are correctness checks, not speed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope='module')
+def measured():
+  env = dict(os.environ,
+             XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, os.path.join(HERE,
+                                                      'parallel_worker.py')],
+                        env=env, capture_output=True, text=True, timeout=900,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_sharded_student_step_equals_one_device(measured):
+  assert measured['data_parallel_devices'] == 4
+  assert measured['data_parallel_steps'] == 5
+  assert measured['data_parallel_max_diff'] < 1e-5
+
+
+@pytest.mark.slow
+def test_population_of_two_equals_two_single_seed_runs(measured):
+  assert measured['population_max_diff'] < 1e-5
+  # The members really are different runs (the check above can fail).
+  assert measured['population_members_differ'] > 1e-3
