@@ -1,5 +1,8 @@
 """Tests for distill/optim/curriculum.py and novelty.py (selectors)."""
 
+import doctest
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -118,43 +121,136 @@ def test_missing_extra_arg_raises(name):
       chained.update(PARAMS, chained.init(PARAMS), PARAMS, **missing)
 
 
-@pytest.mark.parametrize('make', [
-    lambda: optim.max_kl(0),
-    lambda: optim.max_kl(2.5),
-    lambda: optim.max_kl(2, mode='best'),
-    lambda: optim.max_kl(2, mode='softmax'),  # no key
-    lambda: optim.max_kl(2, mode='softmax', key=0, temperature=0.0),
-    lambda: optim.max_kl(2, mode='epsilon_greedy', key=0, epsilon=1.5),
-    lambda: optim.round_robin(0),
-    lambda: optim.uniform(0, 0),
-    lambda: optim.mixture(-1),
-    lambda: optim.learning_progress(2, 0, step_size=0.0),
-    lambda: optim.learning_progress(2, 0, step_size=1.5),
-    lambda: optim.learning_progress(2, 0, temperature=-1.0),
-    lambda: optim.learning_progress(2, 0, epsilon=-0.1),
-    lambda: optim.learning_progress(2, 0, mode='ucb'),
-    lambda: optim.rnd(2, 0, 0),
-    lambda: optim.rnd(2, 0, 4, learning_rate=0.0),
-    lambda: optim.bi_objective(0),
-    lambda: optim.bi_objective(2, lam=-1.0),
-    lambda: optim.bi_objective(2, lam=float('nan')),
-    lambda: optim.bi_objective(2, lam=float('inf')),
+@pytest.mark.parametrize('name, make', [
+    ('max_kl', lambda: optim.max_kl(0)),
+    ('max_kl', lambda: optim.max_kl(2.5)),
+    ('max_kl', lambda: optim.max_kl(True)),
+    ('max_kl', lambda: optim.max_kl(2, mode='best')),
+    ('max_kl', lambda: optim.max_kl(2, mode='softmax')),  # no key
+    ('max_kl', lambda: optim.max_kl(2, 0, mode='softmax', temperature=0.0)),
+    ('max_kl', lambda: optim.max_kl(2, 0, mode='softmax',
+                                    temperature=jnp.ones(2))),
+    ('max_kl', lambda: optim.max_kl(2, 0, mode='softmax',
+                                    temperature=optax.constant_schedule(1.))),
+    ('max_kl', lambda: optim.max_kl(2, 0, mode='epsilon_greedy',
+                                    epsilon=1.5)),
+    ('max_kl', lambda: optim.max_kl(2, 'seed', mode='softmax')),
+    ('round_robin', lambda: optim.round_robin(0)),
+    ('uniform', lambda: optim.uniform(0, 0)),
+    ('uniform', lambda: optim.uniform(2, jax.random.split(
+        jax.random.key(0)))),
+    ('uniform', lambda: optim.uniform(2, 0.5)),
+    ('mixture', lambda: optim.mixture(-1)),
+    ('learning_progress', lambda: optim.learning_progress(2, 0,
+                                                          step_size=0.0)),
+    ('learning_progress', lambda: optim.learning_progress(2, 0,
+                                                          step_size=1.5)),
+    ('learning_progress', lambda: optim.learning_progress(2, 0,
+                                                          temperature=-1.0)),
+    ('learning_progress', lambda: optim.learning_progress(2, 0,
+                                                          epsilon=-0.1)),
+    ('learning_progress', lambda: optim.learning_progress(2, 0, mode='ucb')),
+    ('learning_progress', lambda: optim.learning_progress(2)),  # no key
+    ('rnd', lambda: optim.rnd(2, 0, 0)),
+    ('rnd', lambda: optim.rnd(2, 0, 4, hidden=0)),
+    ('rnd', lambda: optim.rnd(2, 0, 4, learning_rate=0.0)),
+    ('bi_objective', lambda: optim.bi_objective(0)),
+    ('bi_objective', lambda: optim.bi_objective(2, lam=-1.0)),
+    ('bi_objective', lambda: optim.bi_objective(2, lam=float('nan'))),
+    ('bi_objective', lambda: optim.bi_objective(2, lam=float('inf'))),
 ])
-def test_bad_hyperparameters_raise(make):
-  with pytest.raises(ValueError, match=r'distill\.optim\.'):
+def test_bad_hyperparameters_raise(name, make):
+  # One prefix form for every error: `distill.optim.<name>: ...`.
+  with pytest.raises(ValueError, match=rf'^distill\.optim\.{name}: \w'):
     make()
 
 
+@pytest.mark.parametrize('name', sorted(SELECTORS))
+def test_hyperparameter_checks_accept_traced_values(name):
+  # Under optax.inject_hyperparams a factory runs again inside every jitted
+  # update with its numeric hyperparameters traced: nothing may branch on
+  # their values (the sizes come from the state then).
+  factory, _ = SELECTORS[name]
+  tx = factory()
+  state = tx.init(PARAMS)
+  extra = _extra(np.random.default_rng(3))
+  maker = {
+      'max_kl_greedy': lambda h: optim.max_kl(h['t'], temperature=h['f']),
+      'max_kl_softmax': lambda h: optim.max_kl(
+          h['t'], h['k'], mode='softmax', temperature=h['f']),
+      'max_kl_epsilon': lambda h: optim.max_kl(
+          h['t'], h['k'], mode='epsilon_greedy', epsilon=h['f'] / 10),
+      'round_robin': lambda h: optim.round_robin(h['t']),
+      'uniform': lambda h: optim.uniform(h['t'], h['k']),
+      'mixture': lambda h: optim.mixture(h['t']),
+      'learning_progress': lambda h: optim.learning_progress(
+          h['t'], h['k'], step_size=h['f'] / 10, temperature=h['f']),
+      'rnd': lambda h: optim.rnd(h['t'], h['k'], h['s'],
+                                 learning_rate=h['f'] / 1000),
+  }[name]
+
+  @jax.jit
+  def step(hps, state):
+    return maker(hps).update(PARAMS, state, **extra)
+
+  hps = {'t': jnp.int32(T), 'f': jnp.float32(1.0), 'k': jnp.int32(0),
+         's': jnp.int32(OBS)}
+  _, got = step(hps, state)
+  _, want = tx.update(PARAMS, state, **extra)
+  chex.assert_trees_all_close(got, want, atol=1e-6)
+
+
 def test_wrong_shaped_inputs_raise():
-  with pytest.raises(ValueError, match='task_divergences'):
+  with pytest.raises(ValueError,
+                     match=r'^distill\.optim\.max_kl: task_divergences'):
     tx = optim.max_kl(T)
     tx.update(PARAMS, tx.init(PARAMS), task_divergences=jnp.zeros(T + 1))
-  with pytest.raises(ValueError, match='task_states'):
+  with pytest.raises(ValueError, match=r'^distill\.optim\.rnd: task_states'):
     tx = optim.rnd(T, 0, OBS)
     tx.update(PARAMS, tx.init(PARAMS), task_states=jnp.zeros((T, 5, OBS + 1)))
-  with pytest.raises(ValueError, match='stacked'):
+  with pytest.raises(ValueError,
+                     match=r'^distill\.optim\.bi_objective: stacked'):
     tx = optim.bi_objective(T)
     tx.update(PARAMS, tx.init(PARAMS), task_divergences=jnp.zeros(T))
+
+
+def test_bi_objective_checks_the_task_axis_against_params():
+  # Unstacked updates whose leaves happen to start with T are refused, with
+  # or without params (the state's reference has the params' shapes).
+  params = {'w': jnp.zeros((T, 2))}
+  tx = optim.bi_objective(T)
+  state = tx.init(params)
+  kl = jnp.zeros(T)
+  for call_params in (params, None):
+    with pytest.raises(ValueError, match=r'\[T, \*param\.shape\]'):
+      tx.update({'w': jnp.ones((T, 2))}, state, call_params,
+                task_divergences=kl)
+  with pytest.raises(ValueError, match=r'leaves \[3, ...\]'):
+    tx.update({'w': jnp.ones((T + 1, T, 2))}, state, params,
+              task_divergences=jnp.zeros(T))
+  out, _ = tx.update({'w': jnp.ones((T, T, 2))}, state, params,
+                     task_divergences=kl)
+  chex.assert_shape(out['w'], (T, 2))
+
+
+@pytest.mark.parametrize('name', sorted(SELECTORS))
+def test_selector_takes_updates_none(name):
+  factory, _ = SELECTORS[name]
+  tx = factory()
+  extra = _extra(np.random.default_rng(4))
+  out, state = jax.jit(lambda s, e: tx.update(None, s, **e))(tx.init(None),
+                                                             extra)
+  assert out is None
+  _, want = tx.update(PARAMS, tx.init(PARAMS), **extra)
+  chex.assert_trees_all_close(state, want, atol=1e-6)
+
+
+@pytest.mark.parametrize('module', [optim.curriculum, optim.novelty])
+def test_doctests(module):
+  results = doctest.testmod(
+      module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+  assert results.attempted > 0
+  assert results.failed == 0
 
 
 # --- max_kl ------------------------------------------------------------------
@@ -567,6 +663,10 @@ print(sel_state.counts, opt_state[0].cos, opt_state[0].projected)
 
 
 def test_readme_example_runs():
+  # README.md shows exactly this code.
+  readme = os.path.join(os.path.dirname(__file__), os.pardir, 'README.md')
+  with open(readme, encoding='utf-8') as f:
+    assert README_EXAMPLE.strip() in f.read()
   namespace = {}
   # The README shows this exact code; run it as a user would.
   exec(compile(README_EXAMPLE, 'README_EXAMPLE', 'exec'), namespace)

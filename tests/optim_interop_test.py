@@ -22,6 +22,7 @@ import inspect
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from typing import Any, Callable
@@ -576,6 +577,44 @@ def test_bi_objective_refuses_updates_none():
     tx.update(None, tx.init(_params()), task_divergences=np.ones(T))
 
 
+def _sections(doc: str) -> dict[str, str]:
+  """Google-style docstring sections: {'Args': text, ...}."""
+  found = re.split(r'^(\w+):$', doc, flags=re.M)
+  return dict(zip(found[1::2], found[2::2]))
+
+
+def _entries(section: str) -> dict[str, str]:
+  """`name: text` entries of an Args or Attributes section."""
+  entries, name = {}, None
+  for line in section.splitlines():
+    match = re.match(r'^  (\w+): (.*)$', line)
+    if match:
+      name = match.group(1)
+      entries[name] = match.group(2)
+    elif name and line.startswith('    '):
+      entries[name] += ' ' + line.strip()
+  return entries
+
+
+@pytest.mark.parametrize('name', sorted(optim.__all__))
+def test_docstring(name):
+  obj = getattr(optim, name)
+  doc = inspect.getdoc(obj)
+  sections = _sections(doc)
+  if isinstance(obj, type):  # A state: every field with its shape and dtype.
+    fields = _entries(sections['Attributes'])
+    assert sorted(fields) == sorted(obj._fields)
+    for field, text in fields.items():
+      assert re.search(r'\b(u?int32|float32)\b.*\[|params', text), (field,
+                                                                  text)
+    return
+  for section in ('Args', 'Returns', 'Example', 'References'):
+    assert sections.get(section, '').strip(), section
+  assert '>>>' in sections['Example']
+  assert sorted(_entries(sections['Args'])) == sorted(
+      inspect.signature(obj).parameters)
+
+
 # --- sharded parameters: 8 CPU devices, Auto and Explicit mesh axes ----------
 
 
@@ -594,41 +633,46 @@ def _mesh_check(axis_type_name: str) -> dict[str, str]:
   and `w` are split over the 8 devices along their first axis (stacked
   per-task updates along their second), `s` is replicated; init and three
   updates run under jit inside the mesh, and outputs and states must equal
-  those of the plain transform on one device.
+  those of the plain transform on one device. With Explicit axes, outputs and
+  params-shaped state fields must keep the params' shardings.
   """
-  from jax.sharding import AxisType  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding  # pylint: disable=g-import-not-at-top
-  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  sharding = jax.sharding
+  spec = sharding.PartitionSpec
   assert jax.device_count() == 8, jax.devices()
-  axis_type = getattr(AxisType, axis_type_name)
+  axis_type = getattr(sharding.AxisType, axis_type_name)
   mesh = jax.make_mesh((8,), ('x',), axis_types=(axis_type,))
-  specs = {'b': P('x'), 's': P(), 'w': P('x', None)}
+  specs = {'b': spec('x'), 's': spec(), 'w': spec('x', None)}
+
+  def put(tree, lead):
+    return jax.tree.map(
+        lambda x, s: jax.device_put(
+            x, sharding.NamedSharding(mesh, spec(*lead, *s))), tree, specs)
+
+  def check_specs(tree):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+      key = path[-1].key
+      got = _strip(jax.typeof(leaf).sharding.spec)
+      assert got == _strip(specs[key]), (path, got, specs[key])
+
   results = {}
   for name in NAMES:
-    case = CASES[name]
-    tx = TX[name]
-    inputs = _inputs(case)
+    case, tx = CASES[name], TX[name]
     try:
-      want_outs, want_states = _run(tx, _params(), inputs)  # One device.
+      want_outs, want_states = _plain(name)  # One device.
       with jax.set_mesh(mesh):
-        lead = P(None) if case.stacked else P()
-        def put(tree, lead=P()):
-          return jax.tree.map(
-              lambda x, s: jax.device_put(x, NamedSharding(mesh, P(*lead,
-                                                                  *s))),
-              tree, specs)
-        params = put(_params())
+        params = put(_params(), ())
+        assert len(params['w'].sharding.device_set) == 8
         state = jax.jit(tx.init)(params)
         update = jax.jit(tx.update)
         for (updates, extras), want_out, want_state in zip(
-            inputs, want_outs, want_states):
-          out, state = update(put(updates, lead), state, params, **extras)
+            _inputs(case), want_outs, want_states):
+          updates = put(updates, (None,) if case.stacked else ())
+          out, state = update(updates, state, params, **extras)
           _close(out, want_out, rtol=1e-5, atol=1e-6)
           _close(state, want_state, rtol=1e-5, atol=1e-6)
-          if axis_type_name == 'Explicit':  # Outputs keep the params' specs.
-            for key, leaf in out.items():
-              spec = _strip(jax.typeof(leaf).sharding.spec)
-              assert spec == _strip(specs[key]), (key, spec, specs[key])
+          if axis_type_name == 'Explicit':
+            check_specs(out)
+            check_specs(getattr(state, 'reference', {}))
       results[name] = 'ok'
     except Exception as e:  # pylint: disable=broad-except
       results[name] = f'{type(e).__name__}: {e}'[:2000]

@@ -1,5 +1,7 @@
 """Tests for distill/optim/surgery.py (project_conflicting, pcgrad)."""
 
+import doctest
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -180,13 +182,16 @@ def test_project_conflicting_ignores_extra_args_in_chain():
 
 
 def test_project_conflicting_bad_inputs():
-  for decay in (-0.1, 1.0, 2.0):
-    with pytest.raises(ValueError, match='decay'):
+  for decay in (-0.1, 1.0, 2.0, float('nan'), jnp.ones(2), 'high'):
+    with pytest.raises(ValueError,
+                       match=r'^distill\.optim\.project_conflicting: decay'):
       optim.project_conflicting(decay)
   tx = optim.project_conflicting()
   state = tx.init({'a': jnp.zeros(2)})
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match='structure of the params'):
     tx.update({'b': jnp.zeros(2)}, state)
+  with pytest.raises(ValueError, match=r"updates\['a'\] has shape \(3,\)"):
+    tx.update({'a': jnp.zeros(3)}, state)
 
 
 # --- pcgrad ------------------------------------------------------------------
@@ -327,9 +332,37 @@ def test_pcgrad_in_chain_with_adam():
 
 
 def test_pcgrad_bad_inputs():
-  with pytest.raises(ValueError, match='reduction'):
+  with pytest.raises(ValueError, match=r'^distill\.optim\.pcgrad: reduction'):
     optim.pcgrad(0, 'max')
+  for key in (None, 1.5, jax.random.split(jax.random.key(0))):
+    with pytest.raises(ValueError, match=r'^distill\.optim\.pcgrad: key'):
+      optim.pcgrad(key)
   tx = optim.pcgrad(0)
   state = tx.init({'a': jnp.zeros(2), 'b': jnp.zeros(2)})
-  with pytest.raises(ValueError, match='leading task'):
+  with pytest.raises(ValueError,
+                     match=r'^distill\.optim\.pcgrad: .*leading task'):
     tx.update({'a': jnp.zeros((3, 2)), 'b': jnp.zeros((2, 2))}, state)
+
+
+def test_pcgrad_checks_the_task_axis_against_params():
+  # Unstacked updates whose leaves happen to start with T = 3: refused when
+  # params are given (a leaf must be [T, *param.shape]).
+  params = {'w': jnp.zeros((3, 2)), 'b': jnp.zeros(3)}
+  tx = optim.pcgrad(0)
+  state = tx.init(params)
+  unstacked = {'w': jnp.ones((3, 2)), 'b': jnp.ones(3)}
+  with pytest.raises(ValueError, match=r'\[T, \*param\.shape\].*MultiSteps'):
+    tx.update(unstacked, state, params)
+  with pytest.raises(ValueError, match='structure of params'):
+    tx.update({'w': jnp.ones((2, 3, 2))}, state, params)
+  stacked = jax.tree.map(lambda p: jnp.ones((2,) + p.shape), params)
+  out, _ = tx.update(stacked, state, params)
+  chex.assert_trees_all_equal_shapes(out, params)
+
+
+def test_doctests():
+  results = doctest.testmod(
+      optim.surgery,
+      optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+  assert results.attempted > 0
+  assert results.failed == 0
