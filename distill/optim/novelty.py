@@ -30,7 +30,8 @@ class RNDState(NamedTuple):
       the predictor's step).
     target: the fixed random network, a dict of float32 arrays `w1` [S, H],
       `b1` [H], `w2` [H, E], `b2` [E].
-    predictor: the trained network, a dict of the same shapes.
+    predictor: the trained network, a dict of float32 arrays of the same
+      shapes (`w1` [S, H], `b1` [H], `w2` [H, E], `b2` [E]).
   """
 
   choice: jax.Array
