@@ -104,11 +104,38 @@ class Placement:
 
   def replicated(self, tree: Any) -> Any:
     """Puts every leaf on every device (datasets, single-run state)."""
-    return jax.device_put(tree, self.replicated_sharding)
+    return put(tree, self.replicated_sharding)
 
   def per_member(self, tree: Any) -> Any:
     """Puts a tree with a leading population axis, split over members."""
-    return jax.device_put(tree, self.member_sharding)
+    return put(tree, self.member_sharding)
+
+
+def put(tree: Any, sharding: NamedSharding) -> Any:
+  """`jax.device_put` that also works across processes.
+
+  On a mesh that spans other processes' devices, every process passes the
+  same host value and keeps only its own shards (typed PRNG keys included).
+
+  Args:
+    tree: arrays (device or host) with the same values in every process.
+    sharding: where to put them.
+
+  Returns:
+    The tree of global arrays.
+  """
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+
+  def one(x):
+    if jax.dtypes.issubdtype(getattr(x, 'dtype', None), jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(one(jax.random.key_data(x)),
+                                      impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding,
+                                        lambda index: host[index])
+
+  return jax.tree.map(one, tree)
 
 
 def constrain_batch(tree: Any, placement: Placement | None, axis: int = 0

@@ -1,0 +1,61 @@
+"""Child process of distributed_test.py: one of N processes on localhost.
+
+  python distributed_worker.py COORDINATOR NUM_PROCESSES PROCESS_ID OUTDIR
+
+Every process runs the same program over the global mesh (one CPU device per
+process, gloo collectives): 5 fused distillation steps on one global batch
+split over 'data'. Each process prints its parameters' checksum as JSON;
+only process 0 writes `OUTDIR/params.npz`.
+"""
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from distill import parallel
+import parallel_worker
+
+
+def main(coordinator, num_processes, process_id, outdir):
+  parallel.initialize_distributed(coordinator, int(num_processes),
+                                  int(process_id))
+  assert jax.process_count() == int(num_processes)
+  config, source, teacher, teacher_params_T = parallel_worker._setup(1)  # pylint: disable=protected-access
+  place = None
+  if jax.process_count() > 1:
+    place = parallel.Placement(parallel.make_mesh(population=1))
+  step, state, pool = parallel_worker._member(  # pylint: disable=protected-access
+      config, source, teacher, teacher_params_T, 3, placement=place)
+  if place is not None:
+    rep = place.replicated_sharding
+    state, teacher_params_T, source, pool = place.replicated(
+        (state, teacher_params_T, source, pool))
+    step = jax.jit(step, in_shardings=rep, out_shardings=rep)
+  else:
+    step = jax.jit(step)
+  state, _ = step(state, teacher_params_T, source, pool)
+  leaves = [np.asarray(x.addressable_data(0)) if hasattr(
+      x, 'addressable_data') else np.asarray(x)
+            for x in jax.tree.leaves(state.params)]
+  if parallel.is_main_process():
+    os.makedirs(outdir, exist_ok=True)
+    np.savez(os.path.join(outdir, 'params.npz'), *leaves)
+  print(json.dumps({
+      'process': jax.process_index(),
+      'devices': jax.device_count(),
+      'step': int(np.asarray(state.step.addressable_data(0))
+                  if hasattr(state.step, 'addressable_data') else state.step),
+      'checksum': float(sum(np.sum(np.abs(x.astype(np.float64)))
+                            for x in leaves)),
+  }))
+
+
+if __name__ == '__main__':
+  main(*sys.argv[1:])
