@@ -460,7 +460,7 @@ def run_job(job: Job, *, cwd: str,
       rc, error = -1, f'could not start: {e}'
     if rc == 0 and not os.path.exists(job.output):
       error = f'exit code 0 but no {job.output}'
-    log.write(f'=== exit code {rc}{": " + error if error else ""}\n')
+    log.write(f'=== {error or "exit code 0"}\n')
   record.update(status='failed' if error else 'done', returncode=rc,
                 error=error, wall_s=time.time() - start,
                 finished=time.time())
