@@ -173,6 +173,49 @@ def check_mode(name: str, mode: str, key: Any, modes=MODES) -> None:
                 'key (key=jax.random.key(seed), raw key data or an int seed).')
 
 
+def check_sampling(name: str, mode: str, temperature: Any, epsilon: Any,
+                   key: Any) -> None:
+  """Checks the task-sampling hyperparameters of a selector.
+
+  Raises:
+    ValueError: on an unknown mode, a random mode without a key, a known
+      temperature <= 0 or a known epsilon outside [0, 1].
+  """
+  check_mode(name, mode, key)
+  check_float(name, 'temperature', temperature, low=0.0, low_open=True)
+  check_float(name, 'epsilon', epsilon, low=0.0, high=1.0)
+
+
+def select_task(key: jax.Array, scores_T: jax.Array, mode: str,
+                temperature: Any, epsilon: Any) -> tuple[jax.Array, jax.Array]:
+  """Chooses a task from scores: greedy, softmax or epsilon-greedy.
+
+  Args:
+    key: typed key for this step (unused when greedy).
+    scores_T: float32 [T].
+    mode: one of `MODES`.
+    temperature: softmax temperature (may be traced).
+    epsilon: exploration probability (may be traced).
+
+  Returns:
+    (choice int32 [], probs_T float32 [T]: the selection probabilities).
+  """
+  num_tasks = scores_T.shape[0]
+  best = jnp.argmax(scores_T).astype(jnp.int32)
+  if mode == 'greedy':
+    return best, one_hot(best, num_tasks)
+  if mode == 'softmax':
+    logits_T = scores_T / jnp.asarray(temperature, jnp.float32)
+    choice = jax.random.categorical(key, logits_T).astype(jnp.int32)
+    return choice, jax.nn.softmax(logits_T).astype(jnp.float32)
+  epsilon = jnp.asarray(epsilon, jnp.float32)
+  explore_key, task_key = jax.random.split(key)
+  explore = jax.random.uniform(explore_key, dtype=jnp.float32) < epsilon
+  other = jax.random.randint(task_key, [], 0, num_tasks, dtype=jnp.int32)
+  probs_T = epsilon / num_tasks + (1 - epsilon) * one_hot(best, num_tasks)
+  return jnp.where(explore, other, best), probs_T.astype(jnp.float32)
+
+
 # --- random keys --------------------------------------------------------------
 
 
@@ -222,6 +265,15 @@ def key_data(key: Any, impl: str | None) -> jax.Array:
   if dtype is None or jnp.ndim(key) == 0:  # An integer seed.
     return jax.random.key_data(jax.random.key(key, impl=impl))
   return jnp.asarray(key, jnp.uint32)
+
+
+def init_key(key: Any, impl: str | None) -> jax.Array:
+  """The raw key data a selector's state starts with.
+
+  A greedy selector may have no key; its state keeps one of seed 0 so that
+  every mode has the same state structure.
+  """
+  return key_data(0 if key is None else key, impl)
 
 
 def wrap_key(data: jax.Array, impl: str | None) -> jax.Array:

@@ -52,42 +52,6 @@ import optax
 from distill.optim import _common
 
 
-def _select(key, scores_T, mode, temperature, epsilon):
-  """Chooses a task from scores: greedy, softmax or epsilon-greedy.
-
-  Returns:
-    (choice int32 [], probs_T float32 [T]: the selection probabilities).
-  """
-  num_tasks = scores_T.shape[0]
-  best = jnp.argmax(scores_T).astype(jnp.int32)
-  if mode == 'greedy':
-    return best, _common.one_hot(best, num_tasks)
-  if mode == 'softmax':
-    logits_T = scores_T / jnp.asarray(temperature, jnp.float32)
-    choice = jax.random.categorical(key, logits_T).astype(jnp.int32)
-    return choice, jax.nn.softmax(logits_T).astype(jnp.float32)
-  epsilon = jnp.asarray(epsilon, jnp.float32)
-  explore_key, task_key = jax.random.split(key)
-  explore = jax.random.uniform(explore_key, dtype=jnp.float32) < epsilon
-  other = jax.random.randint(task_key, [], 0, num_tasks, dtype=jnp.int32)
-  probs_T = (epsilon / num_tasks
-             + (1 - epsilon) * _common.one_hot(best, num_tasks))
-  return jnp.where(explore, other, best), probs_T.astype(jnp.float32)
-
-
-def _check_sampling(name, mode, temperature, epsilon, key):
-  _common.check_mode(name, mode, key)
-  _common.check_float(name, 'temperature', temperature, low=0.0,
-                      low_open=True)
-  _common.check_float(name, 'epsilon', epsilon, low=0.0, high=1.0)
-
-
-def _init_key(key, impl):
-  # A greedy selector has no key; its state keeps one of seed 0 so that every
-  # mode has the same state structure.
-  return _common.key_data(0 if key is None else key, impl)
-
-
 class MaxKLState(NamedTuple):
   """State of `max_kl`.
 
@@ -149,7 +113,7 @@ def max_kl(num_tasks: int, key: Any = None, *, mode: str = 'greedy',
     this project's curriculum (DESIGN.md, section 3).
   """
   size = _common.static_int('max_kl', 'num_tasks', num_tasks)
-  _check_sampling('max_kl', mode, temperature, epsilon, key)
+  _common.check_sampling('max_kl', mode, temperature, epsilon, key)
   impl = None if key is None else _common.check_key('max_kl', key)
 
   def init_fn(params):
@@ -161,7 +125,7 @@ def max_kl(num_tasks: int, key: Any = None, *, mode: str = 'greedy',
         counts=jnp.zeros([num_tasks], jnp.int32),
         scores=jnp.zeros([num_tasks], jnp.float32),
         probs=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
-        key=_init_key(key, impl))
+        key=_common.init_key(key, impl))
 
   def update_fn(updates, state, params=None, *, task_divergences,
                 **extra_args):
@@ -171,7 +135,8 @@ def max_kl(num_tasks: int, key: Any = None, *, mode: str = 'greedy',
     kl_T = _common.task_vector('max_kl', 'task_divergences', task_divergences,
                                num_tasks)
     next_key, step_key = _common.split_key(state.key, impl)
-    choice, probs_T = _select(step_key, kl_T, mode, temperature, epsilon)
+    choice, probs_T = _common.select_task(step_key, kl_T, mode, temperature,
+                                          epsilon)
     return updates, MaxKLState(
         choice=choice,
         weights=_common.one_hot(choice, num_tasks),
@@ -462,7 +427,7 @@ def learning_progress(
   """
   name = 'learning_progress'
   size = _common.static_int(name, 'num_tasks', num_tasks)
-  _check_sampling(name, mode, temperature, epsilon, key)
+  _common.check_sampling(name, mode, temperature, epsilon, key)
   _common.check_float(name, 'step_size', step_size, low=0.0, high=1.0,
                       low_open=True)
   impl = None if key is None else _common.check_key(name, key)
@@ -479,7 +444,7 @@ def learning_progress(
         probs=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
         last_divergences=zeros_T,
         count=jnp.zeros([], jnp.int32),
-        key=_init_key(key, impl))
+        key=_common.init_key(key, impl))
 
   def update_fn(updates, state, params=None, *, task_divergences,
                 **extra_args):
@@ -498,7 +463,8 @@ def learning_progress(
     rate = jnp.where(state.count > 0, rate, 0.0).astype(jnp.float32)
     scores_T = state.scores.at[prev].add(rate * (reward - state.scores[prev]))
     next_key, step_key = _common.split_key(state.key, impl)
-    choice, probs_T = _select(step_key, scores_T, mode, temperature, epsilon)
+    choice, probs_T = _common.select_task(step_key, scores_T, mode,
+                                          temperature, epsilon)
     untried_T = state.counts == 0
     first_untried = jnp.argmax(untried_T).astype(jnp.int32)
     trying = jnp.any(untried_T)
