@@ -9,6 +9,10 @@ r"""Runs the pipeline stages listed in `config.stages` in a workdir.
 A stage is skipped when its outputs are in the workdir for the same config, so
 a rerun resumes and a second distillation run reuses the teachers; see
 `experiments/stages.py` for the stage table.
+
+Many hosts: every process runs the same command; `jax.distributed` is
+initialized from `--coordinator/--num_processes/--process_id`, or from the
+environment on a SLURM allocation or a TPU pod (`distill.parallel`).
 """
 
 import logging as std_logging
@@ -20,12 +24,19 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from distill import parallel
 from experiments import stages
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/mt_distill.py', 'Experiment config.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.',
                                required=True)
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator', None, "Many hosts: process 0's 'host:port'.")
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Many hosts: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   "Many hosts: this process's index.")
 
 
 class _QuietOrbax(std_logging.Filter):
@@ -40,7 +51,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'experiments/run.py: unexpected arguments {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  logging.info('JAX devices: %s', jax.devices())
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
+  logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
+               jax.process_index(), jax.process_count())
   stages.run(_CONFIG.value, _WORKDIR.value)
 
 
