@@ -81,10 +81,11 @@ def check_flags() -> None:
     raise app.UsageError(f'--timeout_min={_TIMEOUT_MIN.value}: must be >= 1')
   if _GPUS.value < 0:
     raise app.UsageError(f'--gpus_per_job={_GPUS.value}: must be >= 0')
-  if (_EXECUTOR.value == 'slurm' and not _PRINT.value
-      and shutil.which('sbatch') is None):
-    raise app.UsageError('--executor=slurm: `sbatch` is not on PATH (no'
-                         ' SLURM here); use --executor=local or --print')
+  missing = [c for c in ('sbatch', 'srun') if shutil.which(c) is None]
+  if _EXECUTOR.value == 'slurm' and not _PRINT.value and missing:
+    raise app.UsageError(f'--executor=slurm: {" and ".join(missing)} not on'
+                         ' PATH (no SLURM here); use --executor=local or'
+                         ' --print')
 
 
 def make_executor(folder: str) -> submitit.Executor:

@@ -113,7 +113,7 @@ def _run(member, configuration, seed, student, teacher=(50.0, 60.0)):
           'tasks': {t: {'student_score': s, 'teacher_score': tt,
                         'dataset_score': 40.0}
                     for t, s, tt in zip(tasks, student, teacher)},
-          'student_params': 1000, 'teacher_params': {t: 5000 for t in tasks},
+          'student_params': 1000, 'teacher_params': dict.fromkeys(tasks, 5000),
           'wall_s': 1.0}
 
 

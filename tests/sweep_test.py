@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -185,6 +186,16 @@ def test_bad_flags_are_refused_before_work(tmp_path, args, message):
               f'--workdir={tmp_path / "w"}', *args)
   assert proc.returncode != 0
   assert message in proc.stderr
+  assert not os.path.exists(tmp_path / 'w')
+
+
+@pytest.mark.skipif(bool(shutil.which('sbatch') and shutil.which('srun')),
+                    reason='SLURM is installed on this machine')
+def test_slurm_without_slurm_is_refused_before_work(tmp_path):
+  proc = _cli('experiments.sweep', f'--config={SMOKE}',
+              f'--workdir={tmp_path / "w"}', '--executor=slurm')
+  assert proc.returncode != 0
+  assert '--executor=slurm' in proc.stderr and 'not on PATH' in proc.stderr
   assert not os.path.exists(tmp_path / 'w')
 
 
