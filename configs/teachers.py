@@ -38,6 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Another workdir whose teachers (and their evaluation) this run uses and
   # trains there if missing; '' is this workdir. Sweeps share teachers so.
   config.teacher_workdir = ''
+  # Stop at the operation that makes a NaN (jax_debug_nans; slow): for
+  # localising a "non-finite loss" error.
+  config.debug_nans = False
 
   config.data = ml_collections.ConfigDict()
   config.data.spec = 'suite:{task}-{quality}'

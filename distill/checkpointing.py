@@ -1,29 +1,156 @@
-"""A thin wrapper over `orbax.checkpoint.CheckpointManager`.
+"""A thin wrapper over `orbax.checkpoint.CheckpointManager`, with checksums.
 
 A checkpoint step holds two items: `state` (any pytree, e.g. a teacher's
 `TrainState`; saved with `StandardSave`) and `meta` (JSON: task name, obs/act
 dims, state-normalization statistics, model constructor arguments, data
 settings), so that a policy can be rebuilt and evaluated from its directory
-alone with `load_policy`.
+alone with `load_policy`. Optional `extras` (pytrees of arrays, e.g. the
+distillation history) are saved beside them in the same step.
 
     manager = checkpointing.make_manager(directory, keep=3)
     checkpointing.save(manager, step, state, meta)
     state, meta = checkpointing.restore(manager, jax.eval_shape(init_fn))
     model, params, meta = checkpointing.load_policy(directory)
+
+Integrity: once orbax has finished a step, `save` writes `<step>/sha256.json`,
+the SHA-256 of every file of the step. A step is *intact* when its files
+match; orbax itself verifies nothing, so random bytes in a checkpoint would
+otherwise load as other numbers. Readers (`restore`, `restore_raw`,
+`load_policy`, `latest_step`) use the latest intact step and warn about any
+newer damaged one; `make_manager`, which opens a directory for writing, moves
+damaged steps to `<directory>/damaged/<step>` (never deleting them) so that
+training continues from the previous intact step and saves its steps again.
+A step that lacks the manifest (written before checksums existed, or killed
+between orbax's commit and the manifest) counts as intact only in a
+directory where no step has one.
 """
 
 from collections.abc import Sequence
+import hashlib
+import json
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from distill import fileio
 from distill.models import model as model_lib
 
+MANIFEST = 'sha256.json'
+
+
+def _step_dirs(directory: str) -> dict[int, str]:
+  """The finished step folders of `directory` (orbax's names are digits)."""
+  if not os.path.isdir(directory):
+    return {}
+  return {int(name): os.path.join(directory, name)
+          for name in os.listdir(directory)
+          if name.isdigit() and os.path.isdir(os.path.join(directory, name))}
+
+
+def _manifest_problem(step_dir: str) -> str | None:
+  """None when the step's files match its manifest, else what is wrong."""
+  path = os.path.join(step_dir, MANIFEST)
+  if not os.path.exists(path):
+    return 'has no checksum manifest'
+  try:
+    expected = fileio.read_json(path)['files']
+  except (fileio.DamagedFileError, KeyError, TypeError) as e:
+    return f'has a damaged manifest ({e})'
+  got = fileio.sha256_tree(step_dir, exclude=(MANIFEST,))
+  if got == expected:
+    return None
+  changed = sorted(k for k in set(got) | set(expected)
+                   if got.get(k) != expected.get(k))
+  return (f'is damaged: {len(changed)} file(s) differ from its checksums'
+          f' ({", ".join(changed[:3])}{", ..." if len(changed) > 3 else ""})')
+
+
+def step_problems(directory: str) -> dict[int, str | None]:
+  """Every finished step of `directory` and what is wrong with it (or None).
+
+  Args:
+    directory: a checkpoint directory.
+
+  Returns:
+    `{step: None if intact, else a description}`, by increasing step.
+  """
+  steps = _step_dirs(directory)
+  problems = {s: _manifest_problem(d) for s, d in sorted(steps.items())}
+  if not any(os.path.exists(os.path.join(d, MANIFEST))
+             for d in steps.values()):
+    # Written before checksums existed: nothing to check them against.
+    return dict.fromkeys(problems)
+  return problems
+
+
+def intact_steps(directory: str) -> list[int]:
+  """The steps of `directory` whose files match their checksums, ascending."""
+  return [s for s, p in step_problems(directory).items() if p is None]
+
+
+def latest_step(directory: str) -> int | None:
+  """The latest intact checkpoint step in `directory`, or None if none."""
+  steps = intact_steps(directory)
+  return steps[-1] if steps else None
+
+
+def fingerprint(directory: str) -> dict[str, Any] | None:
+  """What identifies the latest intact checkpoint: its step and digest.
+
+  Stages record it as an input, so that a consumer reruns when the
+  checkpoint it read is replaced, even at the same step.
+
+  Args:
+    directory: a checkpoint directory.
+
+  Returns:
+    `{'step': int, 'sha256': the digest of its values (`content_digest`;
+    of its files for a step without a manifest)}`, or None without a
+    checkpoint.
+  """
+  step = latest_step(directory)
+  if step is None:
+    return None
+  step_dir = os.path.join(directory, str(step))
+  manifest = os.path.join(step_dir, MANIFEST)
+  digest = (fileio.read_json(manifest).get('content_sha256')
+            if os.path.exists(manifest) else None)
+  if digest is None:
+    digest = hashlib.sha256(json.dumps(fileio.sha256_tree(step_dir)).encode()
+                            ).hexdigest()
+  return {'step': step, 'sha256': digest}
+
+
+def set_aside(directory: str, step: int, reason: str) -> str:
+  """Moves step folder `step` to `<directory>/<reason>/<step>[-n]`.
+
+  Args:
+    directory: a checkpoint directory.
+    step: the step to move.
+    reason: the sub-folder, e.g. 'damaged' or 'superseded'.
+
+  Returns:
+    The new path (nothing is deleted).
+  """
+  target_dir = os.path.join(directory, reason)
+  os.makedirs(target_dir, exist_ok=True)
+  target, n = os.path.join(target_dir, str(step)), 1
+  while os.path.lexists(target):
+    n += 1
+    target = os.path.join(target_dir, f'{step}-{n}')
+  os.replace(os.path.join(directory, str(step)), target)
+  return target
+
+
 def make_manager(directory: str, *, keep: int = 3) -> ocp.CheckpointManager:
-  """Opens (or creates) a checkpoint directory.
+  """Opens (or creates) a checkpoint directory for writing.
+
+  Damaged steps are moved to `<directory>/damaged/` first, with a warning;
+  orbax's unfinished temporary folders (a save that was killed) are removed.
 
   Args:
     directory: where the numbered step folders live.
@@ -35,94 +162,163 @@ def make_manager(directory: str, *, keep: int = 3) -> ocp.CheckpointManager:
   if keep < 1:
     raise ValueError(
         f'checkpointing.make_manager: keep must be >= 1, got {keep}')
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-  return ocp.CheckpointManager(
-      os.path.abspath(directory), options=options, item_names=('state', 'meta')
-  )
+  for step, problem in step_problems(directory).items():
+    if problem is not None:
+      moved = set_aside(directory, step, 'damaged')
+      logging.warning('checkpoint %s/%d %s; moved it to %s and using the'
+                      ' previous intact step', directory, step, problem, moved)
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
-         meta: dict[str, Any], *, wait: bool = True) -> None:
-  """Saves `state` and `meta` at `step` (replacing nothing already there).
+         meta: dict[str, Any], *,
+         extras: dict[str, Any] | None = None) -> None:
+  """Saves `state`, `meta` (and `extras`) at `step`, then their checksums.
+
+  A step folder already at `step` (left by an interrupted earlier attempt,
+  e.g. a teacher that saved before the others of its group) is moved to
+  `<directory>/superseded/` with a warning first, so a rerun never fails
+  on it.
 
   Args:
     manager: from `make_manager`.
     step: the step number of the checkpoint.
     state: a pytree of arrays (typed PRNG keys are supported).
     meta: JSON-serializable metadata saved beside it.
-    wait: block until the (asynchronous) write has finished.
+    extras: more pytrees of arrays saved in the same step, by item name.
   """
-  manager.save(
-      int(step),
-      args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          meta=ocp.args.JsonSave(_jsonable(meta)),
-      ),
-      force=True,
-  )
-  if wait:
-    manager.wait_until_finished()
+  step = int(step)
+  directory = str(manager.directory)
+  if step in _step_dirs(directory):
+    moved = set_aside(directory, step, 'superseded')
+    logging.warning('checkpoint %s/%d existed already (an interrupted earlier'
+                    ' run); moved it to %s', directory, step, moved)
+    manager.reload()
+  items = {'state': ocp.args.StandardSave(state),
+           'meta': ocp.args.JsonSave(_jsonable(meta))}
+  for name, tree in (extras or {}).items():
+    items[name] = ocp.args.StandardSave(tree)
+  manager.save(step, args=ocp.args.Composite(**items), force=True)
+  manager.wait_until_finished()
+  step_dir = os.path.join(directory, str(step))
+  fileio.write_json(os.path.join(step_dir, MANIFEST), {
+      'step': step,
+      'content_sha256': content_digest({'state': state, 'meta': meta,
+                                        **(extras or {})}),
+      'files': fileio.sha256_tree(step_dir, exclude=(MANIFEST,))})
 
 
-def latest_step(directory: str) -> int | None:
-  """The latest checkpoint step in `directory`, or None if it has none."""
-  if not os.path.isdir(directory):
-    return None
-  manager = make_manager(directory)
-  step = manager.latest_step()
-  manager.close()
-  return step
+def content_digest(tree: Any) -> str:
+  """SHA-256 of a pytree's values (arrays' dtypes, shapes and bytes).
+
+  Unlike the files' digests it does not change when the same values are
+  saved again (orbax's files hold timestamps and random names), so a step
+  computed again identically keeps its fingerprint.
+
+  Args:
+    tree: a pytree of arrays, typed PRNG keys and JSON-like values.
+
+  Returns:
+    The hex digest.
+  """
+  h = hashlib.sha256()
+  leaves, treedef = jax.tree.flatten(jax.device_get(tree))
+  h.update(str(treedef).encode())
+  for x in leaves:
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+        x.dtype, jax.dtypes.prng_key):
+      x = jax.random.key_data(x)
+    if isinstance(x, (np.ndarray, np.generic, jax.Array)):
+      x = np.ascontiguousarray(x)
+      h.update(f'{x.dtype.str}{x.shape}'.encode())
+      h.update(x.tobytes())
+    else:
+      h.update(json.dumps(x, sort_keys=True, default=str).encode())
+  return h.hexdigest()
+
+
+def _candidates(directory: str, step: int | None) -> list[int]:
+  """Intact steps to try, newest first, warning about newer damaged ones."""
+  problems = step_problems(directory)
+  if step is not None:
+    if step not in problems:
+      raise FileNotFoundError(f'checkpointing: no step {step} in {directory}'
+                              f' (has {sorted(problems)})')
+    if problems[step] is not None:
+      raise fileio.DamagedFileError(
+          f'checkpoint {directory}/{step} {problems[step]}')
+    return [step]
+  good = [s for s, p in problems.items() if p is None]
+  for s, p in problems.items():
+    if p is not None and (not good or s > good[-1]):
+      logging.warning('checkpoint %s/%d %s; using step %s instead', directory,
+                      s, p, good[-1] if good else None)
+  if not good:
+    raise FileNotFoundError(
+        f'checkpointing: no intact checkpoint in {directory}'
+        + (f' (damaged: {sorted(problems)})' if problems else ''))
+  return good[::-1]
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state: Any, *,
-            step: int | None = None) -> tuple[Any, dict[str, Any]]:
+            step: int | None = None,
+            extras: dict[str, Any] | None = None
+            ) -> tuple[Any, dict[str, Any]]:
   """Restores a state into the structure of `abstract_state`.
 
   Args:
     manager: from `make_manager`.
     abstract_state: e.g. `jax.eval_shape(init_fn)`; gives structure, shapes,
       dtypes (and the NamedTuple types) of the result.
-    step: which checkpoint; default the latest.
+    step: which checkpoint; default the latest intact one.
+    extras: item names of `save`'s extras to restore too, each with its
+      abstract tree (or None for the stored structure); they are returned in
+      meta under `'extras'`.
 
   Returns:
     (state, meta).
 
   Raises:
-    FileNotFoundError: the directory has no checkpoint.
+    FileNotFoundError: the directory has no intact checkpoint.
+    DamagedFileError: the requested `step` does not match its checksums.
   """
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(
-        f'checkpointing.restore: no checkpoint in {manager.directory}'
-    )
-  restored = manager.restore(
-      step,
-      args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state),
-          meta=ocp.args.JsonRestore(),
-      ),
-  )
-  return restored['state'], dict(restored['meta'])
+  directory = str(manager.directory)
+  step = _candidates(directory, step)[0]
+  items = {'state': ocp.args.StandardRestore(abstract_state),
+           'meta': ocp.args.JsonRestore()}
+  for name, abstract in (extras or {}).items():
+    items[name] = ocp.args.StandardRestore(abstract)
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  meta = dict(restored['meta'])
+  if extras:
+    meta['extras'] = {name: restored[name] for name in extras}
+  return restored['state'], meta
 
 
 def restore_raw(directory: str, *, step: int | None = None
                 ) -> tuple[dict[str, Any], dict[str, Any], int]:
-  """Restores a checkpoint without knowing its structure.
+  """Restores a checkpoint without knowing its structure (read-only).
 
   Args:
     directory: a checkpoint directory.
-    step: which checkpoint; default the latest.
+    step: which checkpoint; default the latest intact one (a newer damaged
+      one is skipped with a warning).
 
   Returns:
     (state as nested dicts of arrays, meta, step).
+
+  Raises:
+    FileNotFoundError: no directory, or no intact checkpoint in it.
+    DamagedFileError: the requested `step` does not match its checksums.
   """
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'checkpointing: no directory {directory}')
-  manager = make_manager(directory)
+  step = _candidates(directory, step)[0]
+  options = ocp.CheckpointManagerOptions(create=False)
+  manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
   try:
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'checkpointing: no checkpoint in {directory}')
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
@@ -175,13 +371,13 @@ def load_policy(directory: str, *, step: int | None = None):
   Args:
     directory: a directory written with `save`, whose state has a 'params'
       field and whose meta has a 'model' entry (`policy_meta`).
-    step: which checkpoint; default the latest.
+    step: which checkpoint; default the latest intact one.
 
   Returns:
     (model, params, meta); meta also holds 'step'.
 
   Raises:
-    FileNotFoundError: no checkpoint there.
+    FileNotFoundError: no intact checkpoint there.
     KeyError: the checkpoint lacks 'params' or meta lacks 'model'.
   """
   state, meta, step = restore_raw(directory, step=step)

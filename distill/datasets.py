@@ -10,8 +10,12 @@ policies, so this dispatch lives here, above both `distill.data` and
 `distill.envs`; the data package never imports the environments.
 """
 
+import hashlib
+import json
+import os
 from typing import Any
 
+from distill import fileio
 from distill.data import sources
 from distill.envs import suite
 
@@ -38,3 +42,37 @@ def load_dataset(spec: str, *, clip_actions: bool = False,
     return suite.load_spec(spec, clip_actions=clip_actions,
                            num_transitions=suite_transitions)
   return sources.load_dataset(spec, clip_actions=clip_actions)
+
+
+def fingerprint(spec: str, *, suite_transitions: int | None = None
+                ) -> dict[str, Any]:
+  """What identifies the contents of the dataset `spec` names, cheaply.
+
+  Stages record it, so that teachers and students are trained again when a
+  dataset changes under an unchanged spec.
+
+  Args:
+    spec: see the module docstring.
+    suite_transitions: as for `load_dataset`.
+
+  Returns:
+    For a 'suite:' spec, the cache file's name (it holds the size, seed and
+    a hash of the behavior snapshots and the generator version, which fix
+    the contents); for a file, its SHA-256; for a Minari dataset, the
+    SHA-256 of its files; for 'd4rl:', the spec (the package owns the file).
+  """
+  if spec.startswith(suite.PREFIX):
+    task, _, quality = spec.removeprefix(suite.PREFIX).rpartition('-')
+    n = suite_transitions or suite.DEFAULTS['num_transitions']
+    path = suite.dataset_path(task, quality, num_transitions=n,
+                              seed=suite.DEFAULTS['seed'],
+                              num_envs=suite.DEFAULTS['num_envs'])
+    return {'spec': spec, 'suite_file': os.path.basename(path)}
+  if spec.startswith('d4rl:'):
+    return {'spec': spec}
+  if spec.startswith('minari:'):
+    directory = os.path.join(sources.minari_root(), spec[len('minari:'):])
+    return {'spec': spec, 'sha256': hashlib.sha256(json.dumps(
+        fileio.sha256_tree(directory)).encode()).hexdigest()}
+  return {'spec': spec,
+          'sha256': fileio.sha256_file(os.path.expanduser(spec))}

@@ -308,6 +308,8 @@ def write_report(workdir: str, results: Mapping[str, Any], *,
     kl_NxT: per-teacher KL on probe batches.
     choice_N: the teacher chosen at each step (-1 for a mixture).
   """
+  # A NaN score is never written as if it were a result (refused first).
+  write_json(os.path.join(workdir, "results.json"), results, allow_nan=False)
   tasks = list(results["tasks"])
   plot_divergences(os.path.join(workdir, "kl.png"), steps_N, kl_NxT, tasks)
   plot_curriculum(os.path.join(workdir, "curriculum.png"), steps_N, choice_N,
@@ -317,5 +319,4 @@ def write_report(workdir: str, results: Mapping[str, Any], *,
       "teacher": [results["tasks"][t].get("teacher_score") for t in tasks],
       "student": [results["tasks"][t].get("student_score") for t in tasks],
   })
-  write_json(os.path.join(workdir, "results.json"), results)
   write_atomic(os.path.join(workdir, "report.md"), render_markdown(results))

@@ -32,14 +32,19 @@ import ml_collections
 import numpy as np
 
 from distill import checkpointing
+from distill import datasets as datasets_lib
 from distill import evaluation
 from distill import fileio
 from distill import pipeline
+from distill import preflight
 from distill import report
+from distill.data import scores
 from distill.data import segments
 from distill.data import summary as summary_lib
+from distill.envs import tasks as tasks_lib
 from distill.models import model as model_lib
 from distill.train import distill_loop
+from distill.train import guards
 from distill.train import logs
 from distill.train import student as student_lib
 from distill.train import teacher as teacher_lib
@@ -54,7 +59,14 @@ class Context:
     self.config = config
     self.workdir = workdir
     self.teacher_workdir = config.get('teacher_workdir') or workdir
-    self.writer = logs.MetricWriter(workdir)
+
+  @functools.cached_property
+  def writer(self) -> logs.MetricWriter:
+    return logs.MetricWriter(self.workdir)
+
+  def path(self, rel: str, teacher_side: bool = False) -> str:
+    return os.path.join(self.teacher_workdir if teacher_side else
+                        self.workdir, rel)
 
   def teacher_dir(self, task: str) -> str:
     return os.path.join(self.teacher_workdir, 'teachers', task)
@@ -70,6 +82,27 @@ class Context:
   def student_step(self) -> int | None:
     return checkpointing.latest_step(os.path.join(self.student_dir, 'last'))
 
+  # What a stage consumed, recorded in its stamp (see `Stage.inputs`).
+
+  def teacher_checkpoints(self) -> dict[str, Any]:
+    return {t: checkpointing.fingerprint(self.teacher_dir(t))
+            for t in self.config.tasks}
+
+  def student_checkpoints(self) -> dict[str, Any]:
+    return {label: checkpointing.fingerprint(
+        os.path.join(self.student_dir, label)) for label in ('last', 'best')}
+
+  @functools.cached_property
+  def dataset_fingerprints(self) -> dict[str, Any]:
+    return {t: datasets_lib.fingerprint(
+        pipeline.dataset_spec(self.config, t),
+        suite_transitions=self.config.data.get('suite_transitions'))
+            for t in self.config.tasks}
+
+  def file_digest(self, rel: str, teacher_side: bool = False) -> str | None:
+    path = self.path(rel, teacher_side)
+    return fileio.sha256_file(path) if os.path.isfile(path) else None
+
   @functools.cached_property
   def datasets(self) -> list[dict[str, Any]]:
     return pipeline.load_datasets(self.config)
@@ -83,9 +116,7 @@ class Context:
     return pipeline.make_source(self.config.data, self.datasets, self.stats)
 
 
-def _read_json(path: str) -> Any:
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+_read_json = fileio.read_json
 
 
 def _datasets(ctx: Context) -> None:
@@ -93,6 +124,12 @@ def _datasets(ctx: Context) -> None:
   for task, data in zip(ctx.config.tasks, ctx.datasets):
     spec = pipeline.dataset_spec(ctx.config, task)
     out[task] = summary_lib.summarize(data, spec)
+    if 'normalized_return_mean' not in out[task]:
+      # The spec's name does not say the task (e.g. a renamed D4RL file):
+      # normalize with the task's own references (the score is linear).
+      t = tasks_lib.get_task(task)
+      out[task]['normalized_return_mean'] = float(scores.normalized_score(
+          out[task]['return_mean'], (t.ref_min, t.ref_max)))
     logging.info('dataset %s: %s', spec, out[task])
   fileio.write_json(os.path.join(ctx.workdir, 'datasets.json'), out)
 
@@ -118,6 +155,13 @@ def _evaluate(ctx: Context, directory: str, task: str, who: str
                                               'eval.target_return')),
       max_episode_steps=ec.max_episode_steps)
   r['seconds'] = time.time() - start
+  bad = [k for k in ('normalized_mean', 'normalized_std', 'return_mean')
+         if not np.isfinite(r[k])]
+  if bad:
+    raise FloatingPointError(
+        f'{who} {task}: evaluating {directory} (step {r["step"]}) gave a'
+        f' non-finite {bad[0]} ({r[bad[0]]}); the policy produced non-finite'
+        ' actions. Nothing was written; the run stops here.')
   logging.info('%s (step %d) %s: normalized %.1f +- %.1f, return %.1f,'
                ' %.1f s', who, r['step'], task, r['normalized_mean'],
                r['normalized_std'], r['return_mean'], r['seconds'])
@@ -194,12 +238,16 @@ class Stage(NamedTuple):
   Attributes:
     run: does the work, writing the outputs.
     keys: config fields its outputs depend on (hashed into the stamp).
-    outputs: paths its outputs live at, relative to its directory.
-    inputs: what else it consumed (e.g. upstream checkpoint steps); a change
+    outputs: paths its outputs live at, relative to its directory; moved
+      aside when the config or inputs change.
+    inputs: what else it consumed (dataset fingerprints, the upstream
+      checkpoints' steps and digests, upstream files' digests); a change
       reruns the stage like a config change.
     complete: whether the outputs on disk are complete (a stamp marked done
       is also required).
     teacher_side: lives in `config.teacher_workdir` when that is set.
+    files: files whose SHA-256 the stamp records when the stage is done; a
+      file that no longer matches is moved aside and the stage reruns.
   """
 
   run: Callable[[Context], None]
@@ -208,6 +256,7 @@ class Stage(NamedTuple):
   inputs: Callable[[Context], Any] = lambda ctx: None
   complete: Callable[[Context], bool] = lambda ctx: True
   teacher_side: bool = False
+  files: tuple[str, ...] = ()
 
 
 _TEACHER = ('seed', 'tasks', 'data', 'teacher')
@@ -216,31 +265,38 @@ _STUDENT = _TEACHER + ('student', 'curriculum', 'surgery')
 STAGES: dict[str, Stage] = {
     'datasets': Stage(
         _datasets, ('tasks', 'data'), ('datasets.json',),
-        complete=lambda ctx: os.path.exists(
-            os.path.join(ctx.workdir, 'datasets.json'))),
+        inputs=lambda ctx: ctx.dataset_fingerprints,
+        files=('datasets.json',)),
     'teachers': Stage(
         _teachers, _TEACHER, ('teachers',), teacher_side=True,
+        inputs=lambda ctx: ctx.dataset_fingerprints,
         complete=lambda ctx: all(s == ctx.config.teacher.steps
                                  for s in ctx.teacher_steps().values())),
     'teacher_eval': Stage(
         _teacher_eval, _TEACHER + ('eval',), ('teachers/eval.json',),
-        inputs=lambda ctx: ctx.teacher_steps(), teacher_side=True,
-        complete=lambda ctx: os.path.exists(os.path.join(
-            ctx.teacher_workdir, 'teachers', 'eval.json'))),
+        inputs=lambda ctx: ctx.teacher_checkpoints(), teacher_side=True,
+        files=('teachers/eval.json',)),
     'distill': Stage(
         _distill, _STUDENT, ('student',),
-        inputs=lambda ctx: ctx.teacher_steps(),
-        complete=lambda ctx: ctx.student_step() == ctx.config.student.steps),
+        inputs=lambda ctx: {'teachers': ctx.teacher_checkpoints(),
+                            'datasets': ctx.dataset_fingerprints},
+        complete=lambda ctx: ctx.student_step() == ctx.config.student.steps,
+        files=('student/history.npz',)),
     'student_eval': Stage(
         _student_eval, _STUDENT + ('eval',), ('student/eval.json',),
-        inputs=lambda ctx: ctx.student_step(),
-        complete=lambda ctx: os.path.exists(
-            os.path.join(ctx.student_dir, 'eval.json'))),
+        inputs=lambda ctx: ctx.student_checkpoints(),
+        files=('student/eval.json',)),
     'report': Stage(
         _report, _STUDENT + ('eval', 'report'),
         ('results.json', 'report.md', 'kl.png', 'curriculum.png',
          'scores.png'),
-        inputs=lambda ctx: (ctx.teacher_steps(), ctx.student_step()),
+        inputs=lambda ctx: {
+            'teachers': ctx.teacher_checkpoints(),
+            'student': ctx.student_checkpoints(),
+            'files': {rel: ctx.file_digest(rel, side) for rel, side in (
+                ('datasets.json', False), ('teachers/eval.json', True),
+                ('student/eval.json', False),
+                ('student/history.npz', False))}},
         complete=lambda ctx: False),  # Cheap; always rewritten.
 }
 
@@ -255,8 +311,14 @@ RESUMABLE = ('teacher.steps', 'teacher.log_every', 'teacher.ckpt_every',
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Refuses a config that cannot run, before any work.
 
+  Checks the stage names, then every field's type and range, the tasks and
+  their datasets (`distill.preflight.check_config`), then the curriculum,
+  surgery and loss combination.
+
   Raises:
-    ValueError: naming the field and what is wrong.
+    ValueError: naming the field and what is wrong (`DatasetError`, a
+      `ValueError`, for a dataset, naming the file); KeyError for a missing
+      per-task entry.
   """
   unknown = [s for s in config.stages if s not in STAGES]
   if unknown:
@@ -264,11 +326,37 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                      f' {list(STAGES)}')
   if not config.tasks:
     raise ValueError('config.tasks: needs at least one task')
-  for task in config.tasks:
-    pipeline.task_value(config.eval.target_return, task,
-                        'eval.target_return')
+  preflight.check_config(config)
   if 'student' in config:
     student_lib.check_config(config)
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses a workdir the run cannot use, before any work.
+
+  Checks that the directories can be written and have room
+  (`distill.preflight.check_workdir`), and that no teacher or student
+  checkpoint that the run would continue is already past the configured
+  steps (lowering `teacher.steps` cannot un-train a teacher).
+
+  Raises:
+    ValueError: naming the directory or the flag and what is wrong.
+  """
+  preflight.check_workdir(config, workdir)
+  ctx = Context(config, workdir)
+  for name, flag, steps in (
+      ('teachers', 'teacher.steps', ctx.teacher_steps),
+      ('distill', 'student.steps', lambda: {'student': ctx.student_step()})):
+    if name not in config.stages or _stamp_hash(ctx, name) != stage_hash(
+        config, name, None, with_inputs=False):
+      continue
+    limit = config[flag.split('.')[0]].steps
+    ahead = {k: v for k, v in steps().items() if v is not None and v > limit}
+    if ahead:
+      raise ValueError(
+          f'--config.{flag}={limit}: the checkpoints in {workdir} are already'
+          f' at steps {ahead}; raise it to at least that, or use another'
+          ' --workdir')
 
 
 def stage_config(config: ml_collections.ConfigDict, stage: str
@@ -290,20 +378,50 @@ def _stamp_path(directory: str, stage: str) -> str:
 
 
 def stage_hash(config: ml_collections.ConfigDict, stage: str,
-               inputs: Any = None) -> str:
-  """Hash of a stage's config fields and inputs."""
-  blob = json.dumps([stage_config(config, stage), inputs], sort_keys=True)
+               inputs: Any = None, *, with_inputs: bool = True) -> str:
+  """Hash of a stage's config fields (and inputs)."""
+  blob = json.dumps([stage_config(config, stage)]
+                    + ([inputs] if with_inputs else []), sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _move_aside(path: str, tag: str) -> str:
-  """Renames `path` to a free `<path>.stale-<tag>[-n]`; never deletes."""
-  stale, n = f'{path}.stale-{tag}', 1
-  while os.path.exists(stale):
-    n += 1
-    stale = f'{path}.stale-{tag}-{n}'
-  os.replace(path, stale)
-  return stale
+def _stamp_hash(ctx: Context, name: str) -> str | None:
+  """The config-only hash in a stage's stamp (None: none or unreadable)."""
+  path = _stamp_path(ctx.path('', STAGES[name].teacher_side), name)
+  try:
+    return fileio.read_json(path).get('config_hash')
+  except (OSError, fileio.DamagedFileError, AttributeError):
+    return None
+
+
+_move_aside = fileio.move_aside
+
+
+def _read_stamp(path: str, name: str) -> dict[str, Any] | None:
+  """The stamp at `path`, or None; a damaged one is moved aside (warned)."""
+  if not os.path.exists(path):
+    return None
+  try:
+    stamp = fileio.read_json(path)
+    if isinstance(stamp, dict) and {'hash', 'done'} <= set(stamp):
+      return stamp
+    problem = f'lacks its fields (has {sorted(stamp)[:5]})'
+  except fileio.DamagedFileError as e:
+    problem = str(e)
+  moved = _move_aside(path, 'damaged')
+  logging.warning('stage %s: its stamp %s %s; moved it to %s', name, path,
+                  problem, moved)
+  return {'hash': 'unknown', 'done': False}
+
+
+def _outputs_problem(directory: str, stamp: dict[str, Any]) -> str | None:
+  for rel, digest in stamp.get('files', {}).items():
+    path = os.path.join(directory, rel)
+    if not os.path.isfile(path):
+      return f'{path} is missing'
+    if fileio.sha256_file(path) != digest:
+      return f'{path} is damaged (its SHA-256 differs from the stamp)'
+  return None
 
 
 def run_stage(ctx: Context, name: str) -> bool:
@@ -315,52 +433,101 @@ def run_stage(ctx: Context, name: str) -> bool:
   stage, config = STAGES[name], ctx.config
   directory = ctx.teacher_workdir if stage.teacher_side else ctx.workdir
   path = _stamp_path(directory, name)
-  stamp = _read_json(path) if os.path.exists(path) else None
+  stamp = _read_stamp(path, name)
   inputs = stage.inputs(ctx)
   current = stage_hash(config, name, inputs)
-  if stamp is not None and stamp['hash'] != current:
+  existing = [rel for rel in stage.outputs
+              if os.path.lexists(os.path.join(directory, rel))]
+  if (stamp is None and existing) or (stamp is not None
+                                      and stamp['hash'] != current):
+    old = stamp['hash'] if stamp else 'unknown'
     logging.warning('stage %s: config or inputs changed since the last run'
                     ' (hash %s -> %s); moving its outputs aside and'
-                    ' rerunning', name, stamp['hash'], current)
-    for rel in stage.outputs:
-      if os.path.exists(os.path.join(directory, rel)):
-        stale = _move_aside(os.path.join(directory, rel), stamp['hash'][:8])
-        logging.warning('stage %s: moved %s/%s to %s', name, directory, rel,
-                        stale)
-    os.remove(path)
+                    ' rerunning', name, old, current)
+    for rel in existing:
+      stale = _move_aside(os.path.join(directory, rel), f'stale-{old[:8]}')
+      logging.warning('stage %s: moved %s/%s to %s', name, directory, rel,
+                      stale)
+    if os.path.exists(path):
+      _move_aside(path, f'stale-{old[:8]}')
     stamp = None
-  if stamp is not None and stamp['done'] and stage.complete(ctx):
-    logging.info('stage %s: up to date, skipped', name)
-    return False
+  if stamp is not None and stamp['done']:
+    problem = _outputs_problem(directory, stamp)
+    if problem is None and stage.complete(ctx):
+      logging.info('stage %s: up to date, skipped', name)
+      return False
+    if problem is not None:
+      for rel in stamp.get('files', {}):
+        if os.path.exists(os.path.join(directory, rel)):
+          _move_aside(os.path.join(directory, rel), 'damaged')
+      logging.warning('stage %s: %s; moved aside, rerunning the stage', name,
+                      problem)
   record = {'stage': name, 'hash': current,
+            'config_hash': stage_hash(config, name, with_inputs=False),
             'config': stage_config(config, name), 'inputs': inputs}
   fileio.write_json(path, {**record, 'done': False, 'time': time.time()})
+  guards.fault(f'stage/{name}/start')
   stage.run(ctx)
-  fileio.write_json(path, {**record, 'done': True, 'time': time.time()})
+  guards.fault(f'stage/{name}/end')
+  files = {rel: fileio.sha256_file(os.path.join(directory, rel))
+           for rel in stage.files
+           if os.path.isfile(os.path.join(directory, rel))}
+  fileio.write_json(path, {**record, 'done': True, 'time': time.time(),
+                           'files': files})
   return True
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Runs `config.stages` in order in `workdir`.
 
+  Everything that can be checked before any work is (`check_config`,
+  `check_workdir`). SIGTERM and SIGINT stop the run cleanly: a training
+  stage saves a checkpoint first (see `distill.train.guards`); the same
+  command continues. `config.debug_nans` turns on `jax_debug_nans` for the
+  run, which stops at the operation that makes a NaN.
+
   Args:
     config: the whole config.
     workdir: output directory (created).
+
+  Raises:
+    guards.Stopped: a stop signal; a `SystemExit` with status 128 + signal.
   """
   check_config(config)
+  check_workdir(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   fileio.write_json(os.path.join(workdir, 'config.json'),
                     json.loads(config.to_json_best_effort()))
   ctx = Context(config, workdir)
+  ctx.writer.start_run({
+      'config_hash': hashlib.sha256(config.to_json_best_effort(
+          sort_keys=True).encode()).hexdigest()[:16],
+      'stages': list(config.stages)})
   wall_path = os.path.join(workdir, 'wall_s.json')
-  wall = _read_json(wall_path) if os.path.exists(wall_path) else {}
   try:
-    for name in config.stages:
-      logging.info('stage %s', name)
-      start = time.time()
-      if run_stage(ctx, name):  # A skipped stage keeps its earlier time.
-        wall[name] = time.time() - start
-        fileio.write_json(wall_path, wall)
-      logging.info('stage %s: %.1f s', name, time.time() - start)
+    wall = _read_json(wall_path) if os.path.exists(wall_path) else {}
+  except fileio.DamagedFileError as e:
+    logging.warning('%s; moved it to %s and starting the wall times afresh',
+                    e, _move_aside(wall_path, 'damaged'))
+    wall = {}
+  debug_nans = jax.config.jax_debug_nans
+  jax.config.update('jax_debug_nans', bool(config.get('debug_nans')))
+  try:
+    with guards.handle_signals():
+      for name in config.stages:
+        logging.info('stage %s', name)
+        start = time.time()
+        try:
+          ran = run_stage(ctx, name)
+        except guards.Stopped as e:
+          if e.where == 'the run':
+            e.where = f'stage {name}'
+          logging.warning('%s', e)
+          raise
+        if ran:  # A skipped stage keeps its earlier time.
+          wall[name] = time.time() - start
+          fileio.write_json(wall_path, wall)
+        logging.info('stage %s: %.1f s', name, time.time() - start)
   finally:
+    jax.config.update('jax_debug_nans', debug_nans)
     ctx.writer.close()

@@ -5,8 +5,10 @@ import os
 import chex
 import jax
 import numpy as np
+import pytest
 
 from distill import checkpointing
+from distill import fileio
 from distill.models import model as model_lib
 from distill.train import teacher
 import teacher_test  # tests/ is on sys.path under pytest
@@ -75,3 +77,82 @@ def test_teacher_resume_equals_straight_run(tmp_path):
   assert meta['act_dims'] == [2] and model.obs_dims == (5,)
   assert len(meta['state_mean'][0]) == 4 and meta['context_len'] == 4
   chex.assert_trees_all_close(params, resumed['b'].params)
+
+
+def _tiny_manager(directory, steps=(1, 2), keep=3):
+  manager = checkpointing.make_manager(str(directory), keep=keep)
+  for step in steps:
+    state = {'w': np.full(64, float(step), np.float32),
+             'rng': jax.random.key(step)}
+    checkpointing.save(manager, step, state, {'step': step})
+  return manager
+
+
+def _abstract():
+  return jax.eval_shape(lambda: {'w': np.zeros(64, np.float32),
+                                 'rng': jax.random.key(0)})
+
+
+def _damage_largest(step_dir):
+  files = [os.path.join(r, f) for r, _, fs in os.walk(step_dir) for f in fs
+           if f != checkpointing.MANIFEST]
+  path = max(files, key=os.path.getsize)
+  with open(path, 'r+b') as f:
+    f.seek(os.path.getsize(path) // 2)
+    f.write(np.random.default_rng(0).bytes(16))
+
+
+def test_damaged_latest_step_is_skipped_then_set_aside(tmp_path, caplog):
+  _tiny_manager(tmp_path / 'c').close()
+  _damage_largest(tmp_path / 'c' / '2')
+  assert checkpointing.step_problems(str(tmp_path / 'c'))[2].startswith(
+      'is damaged')
+  assert checkpointing.latest_step(str(tmp_path / 'c')) == 1
+  # A reader uses the previous step and says so; it moves nothing.
+  state, meta, step = checkpointing.restore_raw(str(tmp_path / 'c'))
+  assert step == 1 and meta['step'] == 1 and (state['w'] == 1).all()
+  assert 'checkpoint' in caplog.text and '/c/2 is damaged' in caplog.text
+  with pytest.raises(fileio.DamagedFileError, match='c/2 is damaged'):
+    checkpointing.restore_raw(str(tmp_path / 'c'), step=2)
+  # A writer moves it aside (never deletes it) and saves step 2 again.
+  manager = checkpointing.make_manager(str(tmp_path / 'c'), keep=3)
+  assert manager.all_steps() == [1]
+  assert os.listdir(tmp_path / 'c' / 'damaged') == ['2']
+  checkpointing.save(manager, 2, {'w': np.full(64, 2.0, np.float32),
+                                  'rng': jax.random.key(2)}, {'step': 2})
+  restored, _ = checkpointing.restore(manager, _abstract())
+  assert (np.asarray(restored['w']) == 2).all()
+  manager.close()
+
+
+def test_a_step_that_exists_is_set_aside_not_an_error(tmp_path):
+  # What blocked a rerun (orbax's StepAlreadyExistsError, defect 1).
+  manager = _tiny_manager(tmp_path / 'c', steps=(1,))
+  checkpointing.save(manager, 1, {'w': np.zeros(64, np.float32),
+                                  'rng': jax.random.key(9)}, {'step': 1})
+  assert os.listdir(tmp_path / 'c' / 'superseded') == ['1']
+  restored, _ = checkpointing.restore(manager, _abstract())
+  assert (np.asarray(restored['w']) == 0).all()
+  manager.close()
+
+
+def test_step_without_manifest_counts_only_where_none_has_one(tmp_path):
+  _tiny_manager(tmp_path / 'c').close()
+  os.remove(tmp_path / 'c' / '2' / checkpointing.MANIFEST)  # Killed before.
+  assert checkpointing.latest_step(str(tmp_path / 'c')) == 1
+  os.remove(tmp_path / 'c' / '1' / checkpointing.MANIFEST)  # Older format.
+  assert checkpointing.latest_step(str(tmp_path / 'c')) == 2
+
+
+def test_fingerprint_follows_values_not_files(tmp_path):
+  _tiny_manager(tmp_path / 'a').close()
+  _tiny_manager(tmp_path / 'b').close()  # Same values, other files.
+  assert fileio.sha256_file(tmp_path / 'a' / '2' / '_CHECKPOINT_METADATA') \
+      != fileio.sha256_file(tmp_path / 'b' / '2' / '_CHECKPOINT_METADATA')
+  fa = checkpointing.fingerprint(str(tmp_path / 'a'))
+  assert fa == checkpointing.fingerprint(str(tmp_path / 'b'))
+  assert fa['step'] == 2
+  _tiny_manager(tmp_path / 'c', steps=(1, 3)).close()
+  assert checkpointing.fingerprint(str(tmp_path / 'c'))['sha256'] != fa[
+      'sha256']
+  assert checkpointing.fingerprint(str(tmp_path / 'none')) is None

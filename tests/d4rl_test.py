@@ -221,3 +221,44 @@ def test_write_hdf5_is_atomic(tmp_path):
   np.testing.assert_allclose(
       d4rl.load_hdf5(path)['observations'],
       make_arrays(seed=1)['observations'], rtol=1e-6)
+
+
+def test_damaged_bytes_in_a_written_file_are_refused_not_read(tmp_path):
+  # write_hdf5 stores Fletcher-32 checksums: random bytes inside an array
+  # fail to read instead of reading as other numbers.
+  path = tmp_path / 'data.hdf5'
+  arrays = make_arrays(n=4000, obs_dim=8)
+  d4rl.write_hdf5(path, arrays)
+  with h5py.File(path, 'r') as f:
+    offset = f['observations'].id.get_offset() or f[
+        'observations'].id.get_chunk_info(0).byte_offset
+  with open(path, 'r+b') as f:
+    f.seek(offset + 1000)
+    f.write(b'\0' * 256)  # A zeroed block.
+  with pytest.raises(d4rl.DatasetError, match='data.hdf5: cannot be read'):
+    d4rl.load_hdf5(path)
+
+
+def test_hdf5_shapes_reads_no_data_and_names_the_problem(tmp_path):
+  path = write_raw(tmp_path / 'd.hdf5', make_arrays(n=30, obs_dim=4))
+  assert d4rl.hdf5_shapes(path) == {
+      'observations': (30, 4), 'actions': (30, 2), 'rewards': (30, 1),
+      'terminals': (30,), 'timeouts': (30,)}
+  arrays = make_arrays()
+  del arrays['rewards']
+  with pytest.raises(d4rl.DatasetError, match="key 'rewards': missing"):
+    d4rl.hdf5_shapes(write_raw(tmp_path / 'e.hdf5', arrays, infos=False))
+  (tmp_path / 'f.hdf5').write_bytes(b'\0' * 100)
+  with pytest.raises(d4rl.DatasetError, match='f.hdf5: cannot be read'):
+    d4rl.hdf5_shapes(tmp_path / 'f.hdf5')
+
+
+def test_data_sha256_depends_on_values_not_on_the_file(tmp_path):
+  arrays = make_arrays()
+  d4rl.write_hdf5(tmp_path / 'a.hdf5', arrays)
+  write_raw(tmp_path / 'b.hdf5', arrays, infos=False)  # No checksums.
+  assert digest(tmp_path / 'a.hdf5') != digest(tmp_path / 'b.hdf5')
+  a, b = (d4rl.load_hdf5(tmp_path / n) for n in ('a.hdf5', 'b.hdf5'))
+  assert d4rl.data_sha256(a) == d4rl.data_sha256(b)
+  b['rewards'] = b['rewards'] + 1e-3
+  assert d4rl.data_sha256(a) != d4rl.data_sha256(b)

@@ -36,3 +36,45 @@ def test_text_is_utf8(tmp_path):
   path = tmp_path / "r.md"
   fileio.write_atomic(path, "± ok")
   assert path.read_bytes() == "± ok".encode("utf-8")
+
+
+def test_read_json_names_a_damaged_file(tmp_path):
+  path = tmp_path / "state.json"
+  fileio.write_json(path, {"a": 1})
+  assert fileio.read_json(path) == {"a": 1}
+  path.write_bytes(b'{"a": 1')  # Cut by a kill.
+  with pytest.raises(fileio.DamagedFileError, match=f"{path}: damaged"):
+    fileio.read_json(path)
+  path.write_bytes(b"\xff\xfe{}")
+  with pytest.raises(fileio.DamagedFileError, match="state.json"):
+    fileio.read_json(path)
+
+
+def test_write_json_can_refuse_non_finite_values(tmp_path):
+  path = tmp_path / "results.json"
+  with pytest.raises(ValueError, match=r"results.json: .*nan at tasks/h/s"):
+    fileio.write_json(path, {"tasks": {"h": {"s": float("nan")}}},
+                      allow_nan=False)
+  assert not path.exists()
+  fileio.write_json(path, {"x": [1, 2.5, None]}, allow_nan=False)
+  fileio.write_json(path, {"x": float("inf")})  # Allowed by default.
+  assert "Infinity" in path.read_text()
+
+
+def test_move_aside_finds_a_free_name_and_deletes_nothing(tmp_path):
+  for i in range(3):
+    (tmp_path / "out").write_text(str(i))
+    fileio.move_aside(tmp_path / "out", "stale-ab")
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      "out.stale-ab", "out.stale-ab-2", "out.stale-ab-3"]
+  assert (tmp_path / "out.stale-ab-3").read_text() == "2"
+
+
+def test_sha256_tree_covers_every_file(tmp_path):
+  (tmp_path / "a").mkdir()
+  (tmp_path / "a" / "x").write_bytes(b"1")
+  (tmp_path / "y").write_bytes(b"2")
+  tree = fileio.sha256_tree(tmp_path)
+  assert list(tree) == ["a/x", "y"]
+  assert tree["y"] == fileio.sha256_file(tmp_path / "y")
+  assert list(fileio.sha256_tree(tmp_path, exclude=("y",))) == ["a/x"]

@@ -1,6 +1,9 @@
 """Tests of distill/envs/suite.py: generation, determinism, cache, atomicity."""
 
+import hashlib
 import os
+import subprocess
+import sys
 
 import h5py
 import jax
@@ -173,3 +176,100 @@ def test_worker_processes_do_not_change_the_data(snap_dir):
   for k in one:
     np.testing.assert_array_equal(one[k], two[k], err_msg=k)
   assert card_one == card_two
+
+
+# SHA-256 of the data arrays of small datasets from the shipped snapshots
+# (generator version 3). The same on any x86-64 machine with AVX2 and FMA
+# (glibc then runs the same math routines inside MuJoCo) and the same
+# package versions; a change means the generator changed: bump
+# GENERATOR_VERSION and re-measure the README's dataset table.
+PINNED = {
+    ("hopper", "medium"):
+        "5ca16b9d3e12b5e992c534c4be36618abaaa376529f46db6a2ebdb1dc75bba0b",
+    ("halfcheetah-backward", "mixed"):
+        "e2322800972c6c57cee7771cc3da5b2681e86963aff8aa89e7e0d6a32a5de531",
+}
+
+
+@pytest.mark.parametrize("task,quality", sorted(PINNED))
+def test_generated_data_fingerprint_is_pinned(task, quality):
+  data, card = suite.generate(task, quality, num_transitions=600, seed=0,
+                              num_envs=2)
+  assert card["data_sha256"] == d4rl.data_sha256(data)
+  assert card["data_sha256"] == PINNED[task, quality]
+  assert card["generator_version"] == suite.GENERATOR_VERSION == 3
+  # Actions on the 2**-16 grid, within the action space.
+  q = data["actions"] / suite.ACTION_QUANTUM
+  np.testing.assert_array_equal(q, np.round(q))
+  assert np.abs(data["actions"]).max() <= 1.0
+
+
+_ACTIONS_PROBE = """
+import hashlib, numpy as np
+from distill.envs import sac, suite
+params, _ = sac.load_snapshot(suite.snapshot_dir() + '/walker2d-final')
+rng = np.random.default_rng(0)
+obs, eps = rng.normal(size=(5000, 17)) * 3, rng.normal(size=(5000, 6))
+noise = suite._noise(7, 3)
+print(hashlib.sha256(suite.behavior_actions(params, obs, eps).tobytes()
+      + np.stack([noise.standard_normal(6) for _ in range(5000)]).tobytes()
+      ).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_behavior_actions_do_not_depend_on_the_cpu():
+  # Another CPU, emulated: NumPy without its AVX2/AVX-512 kernels, glibc
+  # without its FMA/AVX2 math routines. (XLA's CPU kernels, which made
+  # generator version 2 machine-dependent, are no longer used.)
+  def run(**env):
+    return subprocess.run(
+        [sys.executable, "-c", _ACTIONS_PROBE], capture_output=True,
+        text=True, check=True, env=dict(os.environ, **env)).stdout.strip()
+
+  here = run()
+  assert len(here) == 64
+  assert run(NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR X86_V3",
+             GLIBC_TUNABLES="glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F") == here
+
+
+def test_behavior_actions_match_the_actor(snap_dir):
+  params, info = sac.load_snapshot(os.path.join(snap_dir, "hopper-final"))
+  actor = sac.Actor(act_dim=3, hidden=tuple(info["hidden"]))
+  rng = np.random.default_rng(0)
+  obs, eps = rng.normal(size=(50, 11)), rng.normal(size=(50, 3))
+  mean, log_std = actor.apply({"params": params}, obs.astype(np.float32))
+  want = np.tanh(np.asarray(mean, np.float64)
+                 + np.exp(np.asarray(log_std, np.float64)) * eps)
+  got = suite.behavior_actions(params, obs, eps)
+  np.testing.assert_allclose(got, want, atol=suite.ACTION_QUANTUM)
+
+
+def test_damaged_cache_is_generated_again_with_a_warning(data_dir, snap_dir):
+  kw = dict(num_transitions=300, num_envs=2, snap_dir=snap_dir)
+  first = suite.load("hopper", "medium", **kw)
+  path = next(p for p in (data_dir / "suite").iterdir()
+              if p.suffix == ".hdf5")
+  card = suite.read_card("hopper", "medium", **kw)
+  assert card["file_sha256"] == fileio_sha(path)
+  original = path.read_bytes()
+  with open(path, "r+b") as f:  # A zeroed block inside the data.
+    f.seek(len(original) // 2)
+    f.write(b"\0" * 512)
+  with pytest.warns(UserWarning, match=f"{path} is damaged"):
+    second = suite.load("hopper", "medium", **kw)
+  assert path.read_bytes() == original  # Generated again, identically.
+  np.testing.assert_array_equal(first["observations"],
+                                second["observations"])
+  damaged = [p.name for p in (data_dir / "suite").iterdir()
+             if ".damaged" in p.name]
+  assert len(damaged) == 2  # The file and its card, kept aside.
+  card_path = path.with_suffix(".json")
+  card_path.write_text("{not json")
+  with pytest.warns(UserWarning, match="has a damaged card"):
+    suite.load("hopper", "medium", **kw)
+  assert path.read_bytes() == original
+
+
+def fileio_sha(path):
+  return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -13,6 +13,7 @@ Letters: N transitions, E episodes.
 """
 
 from collections.abc import Mapping
+import hashlib
 import os
 from typing import Any
 import warnings
@@ -185,9 +186,68 @@ def load_hdf5(path: str | os.PathLike, *,
   try:
     with h5py.File(path, 'r') as f:
       _read_group(f, '', data)
-  except (OSError, KeyError) as e:
-    raise _fail(path, None, f'cannot be read as HDF5 ({e})') from e
+  except (OSError, KeyError, ValueError, RuntimeError) as e:
+    raise _fail(path, None, f'cannot be read as HDF5, the file is damaged or'
+                f' not HDF5 ({type(e).__name__}: {e})') from e
   return validate(data, source=path, clip_actions=clip_actions)
+
+
+def data_sha256(data: Mapping[str, Any], keys: tuple[str, ...] = KEYS + (
+    'next_observations',)) -> str:
+  """SHA-256 of a dataset's arrays: their names, dtypes, shapes and bytes.
+
+  Unlike the file's own digest it does not depend on the HDF5 library's
+  layout or on metadata, so two machines that generate the same data get
+  the same digest.
+
+  Args:
+    data: arrays keyed by name (missing keys are skipped).
+    keys: which keys, in this order.
+
+  Returns:
+    The hex digest.
+  """
+  h = hashlib.sha256()
+  for key in keys:
+    if key not in data:
+      continue
+    x = np.ascontiguousarray(data[key])
+    h.update(f'{key}|{x.dtype.str}|{x.shape}|'.encode())
+    h.update(x.tobytes())
+  return h.hexdigest()
+
+
+def hdf5_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+  """The shapes of a D4RL HDF5 file's arrays, read without loading them.
+
+  For checks before any work: a missing or damaged file and missing keys are
+  refused here, in well under a second even for a large file.
+
+  Args:
+    path: the file.
+
+  Returns:
+    `{key: shape}` of the keys of `KEYS` present.
+
+  Raises:
+    DatasetError: no such file, not readable as HDF5, or a required key
+      missing (the message names the file and the key).
+  """
+  path = os.fspath(os.path.expanduser(path))
+  if not os.path.isfile(path):
+    raise _fail(path, None, 'no such file')
+  try:
+    with h5py.File(path, 'r') as f:
+      shapes = {k: tuple(f[k].shape) for k in KEYS
+                if k in f and isinstance(f[k], h5py.Dataset)}
+  except (OSError, KeyError, ValueError, RuntimeError) as e:
+    raise _fail(path, None, f'cannot be read as HDF5, the file is damaged or'
+                f' not HDF5 ({type(e).__name__}: {e})') from e
+  for key in REQUIRED_KEYS:
+    if key not in shapes:
+      raise _fail(path, key, f'missing (a D4RL dataset needs {REQUIRED_KEYS}'
+                  f'; found {sorted(shapes)})')
+  return shapes
 
 
 def _h5_value(value: Any) -> Any:
@@ -205,7 +265,9 @@ def write_hdf5(path: str | os.PathLike, data: Mapping[str, Any], *,
 
   The file is written under a temporary name in the same directory and moved
   into place with `os.replace`, so readers see the old file or the new one,
-  never a partial one; on error the temporary file is removed.
+  never a partial one; on error the temporary file is removed. Numeric
+  arrays carry HDF5's Fletcher-32 checksum, so damaged bytes fail to read
+  (`load_hdf5` names the file) instead of reading as other numbers.
 
   Args:
     path: destination file.
@@ -216,7 +278,10 @@ def write_hdf5(path: str | os.PathLike, data: Mapping[str, Any], *,
   with fileio.atomic_path(path) as tmp:
     with h5py.File(tmp, 'w') as f:
       for key, value in data.items():
-        f.create_dataset(key, data=_h5_value(value))
+        value = _h5_value(value)
+        checked = (not isinstance(value, str) and value.ndim > 0
+                   and value.size > 0 and value.dtype.kind in 'biuf')
+        f.create_dataset(key, data=value, fletcher32=checked)
       for key, value in (attrs or {}).items():
         f.attrs[key] = value
 

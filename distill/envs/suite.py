@@ -6,14 +6,21 @@ shipped SAC behavior snapshots (`distill/envs/snapshots/`) in Gymnasium vector
 environments (`distill.envs.rollout`) and caches the result as a D4RL HDF5
 file plus a JSON dataset card in `$DISTILL_DATA_DIR/suite/` (default
 `~/.cache/distill/suite/`); later calls read the file. Both files are written
-atomically.
+atomically; the card records the file's SHA-256 (`file_sha256`), checked on
+every load (a damaged file is moved aside with a warning and generated
+again), and the SHA-256 of the data arrays (`data_sha256`, independent of
+the HDF5 library's layout).
 
 Qualities (as D4RL made its data):
   medium: the final snapshot, sampling from its own tanh-Gaussian noise.
   mixed:  every snapshot (early, middle, final), an equal share of the
           transitions each, in that order (like D4RL's medium-replay).
 
-Same task, quality, size and seed give the same bytes. The file name holds
+Same task, quality, size and seed give the same data on any x86-64 machine
+(the same package versions): the behavior policy runs in float64 NumPy with
+machine-independent sums and its actions are rounded to multiples of 2**-16
+(`behavior_actions`), and its noise comes from NumPy's PCG64 streams, one per
+sub-environment. The file name holds
 a hash of the snapshots and of the generator version, so new snapshots never
 reuse an old cache.
 
@@ -23,10 +30,10 @@ or by the end of a sub-environment's share of the budget, sets timeouts=1.
 Shape letters: E sub-environments, S observation size, A action size.
 """
 
-import functools
 import hashlib
 from importlib import metadata
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -36,7 +43,6 @@ import warnings
 from typing import Any
 
 import gymnasium
-import jax
 import numpy as np
 
 from distill import fileio
@@ -50,7 +56,7 @@ PREFIX = "suite:"
 QUALITIES = ("medium", "mixed")
 STAGES = ("early", "middle", "final")
 # Bumped whenever generation changes what a (task, quality, size, seed) holds.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 # Default sizes (transitions per dataset) and rollout settings.
 DEFAULTS = {
@@ -153,24 +159,64 @@ def dataset_path(task: str, quality: str, *, num_transitions: int, seed: int,
   return os.path.join(data_dir(), "suite", name)
 
 
-@functools.cache
-def _act_fn(act_dim: int, hidden: tuple[int, ...]):
-  """One jitted stochastic policy per architecture (compiled once).
+# Actions are multiples of 2**-16: a last-bit difference in a transcendental
+# function between two CPUs' math libraries (far below this step) then leaves
+# the action, and so the whole episode, unchanged.
+ACTION_QUANTUM = 2.0**-16
 
-  Each sub-environment's noise comes from its own key, fold_in(key, env id,
-  step), so a stream does not depend on which sub-envs share a vector.
+
+def _dense(x_ExI: np.ndarray, layer: dict) -> np.ndarray:
+  """`x @ kernel + bias` in float64, in the same order on every CPU.
+
+  `np.einsum` without `optimize` runs NumPy's own loops (no BLAS, whose
+  kernels and summation order depend on the CPU), compiled for the wheel's
+  baseline instruction set, so the sums do not depend on the machine.
   """
-  policy = sac.make_policy(act_dim, hidden)
+  kernel = np.asarray(layer["kernel"], np.float64)
+  bias = np.asarray(layer["bias"], np.float64)
+  return np.einsum("ei,ij->ej", x_ExI, kernel, optimize=False) + bias
 
-  @jax.jit
-  def act(params, obs_ExS, key, env_ids_E, t):
-    def one(obs_S, env_id):
-      k = jax.random.fold_in(jax.random.fold_in(key, env_id), t)
-      return policy(params, obs_S[None], k, False)[0]
 
-    return jax.vmap(one)(obs_ExS, env_ids_E)
+def behavior_actions(params: dict, obs_ExS: np.ndarray,
+                     eps_ExA: np.ndarray) -> np.ndarray:
+  """The behavior policy's stochastic actions, reproducible on any x86-64.
 
-  return act
+  The SAC actor (`sac.Actor`: ReLU layers, a mean head and a log-std head
+  squashed by `heads.squash_log_std`) evaluated in float64 NumPy: fixed-order
+  sums (see `_dense`), scalar `math` transcendentals (not NumPy's SIMD ones,
+  which differ between CPUs), and actions rounded to multiples of
+  `ACTION_QUANTUM`. XLA's CPU kernels, used before (generator version 2),
+  changed the actions in the last bits between machines and MuJoCo amplified
+  the difference into other episodes.
+
+  Args:
+    params: actor parameters (`sac.load_snapshot`), Dense_0..Dense_{h-1}
+      hidden, Dense_h the mean, Dense_{h+1} the raw log-std.
+    obs_ExS: observations (float64 as the environments return them).
+    eps_ExA: standard normal noise, float64.
+
+  Returns:
+    float64 actions tanh(mean + std * eps), rounded to the quantum.
+  """
+  hidden = len(params) - 2
+  x = np.asarray(obs_ExS, np.float64)
+  for i in range(hidden):
+    x = np.maximum(_dense(x, params[f"Dense_{i}"]), 0.0)
+  mean = _dense(x, params[f"Dense_{hidden}"])
+  raw = _dense(x, params[f"Dense_{hidden + 1}"])
+  lo, hi = sac.LOG_STD_MIN, sac.LOG_STD_MAX
+  out = [math.tanh(m + math.exp(lo + 0.5 * (hi - lo) * (math.tanh(r) + 1.0))
+                   * e)
+         for m, r, e in zip(mean.ravel().tolist(), raw.ravel().tolist(),
+                            np.asarray(eps_ExA, np.float64).ravel().tolist())]
+  out = np.asarray(out, np.float64).reshape(mean.shape)
+  return np.round(out / ACTION_QUANTUM) * ACTION_QUANTUM
+
+
+def _noise(seed: int, env_id: int) -> np.random.Generator:
+  """Sub-environment `env_id`'s noise stream (independent of the grouping)."""
+  return np.random.Generator(np.random.PCG64(
+      np.random.SeedSequence([int(seed), int(env_id)])))
 
 
 def _rollout_streams(task: str, params: Any, hidden: tuple[int, ...],
@@ -182,18 +228,16 @@ def _rollout_streams(task: str, params: Any, hidden: tuple[int, ...],
   Top-level so that a worker process can run it.
   """
   spec = tasks_lib.get_task(task)
-  act = _act_fn(spec.act_dim, tuple(hidden))
-  key = jax.random.key(seed)
-  params = jax.device_put(params)
-  ids_E = np.asarray(env_ids, np.int32)
+  del hidden  # The layers are in `params`.
+  noise_E = [_noise(seed, i) for i in env_ids]
   env = gymnasium.vector.SyncVectorEnv(
       [lambda: tasks_lib.make_env(task) for _ in env_ids],
       autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
 
   def policy(step, obs_ExS, reward_E, first_E):
-    del reward_E, first_E  # Memoryless.
-    return np.asarray(act(params, obs_ExS.astype(np.float32), key, ids_E,
-                          step))
+    del step, reward_E, first_E  # Memoryless; the noise streams advance.
+    eps_ExA = np.stack([g.standard_normal(spec.act_dim) for g in noise_E])
+    return behavior_actions(params, obs_ExS, eps_ExA)
 
   try:
     tr = rollout.run(env, policy, num_steps=int(max(quotas)),
@@ -310,7 +354,8 @@ def roll_out_policies(
     e = max(1, min(num_envs, n))
     quota_E = np.full(e, n // e)
     quota_E[: n % e] += 1
-    params = jax.tree.map(np.asarray, params)
+    params = {k: {kk: np.asarray(vv) for kk, vv in v.items()}
+              for k, v in params.items()}
     split = np.array_split(np.arange(e), num_groups)
     for g, ids in enumerate(split):
       groups[g].append((task, params, tuple(hidden), ids.tolist(),
@@ -395,7 +440,8 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
       env_id=refs.env_id,
       env_kwargs=dict(refs.env_kwargs),
       snapshots=used,
-      policy="stochastic (samples the actor's tanh-Gaussian)",
+      policy=("stochastic (samples the actor's tanh-Gaussian; float64 NumPy,"
+              f" actions rounded to multiples of {ACTION_QUANTUM!r})"),
       seed=seed,
       num_envs=num_envs,
       transitions=len(data["rewards"]),
@@ -405,6 +451,7 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
       timeouts=int(data["timeouts"].sum()),
       returns_complete_episodes=stats,
       generator_version=GENERATOR_VERSION,
+      data_sha256=d4rl.data_sha256(data),
       versions=_versions(),
   )
   return data, card
@@ -458,7 +505,14 @@ def load(task: str, quality: str, *, num_transitions: int | None = None,
   """
   n, seed, num_envs, path, card_path = _resolve(
       task, quality, num_transitions, seed, num_envs, snap_dir)
-  if not (os.path.isfile(path) and os.path.isfile(card_path)):
+  problem = _cache_problem(path, card_path)
+  if problem is not None:
+    if problem:
+      moved = [fileio.move_aside(p, "damaged") for p in (path, card_path)
+               if os.path.exists(p)]
+      warnings.warn(f"suite: the cached dataset {path} {problem}; moved it to"
+                    f" {', '.join(moved)} and generating it again",
+                    stacklevel=2)
     if num_workers is None:
       num_workers = min(DEFAULTS["num_workers"], os.cpu_count() or 1)
     data, card = generate(task, quality, num_transitions=n, seed=seed,
@@ -466,8 +520,32 @@ def load(task: str, quality: str, *, num_transitions: int | None = None,
                           snap_dir=snap_dir)
     data["metadata/card"] = json.dumps(card, sort_keys=True)
     d4rl.write_hdf5(path, data, attrs=dict(name=card["name"]))
-    fileio.write_json(card_path, card)
+    # The card holds the file's digest, so it is written last: a file
+    # without its card is generated again.
+    fileio.write_json(card_path, {**card,
+                                  "file_sha256": fileio.sha256_file(path)})
   return d4rl.load_hdf5(path)
+
+
+def _cache_problem(path: str, card_path: str) -> str | None:
+  """None for an intact cache entry, '' for a missing one, else what is wrong.
+
+  An entry is intact when both files exist, the card reads as JSON and the
+  HDF5 file's SHA-256 equals the card's `file_sha256`.
+  """
+  if not os.path.isfile(path):
+    return ""
+  if not os.path.isfile(card_path):
+    return "has no dataset card"
+  try:
+    expected = fileio.read_json(card_path).get("file_sha256")
+  except (fileio.DamagedFileError, AttributeError) as e:
+    return f"has a damaged card ({e})"
+  if expected is None:
+    return "has a card without a checksum"
+  if fileio.sha256_file(path) != expected:
+    return f"is damaged (its SHA-256 differs from {card_path})"
+  return None
 
 
 def read_card(task: str, quality: str, *, num_transitions: int | None = None,
@@ -485,8 +563,7 @@ def read_card(task: str, quality: str, *, num_transitions: int | None = None,
        num_envs=num_envs, snap_dir=snap_dir)
   card_path = _resolve(task, quality, num_transitions, seed, num_envs,
                        snap_dir)[-1]
-  with open(card_path) as f:
-    return json.load(f)
+  return fileio.read_json(card_path)
 
 
 def load_spec(spec: str, *, clip_actions: bool = False,

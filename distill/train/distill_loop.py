@@ -12,7 +12,9 @@ Shape letters: N logged steps, T tasks.
 import io
 import os
 from typing import Any
+import zipfile
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,6 +25,7 @@ from distill import checkpointing
 from distill import fileio
 from distill.data import segments
 from distill.models import model as model_lib
+from distill.train import guards
 from distill.train import logs
 from distill.train import student as student_lib
 
@@ -37,25 +40,57 @@ HISTORY_KEYS = (
 )
 
 
-def _save_history(path: str, history: dict[str, list]) -> None:
+def _save_history(path: str, history: dict[str, np.ndarray]) -> None:
   buf = io.BytesIO()
-  np.savez(
-      buf,
-      **{
-          k.replace('/', '|'): np.concatenate(v) if v else np.zeros(0)
-          for k, v in history.items()
-      },
-  )
+  np.savez(buf, **{k.replace('/', '|'): v for k, v in history.items()})
   fileio.write_atomic(path, buf.getvalue())
 
 
 def load_history(directory: str) -> dict[str, np.ndarray]:
-  """Per-step metrics of a distillation run (`<directory>/history.npz`)."""
+  """Per-step metrics of a distillation run (`<directory>/history.npz`).
+
+  Raises:
+    DamagedFileError: the file exists but does not read as an npz archive
+      (the message names it).
+  """
   path = os.path.join(directory, 'history.npz')
   if not os.path.exists(path):
     return {}
-  with np.load(path) as f:
-    return {k.replace('|', '/'): f[k] for k in f.files}
+  try:
+    with np.load(path) as f:
+      return {k.replace('|', '/'): f[k] for k in f.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise fileio.DamagedFileError(
+        f'{path}: damaged, not an npz archive ({e}); move it away and rerun'
+        ' to have it written again from the last checkpoint') from e
+
+
+def _cat(history: dict[str, list]) -> dict[str, np.ndarray]:
+  return {k: np.concatenate(v) for k, v in history.items() if v}
+
+
+def _window_kl(kl_NxT: np.ndarray, start: int, end: int) -> np.ndarray:
+  """Mean probe KL per task over steps start+1..end (history rows)."""
+  return kl_NxT[start:end].mean(0)
+
+
+def _log_points(steps: int, log_every: int, upto: int) -> list[int]:
+  points = list(range(log_every, upto + 1, log_every)) if log_every > 0 else []
+  if upto == steps and (not points or points[-1] != steps):
+    points.append(steps)
+  return points
+
+
+def _best_step(kl_NxT: np.ndarray, steps: int, log_every: int,
+               upto: int) -> int | None:
+  """The step of the best (lowest mean probe KL) window up to `upto`."""
+  best, best_step, last = np.inf, None, 0
+  for p in _log_points(steps, log_every, upto):
+    kl = float(_window_kl(kl_NxT, last, p).mean())
+    if kl < best:
+      best, best_step = kl, p
+    last = p
+  return best_step
 
 
 def train_student(
@@ -96,8 +131,18 @@ def train_student(
     [N, T], `distill/kl` [N, T], `surgery/projected`, `surgery/cos_prev`,
     `train/loss`).
 
+  A run stopped at any point (SIGTERM, SIGINT, a kill, a damaged
+  checkpoint) and started again ends with the same `last` and `best`
+  parameters and history as a run never stopped: the history is saved in
+  each `last` checkpoint, the logging windows and the best window are
+  computed from it, and the best probe KL is kept in float64.
+
   Raises:
-    FloatingPointError: the loss became non-finite (names the step).
+    FloatingPointError: a loss, gradient norm, probe KL or parameter became
+      non-finite (names the step, the task learned from and the metric);
+      checkpoints are checked before each save, so they stay finite.
+    guards.Stopped: SIGTERM/SIGINT arrived; `last` was saved at the step
+      reached.
   """
   student_lib.check_config(config)
   scfg = config.student
@@ -141,22 +186,8 @@ def train_student(
   meta = checkpointing.policy_meta(
       student, kind='student', tasks=tasks, obs_dims=obs_dims,
       act_dims=act_dims, stats=stats, data_config=config.data)
-  history = {k: [] for k in HISTORY_KEYS}
-  best = {'kl': np.inf, 'params': None}
-  if manager.latest_step() is not None:
-    state, _ = checkpointing.restore(manager, abstract)
-    old = load_history(directory)
-    history = {k: [old[k]] if k in old else [] for k in HISTORY_KEYS}
-    if best_manager.latest_step() is not None:
-      saved, _ = checkpointing.restore(
-          best_manager,
-          {
-              'params': abstract.params,
-              'mean_probe_kl': jax.ShapeDtypeStruct((), jnp.float32),
-          },
-      )
-      best = {'kl': float(saved['mean_probe_kl']), 'params': saved['params']}
-  else:
+  state, history, best = _resume(manager, best_manager, abstract, scfg)
+  if state is None:
     state = init()
 
   compiled = {}
@@ -168,7 +199,23 @@ def train_student(
       )
     return compiled[n]
 
+  def save_last(step):
+    checkpointing.save(manager, step, state, {**meta, 'step': step},
+                       extras={'history': _encode(_cat(history))})
+    guards.fault(f'distill/last@{step}')
+
+  def check_params(step, prev):
+    bad = int(guards.count_nonfinite(state.params))
+    if bad:
+      raise FloatingPointError(
+          f'distill: non-finite parameters ({bad} values) at step {step} (in'
+          f' steps {prev + 1}..{step}); stopped, the last good checkpoint is'
+          f' step {manager.latest_step()}. Set --config.debug_nans=True to'
+          ' stop at the operation that made it.')
+
   step = int(state.step)
+  last_log = _log_points(scfg.steps, scfg.log_every, step)
+  last_log = last_log[-1] if last_log else 0
   bar = tqdm.tqdm(
       total=scfg.steps,
       initial=step,
@@ -176,69 +223,134 @@ def train_student(
       desc='student',
       dynamic_ncols=True,
   )
-  window = []
-  while step < scfg.steps:
-    n = min(scfg.steps_per_dispatch, scfg.steps - step)
-    state, metrics = get_multi(n)(state, teacher_params_T, source, pool)
-    prev, step = step, step + n
-    bar.update(n)
-    # One transfer per dispatch of n steps: the per-step curriculum choices
-    # and probe KLs feed the plots.
-    host = jax.device_get(metrics)
-    loss = float(host['train/loss'][-1])
-    if not np.isfinite(host['train/loss']).all():
-      bad = prev + 1 + int(np.argmin(np.isfinite(host['train/loss'])))
-      raise FloatingPointError(f'distillation: non-finite loss at step {bad}')
-    host['step'] = np.arange(prev + 1, step + 1)
-    for k in HISTORY_KEYS:
-      history[k].append(np.asarray(host[k]))
-    window.append(host)
-    crossed = lambda every: every > 0 and step // every > prev // every
-    if crossed(scfg.log_every) or step == scfg.steps:
-      cat = {
-          k: np.concatenate([np.atleast_1d(w[k]) for w in window])
-          for k in window[0]
-          if k not in ('distill/kl', 'curriculum/counts')
-      }
-      kl_T = np.concatenate([w['distill/kl'] for w in window]).mean(0)
-      flat = {
-          k: float(np.mean(v))
-          for k, v in cat.items()
-          if k not in ('step', 'curriculum/choice')
-      }
-      flat.update(
-          {f'distill/kl/{t}': float(kl_T[i]) for i, t in enumerate(tasks)}
-      )
-      counts = host['curriculum/counts'][-1]
-      flat.update(
-          {f'curriculum/count/{t}': int(counts[i]) for i, t in enumerate(tasks)}
-      )
-      if writer is not None:
-        writer.write(step, flat)
-      window = []
-      if float(kl_T.mean()) < best['kl']:
-        best = {
-            'kl': float(kl_T.mean()),
-            'params': jax.tree.map(jnp.copy, state.params),
-        }
-        checkpointing.save(
-            best_manager,
-            step,
-            {
-                'params': best['params'],
-                'mean_probe_kl': jnp.float32(best['kl']),
-            },
-            {**meta, 'step': step, 'mean_probe_kl': best['kl']},
+  with guards.deferred():
+    while step < scfg.steps:
+      n = min(scfg.steps_per_dispatch, scfg.steps - step)
+      state, metrics = get_multi(n)(state, teacher_params_T, source, pool)
+      prev, step = step, step + n
+      bar.update(n)
+      # One transfer per dispatch of n steps: the per-step curriculum
+      # choices and probe KLs feed the plots.
+      host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+      bad = guards.first_nonfinite({k: v for k, v in host.items()
+                                    if k.startswith(('train/', 'distill/'))})
+      if bad is not None:
+        key, i = bad
+        choice = int(np.ravel(host.get('curriculum/choice', [-1] * n))[i])
+        task = tasks[choice] if choice >= 0 else 'all tasks (mixture)'
+        raise FloatingPointError(
+            f'distill: non-finite {key} ({np.ravel(host[key][i])[:4]}) at'
+            f' step {prev + 1 + i}, learning from {task}; stopped, the last'
+            f' good checkpoint is step {manager.latest_step()}. Set'
+            ' --config.debug_nans=True to stop at the operation that made'
+            ' it.')
+      host['step'] = np.arange(prev + 1, step + 1)
+      for k, v in host.items():
+        history.setdefault(k, []).append(v)
+      if guards.fault(f'distill@{step}'):
+        state = state._replace(params=guards.poison(state.params))
+      stop = guards.stop_requested()
+      crossed = lambda every: every > 0 and step // every > prev // every
+      if crossed(scfg.log_every) or step == scfg.steps:
+        window = {k: v[last_log:step] for k, v in _cat(history).items()}
+        kl_T = _window_kl(window['distill/kl'], 0, step - last_log)
+        flat = {k: float(np.mean(v)) for k, v in window.items()
+                if k not in ('step', 'curriculum/choice', 'distill/kl',
+                             'curriculum/counts')}
+        flat.update(
+            {f'distill/kl/{t}': float(kl_T[i]) for i, t in enumerate(tasks)}
         )
-      bar.set_postfix(loss=f'{loss:.4f}', kl=f'{kl_T.mean():.4f}')
-    if crossed(scfg.ckpt_every) or step == scfg.steps:
-      checkpointing.save(manager, step, state, {**meta, 'step': step})
-      _save_history(os.path.join(directory, 'history.npz'), history)
+        counts = window['curriculum/counts'][-1]
+        flat.update({f'curriculum/count/{t}': int(counts[i])
+                     for i, t in enumerate(tasks)})
+        if writer is not None:
+          writer.write(step, flat)
+        last_log = step
+        if float(kl_T.mean()) < best['kl']:
+          check_params(step, prev)
+          best = {'kl': float(kl_T.mean()), 'step': step}
+          checkpointing.save(
+              best_manager,
+              step,
+              {'params': state.params,
+               'mean_probe_kl': jnp.float32(best['kl'])},
+              {**meta, 'step': step, 'mean_probe_kl': best['kl']},
+          )
+          guards.fault(f'distill/best@{step}')
+        bar.set_postfix(loss=f'{float(host["train/loss"][-1]):.4f}',
+                        kl=f'{kl_T.mean():.4f}')
+      if crossed(scfg.ckpt_every) or step == scfg.steps or stop:
+        check_params(step, prev)
+        save_last(step)
+        _save_history(os.path.join(directory, 'history.npz'), _cat(history))
+      if stop:
+        bar.close()
+        raise guards.Stopped(stop, 'distill', step)
   bar.close()
+  hist = _cat(history)
+  _save_history(os.path.join(directory, 'history.npz'), hist)
+  best_params = state.params
+  if best_manager.latest_step() is not None:
+    best_params = checkpointing.restore(best_manager, _best_abstract(
+        abstract))[0]['params']
   manager.close()
   best_manager.close()
-  hist = {
-      k: np.concatenate(v) if v else np.zeros(0) for k, v in history.items()
-  }
-  best_params = best['params'] if best['params'] is not None else state.params
   return state, student, best_params, hist
+
+
+def _best_abstract(abstract):
+  return {'params': abstract.params,
+          'mean_probe_kl': jax.ShapeDtypeStruct((), jnp.float32)}
+
+
+def _encode(history: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  # Orbax names files after the tree's keys: no '/' in them.
+  return {k.replace('/', '|'): v for k, v in history.items()}
+
+
+def _resume(manager, best_manager, abstract, scfg):
+  """The state, history and best window to continue from.
+
+  Returns `(state or None, history, {'kl', 'step'})`. `last` gives the state
+  and the history up to its step. `best` may be ahead of `last` (a run
+  killed between the two saves): that is the best the same steps will reach
+  again, so it is kept. A `best` behind the one the history points to (it
+  was damaged) cannot be rebuilt: both are moved aside and distillation
+  starts again from step 0, which ends with the same result.
+  """
+  history, best = {}, {'kl': np.inf, 'step': None}
+  step = manager.latest_step()
+  state = None
+  if step is not None:
+    state, meta = checkpointing.restore(manager, abstract, step=step,
+                                        extras={'history': None})
+    history = {k.replace('|', '/'): [np.asarray(v)]
+               for k, v in meta['extras']['history'].items()}
+  best_step = best_manager.latest_step()
+  if best_step is not None:
+    _, best_meta = checkpointing.restore(best_manager,
+                                         _best_abstract(abstract))
+    # The float64 value from the meta, so that the comparison with the
+    # windows computed again is exact.
+    best = {'kl': float(best_meta['mean_probe_kl']), 'step': best_step}
+  problem = None
+  if step is not None:
+    hist = _cat(history)
+    expected = _best_step(hist.get('distill/kl', np.zeros((0, 1))),
+                          scfg.steps, scfg.log_every, step)
+    if not np.array_equal(hist.get('step', ()), np.arange(1, step + 1)):
+      problem = (f'the history in checkpoint last/{step} does not cover steps'
+                 f' 1..{step}')
+    elif best['step'] != expected and not (best['step'] or 0) > step:
+      problem = (f'the best checkpoint is at step {best["step"]}, the best'
+                 f' window of the history at step {expected}')
+  if problem is not None:
+    moved = []
+    for m in (manager, best_manager):
+      moved += [checkpointing.set_aside(str(m.directory), s, 'superseded')
+                for s in m.all_steps()]
+      m.reload()
+    logging.warning('distill: %s (a damaged checkpoint); moved %s aside,'
+                    ' distilling again from step 0', problem, moved)
+    return None, {}, {'kl': np.inf, 'step': None}
+  return state, history, best

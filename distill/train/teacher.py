@@ -34,6 +34,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -45,6 +46,7 @@ from distill import checkpointing
 from distill import losses
 from distill.data import segments
 from distill.models import model as model_lib
+from distill.train import guards
 from distill.train import logs
 from distill.train import optimizer as optimizer_lib
 
@@ -250,8 +252,11 @@ def train_teachers(
   Checkpoints go to `<directory>/<task>/` (one per task; the full
   `TrainState` plus `checkpointing.policy_meta`), every `config.ckpt_every`
   steps and at
-  the end. With `config.vmap` all teachers train in one compiled step,
-  vmapped over the teacher axis; otherwise one after another.
+  the end, and when a stop signal arrives. With `config.vmap` all teachers
+  train in one compiled step, vmapped over the teacher axis; otherwise one
+  after another. A run killed at any point resumes from the latest intact
+  step (the same one for teachers trained together) and ends with the same
+  parameters as a run that was never interrupted.
 
   Args:
     config: `config.teacher` (model, optimizer, entropy, steps, batch_size,
@@ -268,7 +273,11 @@ def train_teachers(
     The final `TrainState` of each task.
 
   Raises:
-    FloatingPointError: a loss became non-finite (names step and task).
+    FloatingPointError: a loss, gradient norm or parameter became non-finite
+      (names the task, the step and the metric); the checkpoints hold only
+      finite states, checked before each save.
+    guards.Stopped: SIGTERM/SIGINT arrived (see `guards`); the teachers were
+      saved at the step reached.
   """
   obs_dims = [int(x) for x in np.asarray(source.obs_dims)]
   act_dims = [int(x) for x in np.asarray(source.act_dims)]
@@ -295,12 +304,17 @@ def train_teachers(
   abstract = jax.eval_shape(init_fn, keys[0])
   managers = [checkpointing.make_manager(os.path.join(directory, task),
                                          keep=config.keep) for task in tasks]
+  groups = [list(range(len(tasks)))] if config.vmap else [
+      [i] for i in range(len(tasks))]
+  resume = {}
+  for group in groups:
+    resume.update(zip(group, _resume_steps(managers, group, tasks)))
   # One compiled init for all teachers (same values as one by one).
-  fresh = [m.latest_step() is None for m in managers]
+  fresh = [resume[i] is None for i in range(len(tasks))]
   initial = (_unstack(_run_once(jax.vmap(init_fn), keys), len(tasks))
              if any(fresh) else [None] * len(tasks))
   states = [initial[i] if fresh[i] else
-            checkpointing.restore(managers[i], abstract)[0]
+            checkpointing.restore(managers[i], abstract, step=resume[i])[0]
             for i in range(len(tasks))]
   metas = [checkpointing.policy_meta(
       model, kind='teacher', tasks=[t], obs_dims=[obs_dims[i]],
@@ -308,11 +322,10 @@ def train_teachers(
       task=t, task_index=i) for i, t in enumerate(tasks)]
 
   def save(i, state):
-    checkpointing.save(managers[i], int(state.step), state,
-                       {**metas[i], 'step': int(state.step)})
+    step = int(state.step)
+    checkpointing.save(managers[i], step, state, {**metas[i], 'step': step})
+    guards.fault(f'teachers/{tasks[i]}@{step}')
 
-  groups = [list(range(len(tasks)))] if config.vmap else [
-      [i] for i in range(len(tasks))]
   compiled = {}
 
   def get_update(num_steps):
@@ -324,53 +337,105 @@ def train_teachers(
       compiled[num_steps] = jax.jit(fn, donate_argnums=0)
     return compiled[num_steps]
 
-  for group in groups:
-    names = [tasks[i] for i in group]
-    steps_done = [int(states[i].step) for i in group]
-    if len(set(steps_done)) > 1:
-      raise ValueError(
-          f'train_teachers: checkpoints of {names} in {directory} are at'
-          f' different steps {steps_done}; set teacher.vmap=False to resume'
-          ' them one by one')
-    state = (_stack([states[i] for i in group]) if config.vmap
-             else states[group[0]])
-    task_arg = (jnp.asarray(group, jnp.int32) if config.vmap
-                else jnp.asarray(group[0], jnp.int32))
-    step = steps_done[0]
-    bar = tqdm.tqdm(total=config.steps, initial=step, unit='step',
-                    desc='teachers ' + ','.join(names), dynamic_ncols=True)
-    while step < config.steps:
-      n = min(config.steps_per_dispatch, config.steps - step)
-      state, metrics = get_update(n)(state, source, task_arg)
-      prev, step = step, step + n
-      bar.update(n)
-      crossed = lambda every: every > 0 and step // every > prev // every
-      if crossed(config.log_every) or step == config.steps:
+  count_nonfinite = (jax.vmap(guards.count_nonfinite) if config.vmap
+                     else lambda p: guards.count_nonfinite(p)[None])
+  with guards.deferred():
+    for group in groups:
+      names = [tasks[i] for i in group]
+      state = (_stack([states[i] for i in group]) if config.vmap
+               else states[group[0]])
+      task_arg = (jnp.asarray(group, jnp.int32) if config.vmap
+                  else jnp.asarray(group[0], jnp.int32))
+      step = checked = int(states[group[0]].step)
+      bar = tqdm.tqdm(total=config.steps, initial=step, unit='step',
+                      desc='teachers ' + ','.join(names), dynamic_ncols=True)
+      while step < config.steps:
+        n = min(config.steps_per_dispatch, config.steps - step)
+        state, metrics = get_update(n)(state, source, task_arg)
+        prev, step = step, step + n
+        bar.update(n)
+        if guards.fault(f'teachers@{step}'):
+          state = state._replace(params=guards.poison(state.params))
+        stop = guards.stop_requested()
+        crossed = lambda every: every > 0 and step // every > prev // every
+        log = crossed(config.log_every) or step == config.steps
+        ckpt = crossed(config.ckpt_every) or step == config.steps or stop
+        if not (log or ckpt):
+          continue
+        # Checked before every save, so a checkpoint is always finite.
         metrics = jax.device_get(metrics)
         per_task = [jax.tree.map(lambda x, j=j: x[j], metrics)
                     for j in range(len(group))] if config.vmap else [metrics]
-        flat = {}
-        for name, m in zip(names, per_task):
-          if not np.isfinite(m['loss']):
-            raise FloatingPointError(
-                f'train_teachers: non-finite loss {m["loss"]} for task'
-                f' {name!r} at step {step} (in steps {prev + 1}..{step}, or'
-                ' earlier after the last logged step)')
-          flat.update({f'teacher/{name}/{k}': v for k, v in m.items()})
-        if writer is not None:
-          writer.write(step, flat)
-        bar.set_postfix(loss=' '.join(f'{float(m["loss"]):.3f}'
-                                      for m in per_task))
-      if crossed(config.ckpt_every) or step == config.steps:
-        parts = _unstack(state, len(group)) if config.vmap else [state]
-        for i, part in zip(group, parts):
+        bad_N = np.asarray(count_nonfinite(state.params))
+        for j, (name, m) in enumerate(zip(names, per_task)):
+          _check_finite(name, m, int(bad_N[j]), step=step, prev=prev,
+                        checked=checked,
+                        last_good=managers[group[j]].latest_step())
+        checked = step
+        if log:
+          if writer is not None:
+            writer.write(step, {f'teacher/{name}/{k}': v
+                                for name, m in zip(names, per_task)
+                                for k, v in m.items()})
+          bar.set_postfix(loss=' '.join(f'{float(m["loss"]):.3f}'
+                                        for m in per_task))
+        if ckpt:
+          parts = _unstack(state, len(group)) if config.vmap else [state]
+          for i, part in zip(group, parts):
+            save(i, part)
+        if stop:
+          bar.close()
+          raise guards.Stopped(stop, 'teachers ' + ','.join(names), step)
+      bar.close()
+      parts = _unstack(state, len(group)) if config.vmap else [state]
+      for i, part in zip(group, parts):
+        states[i] = part
+        if managers[i].latest_step() != int(part.step):
           save(i, part)
-    bar.close()
-    parts = _unstack(state, len(group)) if config.vmap else [state]
-    for i, part in zip(group, parts):
-      states[i] = part
-      if managers[i].latest_step() != int(part.step):
-        save(i, part)
   for manager in managers:
     manager.close()
   return dict(zip(tasks, states))
+
+
+def _resume_steps(managers, group: list[int], tasks: Sequence[str]
+                  ) -> list[int | None]:
+  """The step each teacher of a group resumes from (None: from scratch).
+
+  Teachers trained together resume from the latest intact step they all
+  have: a run killed between their saves leaves some a step ahead, and those
+  steps are moved aside (they are computed again, identically).
+  """
+  dirs = [str(managers[i].directory) for i in group]
+  intact = [set(checkpointing.intact_steps(d)) for d in dirs]
+  if len(group) == 1:
+    return [max(intact[0], default=None)]
+  common = set.intersection(*intact)
+  step = max(common, default=None)
+  for i, d, steps in zip(group, dirs, intact):
+    ahead = sorted(s for s in steps if step is None or s > step)
+    for s in ahead:
+      moved = checkpointing.set_aside(d, s, 'superseded')
+      logging.warning('teacher %s: step %d is ahead of the others of its'
+                      ' group (a run stopped between their saves); moved it'
+                      ' to %s, resuming all from step %s', tasks[i], s, moved,
+                      step)
+    if ahead:
+      managers[i].reload()
+  return [step] * len(group)
+
+
+def _check_finite(task: str, metrics: dict[str, Any], bad_params: int, *,
+                  step: int, prev: int, checked: int,
+                  last_good: int | None) -> None:
+  """Raises `FloatingPointError` naming the task, step and metric."""
+  bad = [k for k in ('loss', 'grad_norm', *sorted(metrics))
+         if k in metrics and not np.isfinite(metrics[k])]
+  if not bad and not bad_params:
+    return
+  what = (f'{bad[0]} {float(metrics[bad[0]])}' if bad else
+          f'parameters ({bad_params} values)')
+  raise FloatingPointError(
+      f'teachers: non-finite {what} for task {task!r} at step {step} (in'
+      f' steps {prev + 1}..{step}, or after step {checked}, the last check);'
+      f' stopped, the last good checkpoint is step {last_good}. Set'
+      ' --config.debug_nans=True to stop at the operation that made it.')
