@@ -189,6 +189,23 @@ def test_jit(name):
       name not in ('project_conflicting', 'pcgrad'))
 
 
+# --- donation ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_donated_state(name):
+  """An eagerly initialized state can be donated to a jitted update: no two
+  of its leaves share a buffer, and the results equal the plain update's."""
+  case, tx = CASES[name], TX[name]
+  params = _params()
+  update = jax.jit(lambda u, s, e: tx.update(u, s, params, **e),
+                   donate_argnums=1)
+  state = tx.init(params)
+  for (updates, extras), want in zip(_inputs(case), _plain(name)[1]):
+    _, state = update(updates, state, extras)
+    _close(state, want)
+
+
 # --- optax.chain -------------------------------------------------------------
 
 

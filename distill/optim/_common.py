@@ -271,9 +271,10 @@ def init_key(key: Any, impl: str | None) -> jax.Array:
   """The raw key data a selector's state starts with.
 
   A greedy selector may have no key; its state keeps one of seed 0 so that
-  every mode has the same state structure.
+  every mode has the same state structure. The data is a copy: the state
+  owns its buffer, so donating the state never deletes the caller's key.
   """
-  return key_data(0 if key is None else key, impl)
+  return jnp.array(key_data(0 if key is None else key, impl), copy=True)
 
 
 def wrap_key(data: jax.Array, impl: str | None) -> jax.Array:

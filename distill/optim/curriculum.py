@@ -272,7 +272,7 @@ def uniform(num_tasks: int, key: Any) -> optax.GradientTransformationExtraArgs:
         choice=jnp.zeros([], jnp.int32),
         weights=_common.one_hot(0, num_tasks),
         counts=jnp.zeros([num_tasks], jnp.int32),
-        key=_common.key_data(key, impl))
+        key=_common.init_key(key, impl))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -435,14 +435,15 @@ def learning_progress(
   def init_fn(params):
     del params
     num_tasks = _common.require_static(name, 'num_tasks', size)
-    zeros_T = jnp.zeros([num_tasks], jnp.float32)
+    # One buffer per field: a state whose fields share a buffer cannot be
+    # donated to a jitted step ("donate the same buffer twice").
     return LearningProgressState(
         choice=jnp.zeros([], jnp.int32),
         weights=_common.one_hot(0, num_tasks),
         counts=jnp.zeros([num_tasks], jnp.int32),
-        scores=zeros_T,
+        scores=jnp.zeros([num_tasks], jnp.float32),
         probs=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
-        last_divergences=zeros_T,
+        last_divergences=jnp.zeros([num_tasks], jnp.float32),
         count=jnp.zeros([], jnp.int32),
         key=_common.init_key(key, impl))
 

@@ -239,13 +239,13 @@ def bi_objective(num_tasks: int, *,
 
   def init_fn(params):
     num_tasks = _common.require_static('bi_objective', 'num_tasks', size)
-    zeros_T = jnp.zeros([num_tasks], jnp.float32)
+    # One buffer per field, so that the state can be donated.
     return BiObjectiveState(
         choice=jnp.zeros([], jnp.int32),
         weights=_common.one_hot(0, num_tasks),
         counts=jnp.zeros([num_tasks], jnp.int32),
-        scores=zeros_T,
-        cos=zeros_T,
+        scores=jnp.zeros([num_tasks], jnp.float32),
+        cos=jnp.zeros([num_tasks], jnp.float32),
         count=jnp.zeros([], jnp.int32),
         reference=optax.tree.zeros_like(params))
 

@@ -302,7 +302,7 @@ def pcgrad(key: Any, reduction: str = 'sum') -> optax.GradientTransformation:
     del params
     return PCGradState(
         count=jnp.zeros([], jnp.int32),
-        key=_common.key_data(key, impl),
+        key=_common.init_key(key, impl),
         num_conflicts=jnp.zeros([], jnp.int32),
         projected_fraction=jnp.zeros([], jnp.float32))
 
