@@ -3,6 +3,7 @@
 import functools
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from distill.models import decision_transformer as dt_lib
 from distill.models import heads
+from distill.models import model as model_lib
 
 B, K = 3, 6
 
@@ -69,7 +71,7 @@ def test_single_task_is_plain_dt():
   params = _init(model, x)['params']
   assert 'embed_task' not in params
   assert params['embed_state']['Dense_0']['kernel'].shape == (5, 16)
-  assert dt_lib.count_params(params) == sum(
+  assert model_lib.count_params(params) == sum(
       np.size(p) for p in jax.tree.leaves(params))
 
 
@@ -175,3 +177,132 @@ def test_bad_shapes_raise():
   x = _inputs(4, 2)
   with pytest.raises(ValueError, match='expected states'):
     _init(model, x)
+
+
+@pytest.mark.parametrize('shape,p', [((7, 13, 5), 0.9), ((1, 1, 60, 60), 0.9),
+                                     ((64, 60, 128), 0.5), ((3,), 0.3)])
+def test_bernoulli_matches_jax_bit_for_bit(shape, p):
+  for seed in range(3):
+    key = jax.random.fold_in(jax.random.key(seed), 5)
+    np.testing.assert_array_equal(
+        jax.jit(lambda k: dt_lib.bernoulli(k, p, shape))(key),
+        jax.random.bernoulli(key, p, shape))
+  raw = jax.random.PRNGKey(4)  # legacy uint32 keys too
+  np.testing.assert_array_equal(dt_lib.bernoulli(raw, p, shape),
+                                jax.random.bernoulli(raw, p, shape))
+  # Batched keys (teachers are vmapped).
+  keys = jax.random.split(jax.random.key(9), 2)
+  np.testing.assert_array_equal(
+      jax.vmap(lambda k: dt_lib.bernoulli(k, p, shape))(keys),
+      jax.vmap(lambda k: jax.random.bernoulli(k, p, shape))(keys))
+
+
+def test_bernoulli_other_prng_falls_back():
+  key = jax.random.key(0, impl='rbg')
+  np.testing.assert_array_equal(dt_lib.bernoulli(key, 0.7, (5, 4)),
+                                jax.random.bernoulli(key, 0.7, (5, 4)))
+
+
+class _FlaxBlock(nn.Module):
+  """The block as flax's own layers compute it (the reference)."""
+
+  width: int
+  num_heads: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, mask, *, train):
+    h = nn.LayerNorm()(x)
+    h = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dropout_rate=self.dropout,
+        kernel_init=nn.initializers.normal(0.02),
+        deterministic=not train)(h, h, mask=mask)
+    x = x + nn.Dropout(self.dropout)(h, deterministic=not train)
+    h = nn.LayerNorm()(x)
+    h = _FlaxMLP(self.width, self.dropout, name='MLP_0')(h, train=train)
+    return x + h
+
+
+class _FlaxMLP(nn.Module):
+  width: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    init = nn.initializers.normal(0.02)
+    h = nn.gelu(nn.Dense(4 * self.width, kernel_init=init)(x),
+                approximate=True)
+    h = nn.Dense(self.width, kernel_init=init)(h)
+    return nn.Dropout(self.dropout)(h, deterministic=not train)
+
+
+class _FlaxDT(dt_lib.DecisionTransformer):
+  """All 3K tokens through flax's attention and dropout layers."""
+
+  @nn.compact
+  def __call__(self, rtg, states, actions, timesteps, mask, task, *, train):
+    b, k, _ = states.shape
+    w = self.width
+    init = nn.initializers.normal(0.02)
+    time = nn.Embed(self.max_timestep + 1, w, embedding_init=init,
+                    name='embed_timestep')(
+                        jnp.clip(timesteps, 0, self.max_timestep))
+    tokens = jnp.stack([
+        nn.Dense(w, kernel_init=init, name='embed_return')(rtg),
+        heads.TaskDense(w, 1, name='embed_state')(states, task),
+        heads.TaskDense(w, 1, name='embed_action')(actions, task)],
+                       axis=2) + time[:, :, None]
+    x = nn.LayerNorm(name='embed_ln')(tokens.reshape(b, 3 * k, w))
+    x = nn.Dropout(self.dropout)(x, deterministic=not train)
+    valid = jnp.repeat(mask > 0, 3, axis=1)
+    eye = jnp.eye(3 * k, dtype=bool)
+    allowed = jnp.tril(jnp.ones((3 * k, 3 * k), bool))[None] & (
+        valid[:, None, :] | eye[None])
+    for i in range(self.num_layers):
+      x = _FlaxBlock(w, self.num_heads, self.dropout, name=f'block_{i}')(
+          x, allowed[:, None], train=train)
+    h = nn.LayerNorm(name='final_ln')(x).reshape(b, k, 3, w)[:, :, 1]
+    return heads.TanhGaussianHead(self.action_size, 1, self.log_std_min,
+                                  self.log_std_max, name='head')(h, task)
+
+
+@pytest.mark.parametrize('num_heads', [1, 2])
+def test_same_function_and_parameters_as_flax_layers(num_heads):
+  # Parameter names, shapes and initial values (old checkpoints load), the
+  # outputs and the gradients, with the same dropout masks in training.
+  kw = dict(obs_dims=(5,), act_dims=(2,), num_layers=2, width=16,
+            num_heads=num_heads, dropout=0.3, context_len=K, max_timestep=50)
+  model, ref = dt_lib.DecisionTransformer(**kw), _FlaxDT(**kw)
+  x = _inputs(5, 2)
+  x['mask_BxK'] = x['mask_BxK'].at[0, :2].set(0.0)
+  args = tuple(x.values())
+  params = jax.jit(lambda: model.init(jax.random.key(0), *args,
+                                      train=False)['params'])()
+  ref_params = jax.jit(lambda: ref.init(jax.random.key(0), *args,
+                                        train=False)['params'])()
+  chex.assert_trees_all_equal(params, ref_params)
+  for train in (False, True):
+    def loss(m, p):
+      mean, log_std = m.apply({'params': p}, *args, train=train,
+                              rngs={'dropout': jax.random.key(3)})
+      return jnp.sum(jnp.tanh(mean) ** 2) + jnp.sum(log_std), (mean, log_std)
+
+    (_, out), grads = jax.jit(jax.value_and_grad(
+        lambda p: loss(model, p), has_aux=True))(params)
+    (_, ref_out), ref_grads = jax.jit(jax.value_and_grad(
+        lambda p: loss(ref, p), has_aux=True))(params)
+    chex.assert_trees_all_close(out, ref_out, atol=2e-6)
+    chex.assert_trees_all_close(grads, ref_grads, atol=2e-6, rtol=1e-4)
+
+
+def test_last_only_is_the_last_step():
+  model = _model()
+  x = _inputs(5, 2)
+  x['mask_BxK'] = x['mask_BxK'].at[1, :4].set(0.0)
+  params = _init(model, x)
+  full = _apply(model, params, x)
+  last = jax.jit(lambda p: model.apply(p, **x, train=False, last_only=True))(
+      params)
+  chex.assert_shape(last, (B, 1, 2))
+  chex.assert_trees_all_close([o[:, 0] for o in last],
+                              [o[:, -1] for o in full], atol=1e-6)

@@ -59,6 +59,216 @@ def obs_mask(obs_dims: Sequence[int]) -> jax.Array:
   return action_mask(obs_dims)
 
 
+def _rotate_left(x, d: int):
+  return (x << np.uint32(d)) | (x >> np.uint32(32 - d))
+
+
+def threefry2x32(k1, k2, x0, x1):
+  """The Threefry-2x32 hash (20 rounds), unrolled into elementwise ops.
+
+  The same function as jax's `threefry2x32_p`, whose CPU lowering is a
+  rolled loop that XLA cannot fuse: every random word is written to memory
+  and copied once per round. Unrolled, the hash fuses into the op that uses
+  its bits (and only the elements a slice keeps are computed).
+
+  Args:
+    k1: uint32 key word 1 (broadcastable against x0).
+    k2: uint32 key word 2.
+    x0: uint32 counter words 1.
+    x1: uint32 counter words 2.
+
+  Returns:
+    The two uint32 output words.
+
+  References:
+    Salmon et al. (2011), Parallel random numbers: as easy as 1, 2, 3.
+  """
+  ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
+  x0, x1 = x0 + ks[0], x1 + ks[1]
+  for i in range(5):
+    for r in _ROTATIONS[i % 2]:
+      x0 = x0 + x1
+      x1 = x0 ^ _rotate_left(x1, r)
+    x0 = x0 + ks[(i + 1) % 3]
+    x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+  return x0, x1
+
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def linear(x_BxLxD, kernel_DxF, bias_F):
+  """`x @ kernel + bias` over the last axis, as one 2-D matmul.
+
+  Flattening the leading axes first matters on CPU: the kernel gradient is
+  then a plain [D, N] x [N, F] contraction that the GEMM reads in place,
+  whereas contracting two leading axes makes XLA copy a transposed
+  cotangent for every layer.
+
+  Args:
+    x_BxLxD: inputs, any leading axes.
+    kernel_DxF: the kernel.
+    bias_F: the bias.
+
+  Returns:
+    [..., F].
+  """
+  lead = x_BxLxD.shape[:-1]
+  y_NxF = x_BxLxD.reshape(-1, x_BxLxD.shape[-1]) @ kernel_DxF + bias_F
+  return y_NxF.reshape(*lead, kernel_DxF.shape[-1])
+
+
+def _threefry_key_data(key) -> jax.Array | None:
+  """The uint32[..., 2] data of a threefry key, None for other PRNGs."""
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if str(jax.random.key_impl(key)) != 'threefry2x32':
+      return None
+    return jax.random.key_data(key)
+  if (key.dtype != jnp.uint32 or key.shape[-1:] != (2,)
+      or jax.config.jax_default_prng_impl != 'threefry2x32'):
+    return None
+  return key
+
+
+def bernoulli(key, p: float, shape: Sequence[int]) -> jax.Array:
+  """`jax.random.bernoulli(key, p, shape)`, bit for bit, fusable.
+
+  For a threefry key (jax's default) the bits are jax's partitionable
+  threefry bits of each element's flat index, hashed by the unrolled
+  `threefry2x32`, and compared as integers: `uniform < p` with jax's
+  23-bit uniforms is `bits < ceil(float32(p) * 2**23) * 2**9`. Any other
+  PRNG implementation falls back to `jax.random.bernoulli`.
+
+  Args:
+    key: a PRNG key (typed or raw).
+    p: probability of True, in (0, 1).
+    shape: output shape (fewer than 2**32 elements).
+
+  Returns:
+    A bool array of `shape`.
+  """
+  data = _threefry_key_data(key)
+  if data is None:
+    return jax.random.bernoulli(key, p, shape)
+  size = int(np.prod(shape))
+  if size >= 2**32 or not 0.0 < p < 1.0:
+    return jax.random.bernoulli(key, p, shape)
+  counts = jnp.arange(size, dtype=jnp.uint32).reshape(shape)
+  x0, x1 = threefry2x32(data[..., 0], data[..., 1],
+                        jnp.zeros_like(counts), counts)
+  threshold = int(np.ceil(np.float64(np.float32(p)) * 2.0**23)) << 9
+  return (x0 ^ x1) < np.uint32(threshold)
+
+
+class Dropout(nn.Module):
+  """Inverted dropout, equal to `flax.linen.Dropout` with the same key.
+
+  The mask is drawn for the whole `full_shape` (the token axis of every
+  layer is the full 3K) and `rows` picks the tokens this call holds, so
+  layers that skip tokens nobody reads draw the very same mask entries
+  for the tokens they keep.
+
+  Attributes:
+    rate: probability of zeroing an element.
+  """
+
+  rate: float
+
+  @nn.compact
+  def __call__(self, x_BxQxW, *, train: bool,
+               full_shape: Sequence[int] | None = None,
+               rows: slice = slice(None)):
+    if not train or self.rate == 0.0:
+      return x_BxQxW
+    if self.rate == 1.0:
+      return jnp.zeros_like(x_BxQxW)
+    keep_prob = 1.0 - self.rate
+    shape = x_BxQxW.shape if full_shape is None else full_shape
+    keep_BxQxW = bernoulli(self.make_rng('dropout'), keep_prob, shape)[
+        :, rows]
+    return jnp.where(keep_BxQxW, x_BxQxW / keep_prob,
+                     jnp.zeros_like(x_BxQxW))
+
+
+class _LinearParams(nn.Module):
+  """The kernel and bias of a `flax.linen.DenseGeneral` (same names,
+  shapes and initialization), for layers applied by hand."""
+
+  kernel_shape: tuple[int, ...]
+  bias_shape: tuple[int, ...]
+  num_in: int  # Leading kernel axes that are contracted.
+
+  @nn.compact
+  def __call__(self):
+    def kernel_init(key, shape, dtype=jnp.float32):
+      flat = (int(np.prod(shape[:self.num_in])),
+              int(np.prod(shape[self.num_in:])))
+      return _INIT(key, flat, dtype).reshape(shape)
+
+    kernel = self.param('kernel', kernel_init, self.kernel_shape)
+    bias = self.param('bias', nn.initializers.zeros, self.bias_shape)
+    return kernel, bias
+
+
+class SelfAttention(nn.Module):
+  """Causal self-attention with the parameters and function of
+  `flax.linen.MultiHeadDotProductAttention` (query/key/value/out kernels
+  [W, H, D] and [H, D, W]; masked logits set to the float32 minimum;
+  attention-weight dropout broadcast over batch and heads), computed with
+  one fused QKV matmul and, optionally, queries for some tokens only.
+
+  Attributes:
+    num_heads: H.
+    dropout: dropout rate of the attention weights.
+  """
+
+  num_heads: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, h_BxLxW, allowed_BxQxL, *, train: bool,
+               rows: slice | None, full_len: int):
+    b, n_tok, w = h_BxLxW.shape
+    nh = self.num_heads
+    d = w // nh
+    names = ('query', 'key', 'value')
+    (wq, bq), (wk, bk), (wv, bv) = (
+        _LinearParams((w, nh, d), (nh, d), 1, name=n)() for n in names)
+    wo, bo = _LinearParams((nh, d, w), (w,), 2, name='out')()
+    flat = lambda k: k.reshape(w, nh * d)
+    if rows is None:  # Every token queries: one [W, 3W] matmul.
+      qkv_BxLx3W = linear(
+          h_BxLxW, jnp.concatenate([flat(wq), flat(wk), flat(wv)], axis=1),
+          jnp.concatenate([bq, bk, bv]).reshape(-1))
+      q_BxQxW, k_BxLxW, v_BxLxW = jnp.split(qkv_BxLx3W, 3, axis=-1)
+    else:
+      kv_BxLx2W = linear(h_BxLxW,
+                         jnp.concatenate([flat(wk), flat(wv)], axis=1),
+                         jnp.concatenate([bk, bv]).reshape(-1))
+      k_BxLxW, v_BxLxW = jnp.split(kv_BxLx2W, 2, axis=-1)
+      q_BxQxW = linear(h_BxLxW[:, rows], flat(wq), bq.reshape(-1))
+    q = q_BxQxW.shape[1]
+    q_BxQxHxD = q_BxQxW.reshape(b, q, nh, d) / jnp.sqrt(d).astype(
+        jnp.float32)
+    logits_BxHxQxL = jnp.einsum('bqhd,bkhd->bhqk', q_BxQxHxD,
+                                k_BxLxW.reshape(b, n_tok, nh, d))
+    logits_BxHxQxL = jnp.where(allowed_BxQxL[:, None], logits_BxHxQxL,
+                               jnp.finfo(jnp.float32).min)
+    weights_BxHxQxL = jax.nn.softmax(logits_BxHxQxL)
+    if train and self.dropout > 0.0:
+      keep_prob = 1.0 - self.dropout
+      q_rows = slice(0, n_tok) if rows is None else rows
+      keep_1x1xQxL = bernoulli(self.make_rng('dropout'), keep_prob,
+                               (1, 1, full_len, full_len))[:, :, q_rows,
+                                                           :n_tok]
+      weights_BxHxQxL = weights_BxHxQxL * (
+          keep_1x1xQxL.astype(jnp.float32)
+          / jnp.asarray(keep_prob, jnp.float32))
+    out_BxQxHxD = jnp.einsum('bhqk,bkhd->bqhd', weights_BxHxQxL,
+                             v_BxLxW.reshape(b, n_tok, nh, d))
+    return linear(out_BxQxHxD.reshape(b, q, w), wo.reshape(nh * d, w), bo)
+
+
 class MLP(nn.Module):
   """GELU MLP, 4x wide, with dropout on its output."""
 
@@ -66,32 +276,48 @@ class MLP(nn.Module):
   dropout: float
 
   @nn.compact
-  def __call__(self, x_BxLxW, *, train: bool):
-    h = nn.Dense(4 * self.width, kernel_init=_INIT)(x_BxLxW)
+  def __call__(self, x_BxLxW, *, train: bool,
+               full_shape: Sequence[int] | None = None,
+               rows: slice = slice(None)):
+    # Dense on 2-D inputs (see `linear`).
+    x_NxW = x_BxLxW.reshape(-1, x_BxLxW.shape[-1])
+    h = nn.Dense(4 * self.width, kernel_init=_INIT)(x_NxW)
     h = nn.gelu(h, approximate=True)
-    h = nn.Dense(self.width, kernel_init=_INIT)(h)
-    return nn.Dropout(self.dropout)(h, deterministic=not train)
+    h = nn.Dense(self.width, kernel_init=_INIT)(h).reshape(x_BxLxW.shape)
+    return Dropout(self.dropout)(h, train=train, full_shape=full_shape,
+                                 rows=rows)
 
 
 class Block(nn.Module):
-  """Pre-LayerNorm transformer block (GPT-2)."""
+  """Pre-LayerNorm transformer block (GPT-2).
+
+  With `rows`, only those tokens are updated and returned (all tokens
+  still serve as keys and values): the last block computes just the
+  tokens whose outputs are read.
+  """
 
   width: int
   num_heads: int
   dropout: float
 
   @nn.compact
-  def __call__(self, x_BxLxW, mask_Bx1xLxL, *, train: bool):
+  def __call__(self, x_BxLxW, allowed_BxQxL, *, train: bool,
+               rows: slice | None = None, full_len: int | None = None):
+    b, n_tok, w = x_BxLxW.shape
+    full_len = n_tok if full_len is None else full_len
+    full_shape = (b, full_len, w)
     h = nn.LayerNorm()(x_BxLxW)
-    h = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads,
-        dropout_rate=self.dropout,
-        kernel_init=_INIT,
-        deterministic=not train,
-    )(h, h, mask=mask_Bx1xLxL)
-    x_BxLxW = x_BxLxW + nn.Dropout(self.dropout)(h, deterministic=not train)
-    h = nn.LayerNorm()(x_BxLxW)
-    return x_BxLxW + MLP(self.width, self.dropout)(h, train=train)
+    h = SelfAttention(self.num_heads, self.dropout,
+                      name='MultiHeadDotProductAttention_0')(
+                          h, allowed_BxQxL, train=train, rows=rows,
+                          full_len=full_len)
+    rows_or_all = slice(0, n_tok) if rows is None else rows
+    x_BxQxW = x_BxLxW if rows is None else x_BxLxW[:, rows]
+    x_BxQxW = x_BxQxW + Dropout(self.dropout)(
+        h, train=train, full_shape=full_shape, rows=rows_or_all)
+    h = nn.LayerNorm()(x_BxQxW)
+    return x_BxQxW + MLP(self.width, self.dropout)(
+        h, train=train, full_shape=full_shape, rows=rows_or_all)
 
 
 class DecisionTransformer(nn.Module):
@@ -146,6 +372,7 @@ class DecisionTransformer(nn.Module):
       task_B,
       *,
       train: bool,
+      last_only: bool = False,
   ):
     """Predicts the action distribution at every step.
 
@@ -157,9 +384,12 @@ class DecisionTransformer(nn.Module):
       mask_BxK: 1 for real steps, 0 for (left) padding.
       task_B: int task id of each example (ignored with one task).
       train: enables dropout (needs a 'dropout' rng).
+      last_only: predict the last step only (acting): K becomes 1 in the
+        outputs, and the last block computes one query.
 
     Returns:
-      (mean_BxKxA, log_std_BxKxA): pre-tanh Gaussian parameters per step.
+      (mean_BxKxA, log_std_BxKxA): pre-tanh Gaussian parameters per step
+      (K = 1 with `last_only`).
     """
     if len(self.obs_dims) != len(self.act_dims):
       raise ValueError(
@@ -211,20 +441,31 @@ class DecisionTransformer(nn.Module):
           task_B
       )
       tokens_BxKx3xW = tokens_BxKx3xW + task_BxW[:, None, None, :]
-    x_BxLxW = tokens_BxKx3xW.reshape(b, 3 * k, w)
+    # The last token (the action of step K) is read by no output: causal
+    # attention lets nothing before it see it, and actions are predicted
+    # from state tokens. It is left out; L = 3K - 1 tokens remain.
+    full_len, n_tok = 3 * k, 3 * k - 1
+    x_BxLxW = tokens_BxKx3xW.reshape(b, full_len, w)[:, :n_tok]
     x_BxLxW = nn.LayerNorm(name='embed_ln')(x_BxLxW)
-    x_BxLxW = nn.Dropout(self.dropout)(x_BxLxW, deterministic=not train)
+    x_BxLxW = Dropout(self.dropout)(x_BxLxW, train=train,
+                                    full_shape=(b, full_len, w),
+                                    rows=slice(0, n_tok))
 
-    valid_BxL = jnp.repeat(mask_BxK > 0, 3, axis=1)
-    causal_LxL = jnp.tril(jnp.ones((3 * k, 3 * k), bool))
-    eye_LxL = jnp.eye(3 * k, dtype=bool)
-    attn_BxLxL = causal_LxL[None] & (valid_BxL[:, None, :] | eye_LxL[None])
+    valid_BxL = jnp.repeat(mask_BxK > 0, 3, axis=1)[:, :n_tok]
+    causal_LxL = jnp.tril(jnp.ones((n_tok, n_tok), bool))
+    eye_LxL = jnp.eye(n_tok, dtype=bool)
+    allowed_BxLxL = causal_LxL[None] & (valid_BxL[:, None, :] | eye_LxL[None])
+    # Outputs are read at the state tokens (1, 4, ..., 3K - 2), or at the
+    # last one only: the last block computes those queries alone.
+    out_rows = slice(n_tok - 1, n_tok) if last_only else slice(1, n_tok, 3)
     for i in range(self.num_layers):
+      last = i == self.num_layers - 1
       x_BxLxW = Block(w, self.num_heads, self.dropout, name=f'block_{i}')(
-          x_BxLxW, attn_BxLxL[:, None], train=train
-      )
-    x_BxLxW = nn.LayerNorm(name='final_ln')(x_BxLxW)
-    h_BxKxW = x_BxLxW.reshape(b, k, 3, w)[:, :, 1]
+          x_BxLxW, allowed_BxLxL[:, out_rows] if last else allowed_BxLxL,
+          train=train, rows=out_rows if last else None, full_len=full_len)
+    if self.num_layers == 0:
+      x_BxLxW = x_BxLxW[:, out_rows]
+    h_BxKxW = nn.LayerNorm(name='final_ln')(x_BxLxW)
 
     if self.head == 'tanh_gaussian':
       return heads.TanhGaussianHead(
