@@ -20,26 +20,55 @@ environment has finished its share.
     result = evaluation.evaluate(policy, 'hopper', episodes=10, num_envs=10,
                                  target_return=3600.0, seed=0, ...)
     result = evaluation.evaluate_checkpoint('runs/x/teachers/hopper', ...)
+    results = evaluation.evaluate_checkpoint_tasks('runs/x/student/last', ...)
+
+A multi-task policy (the student) acts in all its tasks at once with
+`evaluate_tasks`: the tasks' vector environments step side by side as one
+(observations zero-padded to S, actions cut per task), so one policy call
+per vector step serves every environment of every task; each environment
+still gets the seed, the episodes and the context it would get alone.
+
+The policy is `distill.models.model.make_policy_fn`, jitted once per model
+(`policy_fn`), so evaluating many checkpoints or tasks of one model
+compiles once per batch shape.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+import functools
 import logging
+import time
 from typing import Any
 
 import gymnasium
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from distill import checkpointing
-from distill import losses
 from distill.data import scores
 from distill.envs import rollout
 from distill.envs import tasks as tasks_lib
+from distill.models import model as model_lib
 
-# policy(rtg_Nx Kx1, states_NxKxS, actions_NxKxA, timesteps_NxK, mask_NxK,
-#        key) -> actions_NxA in [-1, 1].
+# policy(rtg_NxKx1, states_NxKxS, actions_NxKxA, timesteps_NxK, mask_NxK,
+#        key, task=None) -> actions_NxA in [-1, 1]; `task` ([N] int task
+# ids) is passed only by `evaluate_tasks`.
 Policy = Callable[..., np.ndarray]
+
+
+@functools.cache
+def policy_fn(model: model_lib.DecisionTransformer,
+              deterministic: bool = True) -> Callable[..., jax.Array]:
+  """`jax.jit(model_lib.make_policy_fn(model))`, one per model.
+
+  Args:
+    model: a `DecisionTransformer` (hashable: equal modules share one).
+    deterministic: act with tanh(mean); otherwise sample.
+
+  Returns:
+    The jitted `policy_fn(params, rtg, states, actions, timesteps, mask,
+    task, key) -> actions_NxA`.
+  """
+  return jax.jit(model_lib.make_policy_fn(model, deterministic=deterministic))
 
 
 def make_policy(model, params, *, task_id: int = 0,
@@ -50,31 +79,48 @@ def make_policy(model, params, *, task_id: int = 0,
     model: a `DecisionTransformer`.
     params: its parameters.
     task_id: the task id given to the model for every environment (the
-      student's task index; 0 for a teacher).
+      student's task index; 0 for a teacher) unless a call passes `task`.
     deterministic: act with tanh(mean); otherwise sample from the
       tanh-squashed Gaussian.
 
   Returns:
-    `policy(rtg, states, actions, timesteps, mask, key) -> actions_NxA`, one
-    jitted call returning the action of the last context position.
+    `policy(rtg, states, actions, timesteps, mask, key, task=None) ->
+    actions_NxA`, one jitted call (`policy_fn`) returning the action of the
+    last context position.
   """
+  act = policy_fn(model, deterministic)
 
-  @jax.jit
-  def act(params, rtg, states, actions, timesteps, mask, key):
-    task_N = jnp.full((states.shape[0],), task_id, jnp.int32)
-    mean_NxKxA, log_std_NxKxA = model.apply(
-        {'params': params}, rtg, states, actions, timesteps, mask, task_N,
-        train=False)
-    mean_NxA, log_std_NxA = mean_NxKxA[:, -1], log_std_NxKxA[:, -1]
-    if deterministic:
-      return jnp.tanh(mean_NxA)
-    action_NxA, _ = losses.sample_tanh_gaussian(key, mean_NxA, log_std_NxA)
-    return action_NxA
-
-  def policy(rtg, states, actions, timesteps, mask, key):
-    return np.asarray(act(params, rtg, states, actions, timesteps, mask, key))
+  def policy(rtg, states, actions, timesteps, mask, key, task=None):
+    task_N = (np.full((states.shape[0],), task_id, np.int32) if task is None
+              else np.asarray(task, np.int32))
+    return np.asarray(act(params, rtg, states, actions, timesteps, mask,
+                          task_N, key))
 
   return policy
+
+
+def batch1_latency_ms(model: model_lib.DecisionTransformer, params: Any, *,
+                      repeats: int = 200) -> float:
+  """Median wall time (ms) of one jitted batch-1 action call.
+
+  Args:
+    model: from `distill.models.model`.
+    params: its parameters.
+    repeats: timed calls after one warm-up call.
+
+  Returns:
+    The median, in milliseconds.
+  """
+  act = policy_fn(model)
+  inputs = model_lib.dummy_inputs(model)
+  key = jax.random.key(0)
+  jax.block_until_ready(act(params, *inputs, key))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(act(params, *inputs, key))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times) * 1e3)
 
 
 def default_make_envs(task: str, num_envs: int,
@@ -85,14 +131,19 @@ def default_make_envs(task: str, num_envs: int,
 
 def _with_context(policy: Policy, key: jax.Array, *, num_envs: int,
                   context_len: int, state_size: int, action_size: int,
-                  act_dim: int, start_rtg: float, rtg_scale: float,
-                  max_timestep: int, state_mean: np.ndarray,
-                  state_std: np.ndarray) -> rollout.Policy:
+                  act_dim: int, start_rtg: float | np.ndarray,
+                  rtg_scale: float, max_timestep: int,
+                  state_mean: np.ndarray, state_std: np.ndarray,
+                  task_N: np.ndarray | None = None,
+                  act_mask_NxA: np.ndarray | None = None) -> rollout.Policy:
   """Turns a Decision Transformer policy into a `rollout.Policy`.
 
   The returned callback keeps each environment's last K steps (right-aligned,
   left-padded, position K-1 the current step), its return-to-go and its
   timestep; `first_N` clears them. Actions are cut to the task's `act_dim`.
+  With `task_N` (several tasks side by side) the policy gets the task ids,
+  `start_rtg`, `state_mean` and `state_std` are per environment ([N],
+  [N, S]) and `act_mask_NxA` zeroes each environment's padded action dims.
   """
   n, k = num_envs, context_len
   rtg_NxKx1 = np.zeros((n, k, 1), np.float32)
@@ -102,7 +153,8 @@ def _with_context(policy: Policy, key: jax.Array, *, num_envs: int,
   mask_NxK = np.zeros((n, k), np.float32)
   context = (rtg_NxKx1, states_NxKxS, actions_NxKxA, timesteps_NxK, mask_NxK)
   t_N = np.zeros(n, np.int64)
-  rtg_N = np.full(n, start_rtg, np.float64)
+  rtg_N = np.zeros(n, np.float64) + start_rtg
+  extra = {} if task_N is None else {'task': task_N}
 
   def act(step, obs_NxS, reward_N, first_N):
     rtg_N[:] = np.where(first_N, start_rtg, rtg_N - reward_N / rtg_scale)
@@ -116,8 +168,10 @@ def _with_context(policy: Policy, key: jax.Array, *, num_envs: int,
     timesteps_NxK[:, -1] = np.minimum(t_N, max_timestep - 1)
     mask_NxK[:, -1] = 1.0
     actions_NxKxA[:, -1] = 0.0
-    action_NxA = policy(*context, jax.random.fold_in(key, step))
+    action_NxA = policy(*context, jax.random.fold_in(key, step), **extra)
     action_NxA = np.asarray(action_NxA, np.float32)[:, :act_dim]
+    if act_mask_NxA is not None:
+      action_NxA = np.where(act_mask_NxA, action_NxA, np.float32(0))
     actions_NxKxA[:, -1, :act_dim] = action_NxA
     return action_NxA
 
@@ -196,7 +250,14 @@ def evaluate(
                       max_episode_steps=max_episode_steps)
   finally:
     envs.close()
-  returns = out.returns
+  return _result(task, episodes, target_return, out.returns, out.lengths,
+                 out.steps * n)
+
+
+def _result(task: str, episodes: int, target_return: float,
+            returns: np.ndarray, lengths: np.ndarray,
+            env_steps: int) -> dict[str, Any]:
+  """The result dict of `evaluate` from one task's episodes."""
   refs = scores.reference_returns(task)
   if refs is None:
     logging.warning('evaluate: no reference returns for %r; normalized'
@@ -210,13 +271,189 @@ def evaluate(
       'target_return': float(target_return),
       'returns': returns.tolist(),
       'normalized': normalized.tolist(),
-      'lengths': out.lengths.tolist(),
+      'lengths': lengths.tolist(),
       'return_mean': float(returns.mean()),
       'return_std': float(returns.std()),
       'normalized_mean': float(normalized.mean()),
       'normalized_std': float(normalized.std()),
-      'env_steps': int(out.steps * n),
+      'env_steps': int(env_steps),
   }
+
+
+class _SideBySide(gymnasium.vector.VectorEnv):
+  """Several tasks' vector environments stepped as one (SAME_STEP).
+
+  Observations are zero-padded to `state_size`; each group's actions are
+  cut to its action size. `reset(seed=s)` resets every group with `s`, so
+  sub-environment i of a group gets seed s + i as it would alone.
+  Sub-environments are ordered by `order` (rows of the concatenated
+  groups), so that `rollout.run`'s episode shares fall on each group as
+  they would alone.
+  """
+
+  def __init__(self, groups: Sequence[gymnasium.vector.VectorEnv],
+               state_size: int, order: np.ndarray):
+    self.groups = list(groups)
+    self.state_size = state_size
+    sizes = [g.num_envs for g in self.groups]
+    self.num_envs = int(sum(sizes))
+    self.bounds = np.cumsum([0] + sizes)
+    self.order = np.asarray(order)
+    self.obs_dims = [g.single_observation_space.shape[0] for g in self.groups]
+    self.act_dims = [g.single_action_space.shape[0] for g in self.groups]
+    self.metadata = {'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP}
+
+  def _gather(self, parts, width=None):
+    """Concatenates per-group arrays (None: zeros) into this env's order."""
+    rows = []
+    for i, x in enumerate(parts):
+      size = self.bounds[i + 1] - self.bounds[i]
+      if width is not None:
+        padded = np.zeros((size, width), np.float64)
+        if x is not None:
+          padded[:, :x.shape[1]] = x
+        x = padded
+      rows.append(x)
+    return np.concatenate(rows)[self.order]
+
+  def _split(self, x_N):
+    concat = np.empty_like(x_N)
+    concat[self.order] = x_N
+    return [concat[self.bounds[i]:self.bounds[i + 1]]
+            for i in range(len(self.groups))]
+
+  def reset(self, *, seed=None, options=None):
+    mask_N = (options or {}).get('reset_mask')
+    masks = ([None] * len(self.groups) if mask_N is None
+             else self._split(np.asarray(mask_N)))
+    obs_list = []
+    for g, m in zip(self.groups, masks):
+      if m is None:
+        obs_list.append(g.reset(seed=seed)[0])
+      elif np.any(m):
+        obs_list.append(g.reset(options={'reset_mask': m})[0])
+      else:
+        obs_list.append(None)
+    return self._gather(obs_list, self.state_size), {}
+
+  def step(self, actions_NxA):
+    outs = [g.step(a[:, :d]) for g, a, d in
+            zip(self.groups, self._split(actions_NxA), self.act_dims)]
+    return (self._gather([o[0] for o in outs], self.state_size),
+            *(self._gather([o[j] for o in outs]) for j in (1, 2, 3)), {})
+
+  def close(self, **kwargs):
+    for g in self.groups:
+      g.close()
+
+
+def evaluate_tasks(
+    policy: Policy,
+    tasks: Sequence[str],
+    *,
+    task_ids: Sequence[int],
+    episodes: int,
+    num_envs: int,
+    target_returns: Sequence[float],
+    seed: int,
+    context_len: int,
+    rtg_scale: float,
+    max_timestep: int,
+    state_means: Sequence[np.ndarray],
+    state_stds: Sequence[np.ndarray],
+    state_size: int,
+    action_size: int,
+    max_episode_steps: int | None = None,
+    make_envs: Callable[[str, int, int], gymnasium.vector.VectorEnv] = (
+        default_make_envs),
+) -> dict[str, dict[str, Any]]:
+  """`evaluate` in several tasks at once, one policy call per vector step.
+
+  Every task gets its own vector environments, seeds, episodes and
+  conditioning exactly as `evaluate` would give it; the environments of all
+  tasks step side by side and the policy acts for all of them in one call
+  (it gets `task=` the task id of every row).
+
+  Args:
+    policy: from `make_policy` of a multi-task model.
+    tasks: task names.
+    task_ids: the model's task id of each task.
+    episodes: episodes per task.
+    num_envs: vector environments per task (capped at `episodes`).
+    target_returns: conditioning return of each task (raw units).
+    seed: environment seed of every task (sub-env i gets seed + i) and the
+      sampling key.
+    context_len: K.
+    rtg_scale: returns-to-go are divided by it.
+    max_timestep: timesteps are clipped to `max_timestep - 1`.
+    state_means: [obs_dim] normalization mean of each task.
+    state_stds: [obs_dim] normalization std of each task.
+    state_size: S, the model's (padded) state size.
+    action_size: A, the model's (padded) action size.
+    max_episode_steps: also end an episode after this many steps.
+    make_envs: `(task, num_envs, seed) -> VectorEnv` with SAME_STEP autoreset.
+
+  Returns:
+    {task: the `evaluate` result of that task}.
+  """
+  if episodes < 1 or num_envs < 1:
+    raise ValueError(f'evaluate_tasks: need episodes >= 1 and num_envs >= 1,'
+                     f' got {episodes}, {num_envs}')
+  for name, x in (('task_ids', task_ids), ('target_returns', target_returns),
+                  ('state_means', state_means), ('state_stds', state_stds)):
+    if len(x) != len(tasks):
+      raise ValueError(f'evaluate_tasks: {len(tasks)} tasks but'
+                       f' {len(x)} {name}')
+  n = min(num_envs, episodes)
+  t = len(tasks)
+  # Row order: first every group's sub-envs that run one extra episode
+  # (local index < episodes % n), so rollout.run's shares of the T *
+  # episodes match each task's shares alone.
+  group_C, local_C = np.repeat(np.arange(t), n), np.tile(np.arange(n), t)
+  order = np.argsort(local_C >= episodes % n, kind='stable')
+  groups = []
+  try:
+    for task in tasks:
+      groups.append(make_envs(task, n, seed))
+    envs = _SideBySide(groups, state_size, order)
+    obs_dims, act_dims = envs.obs_dims, envs.act_dims
+    mean_CxS = np.zeros((n * t, state_size), np.float32)
+    std_CxS = np.ones((n * t, state_size), np.float32)
+    act_mask_CxA = np.zeros((n * t, action_size), bool)
+    for i, task in enumerate(tasks):
+      rows = slice(i * n, (i + 1) * n)
+      mean = np.asarray(state_means[i], np.float32)
+      std = np.asarray(state_stds[i], np.float32)
+      if (mean.shape != (obs_dims[i],) or std.shape != (obs_dims[i],)
+          or obs_dims[i] > state_size or act_dims[i] > action_size):
+        raise ValueError(
+            f'evaluate_tasks: {task!r} has {obs_dims[i]} observation and'
+            f' {act_dims[i]} action dims; its statistics have shapes'
+            f' {mean.shape}, {std.shape} and the model takes'
+            f' {state_size}/{action_size}')
+      mean_CxS[rows, :obs_dims[i]] = mean
+      std_CxS[rows, :obs_dims[i]] = std
+      act_mask_CxA[rows, :act_dims[i]] = True
+    act = _with_context(
+        policy, jax.random.key(seed), num_envs=n * t,
+        context_len=context_len, state_size=state_size,
+        action_size=action_size, act_dim=action_size,
+        start_rtg=(np.asarray(target_returns, np.float64)
+                   / rtg_scale)[group_C[order]],
+        rtg_scale=rtg_scale, max_timestep=max_timestep,
+        state_mean=mean_CxS[order], state_std=std_CxS[order],
+        task_N=np.asarray(task_ids, np.int32)[group_C[order]],
+        act_mask_NxA=act_mask_CxA[order])
+    out = rollout.run(envs, act, episodes=episodes * t, seed=seed,
+                      max_episode_steps=max_episode_steps)
+  finally:
+    for g in groups:
+      g.close()
+  group_E = group_C[order][out.env_index]
+  return {task: _result(task, episodes, target_returns[i],
+                        out.returns[group_E == i], out.lengths[group_E == i],
+                        out.steps * n)
+          for i, task in enumerate(tasks)}
 
 
 def evaluate_checkpoint(directory: str, *, episodes: int, num_envs: int,
@@ -260,3 +497,54 @@ def evaluate_checkpoint(directory: str, *, episodes: int, num_envs: int,
       state_size=model.state_size, action_size=model.action_size, **kwargs)
   result['step'] = meta['step']
   return result
+
+
+def evaluate_checkpoint_tasks(directory: str, *, episodes: int,
+                              num_envs: int, target_returns: dict[str, float],
+                              seed: int, tasks: Sequence[str] | None = None,
+                              deterministic: bool = True,
+                              step: int | None = None,
+                              **kwargs) -> dict[str, dict[str, Any]]:
+  """Evaluates a multi-task checkpoint in its tasks at once (`evaluate_tasks`).
+
+  Each task's result is what `evaluate_checkpoint` gives for it alone (the
+  same environments, seeds and conditioning), computed with one policy call
+  per vector step for all tasks.
+
+  Args:
+    directory: a checkpoint directory (e.g. `<workdir>/student/last/`).
+    episodes: episodes per task.
+    num_envs: vector sub-environments per task.
+    target_returns: {task: conditioning return (raw units)}.
+    seed: environment seed.
+    tasks: which of the checkpoint's tasks (default: all).
+    deterministic: act with tanh(mean).
+    step: checkpoint step; default the latest.
+    **kwargs: more `evaluate_tasks` arguments (max_episode_steps, make_envs).
+
+  Returns:
+    {task: the `evaluate` result plus 'step'}.
+  """
+  model, params, meta = checkpointing.load_policy(directory, step=step)
+  all_tasks = list(meta.get('tasks') or [meta['task']])
+  tasks = all_tasks if tasks is None else list(tasks)
+  unknown = [t for t in tasks if t not in all_tasks]
+  if unknown:
+    raise ValueError(f'evaluate_checkpoint_tasks: {directory} holds tasks'
+                     f' {all_tasks}, not {unknown}')
+  index = [all_tasks.index(t) for t in tasks]
+  results = evaluate_tasks(
+      make_policy(model, params, deterministic=deterministic), tasks,
+      task_ids=index if model.num_tasks > 1 else [0] * len(tasks),
+      episodes=episodes, num_envs=num_envs,
+      target_returns=[float(target_returns[t]) for t in tasks], seed=seed,
+      context_len=meta['context_len'], rtg_scale=meta['rtg_scale'],
+      max_timestep=meta['max_timestep'],
+      state_means=[np.asarray(meta['state_mean'][i], np.float32)
+                   for i in index],
+      state_stds=[np.asarray(meta['state_std'][i], np.float32)
+                  for i in index],
+      state_size=model.state_size, action_size=model.action_size, **kwargs)
+  for r in results.values():
+    r['step'] = meta['step']
+  return results

@@ -1,5 +1,6 @@
 """Tests of distill/evaluation.py."""
 
+import chex
 import gymnasium
 import jax
 import numpy as np
@@ -12,30 +13,43 @@ from distill.models import model as model_lib
 
 
 class CountingEnv(gymnasium.Env):
-  """Reward 1 per step; terminates after `length` steps."""
+  """Reward 1 (+ action_scale * first action) per step; terminates after
+  `length` steps. Observations [t, length, seed, 0, ...]."""
 
-  def __init__(self, length):
+  def __init__(self, length, obs_dim=2, act_dim=1, action_scale=0.0):
     self.length = length
-    self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (2,))
-    self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (1,))
+    self.obs_dim = obs_dim
+    self.action_scale = action_scale
+    self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (obs_dim,))
+    self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (act_dim,))
     self.t = 0
+    self.seed = 0
+
+  def _obs(self):
+    obs = np.zeros(self.obs_dim, np.float32)
+    obs[:3] = [self.t, self.length, self.seed][:self.obs_dim]
+    return obs
 
   def reset(self, *, seed=None, options=None):
     super().reset(seed=seed)
+    if seed is not None:
+      self.seed = seed
     self.t = 0
-    return np.array([self.t, self.length], np.float32), {}
+    return self._obs(), {}
 
   def step(self, action):
+    assert action.shape == self.action_space.shape
     self.t += 1
-    obs = np.array([self.t, self.length], np.float32)
-    return obs, 1.0, self.t >= self.length, False, {}
+    reward = 1.0 + self.action_scale * float(action[0])
+    return self._obs(), reward, self.t >= self.length, False, {}
 
 
-def counting_envs(lengths):
+def counting_envs(lengths, obs_dim=2, act_dim=1, action_scale=0.0):
   def make(task, num_envs, seed):
     del task, seed
     return gymnasium.vector.SyncVectorEnv(
-        [lambda n=n: CountingEnv(n) for n in lengths[:num_envs]],
+        [lambda n=n: CountingEnv(n, obs_dim, act_dim, action_scale)
+         for n in lengths[:num_envs]],
         autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
   return make
 
@@ -124,3 +138,93 @@ def test_mujoco_rollout_from_checkpoint(tmp_path, deterministic):
   assert np.isfinite(result['normalized_mean'])
   assert result['normalized'][0] == pytest.approx(
       100 * (result['returns'][0] + 20.272305) / (3234.3 + 20.272305))
+
+
+def _task_policy(rtg, states, actions, timesteps, mask, key, task=None):
+  """Acts from the context, so a mixed-up row or task changes the returns."""
+  del key
+  task = np.zeros(rtg.shape[0], np.int32) if task is None else task
+  a = np.tanh(0.3 * rtg[:, -1, 0] + 0.05 * states[:, -1, 0]
+              + 0.07 * states[:, -1, 2] - 0.2 * actions[:, -2, 0]
+              + 0.01 * timesteps[:, -1] + 0.02 * mask.sum(1) + 0.4 * task)
+  return np.stack([a, -a, 0.5 * a], axis=1).astype(np.float32)  # A = 3
+
+
+@pytest.mark.parametrize('episodes,num_envs', [(4, 2), (5, 2), (3, 4)])
+def test_evaluate_tasks_equals_each_task_alone(episodes, num_envs):
+  spec = {'hopper': ([3, 5, 4, 6], 2, 1), 'walker2d': ([4, 2, 7, 3], 3, 3)}
+  make = {t: counting_envs(n, o, a, action_scale=0.5)
+          for t, (n, o, a) in spec.items()}
+  common = dict(episodes=episodes, num_envs=num_envs, seed=7,
+                context_len=3, rtg_scale=2.0, max_timestep=100,
+                state_size=3, action_size=3, max_episode_steps=5)
+  means = {'hopper': np.array([0.5, 1.0]), 'walker2d': np.array([1., 2., 3.])}
+  stds = {'hopper': np.array([2.0, 1.0]), 'walker2d': np.array([1., 1., 2.])}
+  targets = {'hopper': 10.0, 'walker2d': 6.0}
+  alone = {}
+  for i, t in enumerate(spec):
+    policy = lambda *a, i=i: _task_policy(*a, task=np.full(a[0].shape[0], i))
+    alone[t] = evaluation.evaluate(
+        policy, t, target_return=targets[t], state_mean=means[t],
+        state_std=stds[t], make_envs=make[t], **common)
+  together = evaluation.evaluate_tasks(
+      _task_policy, list(spec), task_ids=[0, 1],
+      target_returns=[targets[t] for t in spec],
+      state_means=[means[t] for t in spec],
+      state_stds=[stds[t] for t in spec],
+      make_envs=lambda task, n, seed: make[task](task, n, seed), **common)
+  for t in spec:
+    for field in ('returns', 'lengths', 'normalized', 'episodes'):
+      assert together[t][field] == alone[t][field], (t, field)
+
+
+def test_policy_compiles_once_per_model(monkeypatch):
+  model = dt_lib.DecisionTransformer(
+      obs_dims=(3, 2), act_dims=(2, 1), num_layers=1, width=8, num_heads=1,
+      dropout=0.0, context_len=3, max_timestep=10)
+  params = model_lib.init_params(model, jax.random.key(0))
+  inputs = [np.asarray(x) for x in model_lib.dummy_inputs(model, 4)][:5]
+  ref = jax.jit(model_lib.make_policy_fn(model))
+  make = model_lib.make_policy_fn
+  monkeypatch.setattr(model_lib, 'make_policy_fn', lambda m, **kw: (
+      chex.assert_max_traces(make(m, **kw), n=1)))
+  evaluation.policy_fn.cache_clear()
+  try:
+    for task_id in (0, 1):  # Two tasks / checkpoints of one model.
+      # An equal module (e.g. loaded again from its checkpoint) shares it.
+      same = model_lib.from_meta(model_lib.model_meta(model))
+      policy = evaluation.make_policy(same, params, task_id=task_id)
+      np.testing.assert_array_equal(
+          policy(*inputs, jax.random.key(0)),
+          ref(params, *inputs, np.full(4, task_id), jax.random.key(0)))
+  finally:
+    evaluation.policy_fn.cache_clear()
+
+
+@pytest.mark.slow
+def test_mujoco_checkpoint_tasks_equal_one_by_one(tmp_path):
+  # A random two-task student: hopper (11/3) and walker2d (17/6).
+  model = dt_lib.DecisionTransformer(
+      obs_dims=(11, 17), act_dims=(3, 6), num_layers=1, width=16,
+      num_heads=1, dropout=0.0, context_len=4, max_timestep=1000)
+  params = model_lib.init_params(model, jax.random.key(1))
+  meta = {'tasks': ['hopper', 'walker2d'], 'model': model_lib.model_meta(model),
+          'obs_dims': [11, 17], 'act_dims': [3, 6], 'context_len': 4,
+          'rtg_scale': 1000.0, 'max_timestep': 1000,
+          'state_mean': [[0.1] * 11, [0.0] * 17],
+          'state_std': [[1.0] * 11, [2.0] * 17]}
+  manager = checkpointing.make_manager(str(tmp_path / 'student'))
+  checkpointing.save(manager, 3, {'params': params}, meta)
+  manager.close()
+  common = dict(episodes=3, num_envs=2, seed=5, max_episode_steps=12)
+  targets = {'hopper': 3600.0, 'walker2d': 5000.0}
+  together = evaluation.evaluate_checkpoint_tasks(
+      str(tmp_path / 'student'), target_returns=targets, **common)
+  for i, task in enumerate(targets):
+    alone = evaluation.evaluate_checkpoint(
+        str(tmp_path / 'student'), task_index=i, target_return=targets[task],
+        **common)
+    assert together[task]['step'] == alone['step'] == 3
+    assert together[task]['lengths'] == alone['lengths']
+    np.testing.assert_allclose(together[task]['returns'], alone['returns'],
+                               rtol=1e-6)

@@ -131,14 +131,15 @@ def make_policy_fn(model: DecisionTransformer, *,
   """
 
   def policy_fn(params, rtg, states, actions, timesteps, mask, task, key):
-    mean_NxKxA, log_std_NxKxA = model.apply(
+    # last_only: the last block computes the one query that is read.
+    mean_Nx1xA, log_std_Nx1xA = model.apply(
         {'params': params}, rtg, states, actions, timesteps, mask,
-        jnp.asarray(task, jnp.int32), train=False)
-    mean_NxA = mean_NxKxA[:, -1]
+        jnp.asarray(task, jnp.int32), train=False, last_only=True)
+    mean_NxA = mean_Nx1xA[:, 0]
     if deterministic:
       return jnp.tanh(mean_NxA)
     noise = jax.random.normal(key, mean_NxA.shape, mean_NxA.dtype)
-    return jnp.tanh(mean_NxA + jnp.exp(log_std_NxKxA[:, -1]) * noise)
+    return jnp.tanh(mean_NxA + jnp.exp(log_std_Nx1xA[:, 0]) * noise)
 
   return policy_fn
 
