@@ -14,52 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from distill import aggregate
 from distill.fileio import write_atomic
 from distill.fileio import write_json
-
-
-def aggregate_scores(scores_RxT: np.ndarray, *, reps: int = 2000,
-                     seed: int = 0) -> dict[str, Any]:
-  """Interquartile mean and mean over runs and tasks, with 95% bootstrap CIs.
-
-  A single run has no interval: with one row the result holds the point
-  estimates only and `runs` = 1 (a bootstrap over one run would give a
-  zero-width interval that says nothing).
-
-  Args:
-    scores_RxT: normalized scores, one row per run (seed), one column per task.
-    reps: bootstrap replications (rliable's stratified bootstrap).
-    seed: seed of the bootstrap.
-
-  Returns:
-    `{"runs": R, "iqm": {"value"[, "ci_low", "ci_high"]}, "mean": {...}}`.
-
-  References:
-    Agarwal et al. 2021, "Deep Reinforcement Learning at the Edge of the
-    Statistical Precipice".
-  """
-  from rliable import library as rly  # pylint: disable=g-import-not-at-top
-  from rliable import metrics  # pylint: disable=g-import-not-at-top
-
-  scores_RxT = np.asarray(scores_RxT, dtype=np.float64)
-  if scores_RxT.ndim != 2 or not scores_RxT.size:
-    raise ValueError(f"scores_RxT must be a non-empty [runs, tasks] array, got"
-                     f" shape {scores_RxT.shape}")
-  fn = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
-  runs = scores_RxT.shape[0]
-  out = {"runs": int(runs)}
-  if runs < 2:
-    point = fn(scores_RxT)
-    for i, name in enumerate(("iqm", "mean")):
-      out[name] = {"value": float(point[i])}
-    return out
-  np.random.seed(seed)  # rliable's bootstrap draws from NumPy's global state.
-  point, interval = rly.get_interval_estimates({"x": scores_RxT}, fn, reps=reps)
-  for i, name in enumerate(("iqm", "mean")):
-    out[name] = {"value": float(point["x"][i]),
-                 "ci_low": float(interval["x"][0, i]),
-                 "ci_high": float(interval["x"][1, i])}
-  return out
 
 
 def assemble_results(
@@ -137,8 +94,8 @@ def assemble_results(
       "student_steps": int(student_steps),
       "teacher_steps": int(teacher_steps),
       "aggregate": {
-          who: aggregate_scores(np.array([[per_task[t][key] for t in tasks]]),
-                                reps=reps)
+          who: aggregate.interval_estimates(
+              np.array([[per_task[t][key] for t in tasks]]), reps=reps)
           for who, key in (("teacher", "teacher_score"),
                            ("student", "student_score"))},
   }
