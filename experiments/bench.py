@@ -1,20 +1,42 @@
-r"""Speed of the teacher code on this machine; figures with in-run baselines.
+r"""Speed of the training and acting code on this machine, as JSON lines.
 
   python -m experiments.bench
-  python -m experiments.bench --repeats=5 --eval_steps=300
+  python -m experiments.bench --only=train,latency --repeats=7
+  python -m experiments.bench \
+      --reference_cmd='OMP_WAIT_POLICY=PASSIVE /venv/bin/python ref_dt.py 3x128'
 
-(a) Train step of the paper-size teacher (3 layers x 128, 1 head, K=20,
-    batch 64, obs 17, act 6): time and GFLOP/s (XLA's cost analysis of the
-    compiled step) against this machine's dense f32 matmul GFLOP/s.
-(b) Evaluation: env steps/s of a teacher over 16 vector environments against
-    the same model driving one environment at a time (as the reference DT
-    code evaluates).
-(c) `steps_per_dispatch`: per-update time with updates fused in one
-    `lax.scan` (batches sampled on the device) against one update per call.
-(d) Four teachers in one vmapped step against four separate steps.
-Every ratio is against a baseline measured in the same run.
+One JSON object per line, each naming its figure and the device; every
+ratio is against a baseline measured in the same run, and timed variants
+take turns (best of `--repeats`) so that load from other processes hits
+them alike.
+
+  matmul           dense f32 2048^3 matmul GFLOP/s (start and end: drift)
+  teacher_step     paper-size teacher (3 x 128, 1 head, K=20, batch 64,
+                   AdamW, dropout 0.1): ms/step, XLA's FLOP count, GFLOP/s;
+                   with --reference_cmd, the same step of an external
+                   reference implementation, interleaved, and the ratio
+  teacher_step     the default teacher (2 x 64) likewise
+  student_step     the default distillation step (configs/mt_distill.py:
+                   student 2 x 32, max_kl + project_conflicting, fused
+                   dispatches of --student_steps)
+  fusion / vmap    fused updates per dispatch; four teachers vmapped
+  eval_teacher     paper-size teacher, HalfCheetah: 16 vector envs vs the
+                   same model driving one environment at a time
+  eval_student     the default student in all four suite tasks, one policy
+                   call per vector step (evaluation.evaluate_tasks) vs one
+                   environment at a time
+  latency          batch-1 action latency: default teacher, paper teacher,
+                   student, the exported student (jax.export artifact)
+
+The reference command speaks a line protocol: it prints 'ready' when warm;
+for each line 'N' on its stdin it runs N steps and prints 'wall_s cpu_s'
+per step.
 """
 
+import json
+import os
+import subprocess
+import tempfile
 import time
 
 from absl import app
@@ -24,16 +46,41 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from configs import mt_distill
 from distill import evaluation
 from distill.data import segments
 from distill.models import model as model_lib
 from distill.train import optimizer as optimizer_lib
+from distill.train import student as student_lib
 from distill.train import teacher
 
-_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repeats (best is kept).')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repeats (best kept).')
 _EVAL_STEPS = flags.DEFINE_integer(
-    'eval_steps', 200, 'Steps per evaluation episode (b).')
-_EVAL_ENVS = flags.DEFINE_integer('eval_envs', 16, 'Vector envs (b).')
+    'eval_steps', 200, 'Steps per evaluation episode.')
+_EVAL_ENVS = flags.DEFINE_integer('eval_envs', 16, 'Vector envs per task.')
+_STUDENT_STEPS = flags.DEFINE_integer(
+    'student_steps', 10, 'Distillation steps per timed dispatch.')
+_ONLY = flags.DEFINE_list(
+    'only', [], 'Sections to run (train, fusion, eval, latency); all if '
+    'empty.')
+_REFERENCE = flags.DEFINE_string(
+    'reference_cmd', None, 'Shell command of a reference train-step server'
+    ' (paper size), timed interleaved with ours.')
+
+# The suite's observation / action sizes (bench_distill.DIMS).
+_SUITE_DIMS = ((17, 6), (17, 6), (11, 3), (17, 6))
+_SUITE_TASKS = ('halfcheetah-forward', 'halfcheetah-backward', 'hopper',
+                'walker2d')
+
+
+def _emit(figure, **values):
+  row = {'figure': figure, 'device': _device(), **values}
+  print(json.dumps(row), flush=True)
+
+
+def _device():
+  d = jax.devices()[0]
+  return f'{d.platform}:{d.device_kind} x{jax.device_count()}'
 
 
 def _config(layers, width):
@@ -45,29 +92,37 @@ def _config(layers, width):
       entropy=dict(alpha=0.1, learn=True, lr=1e-4)))
 
 
-def _source(num_tasks=1, n=20_000):
+def _datasets(dims, n=20_000):
   r = np.random.default_rng(0)
-  datasets = []
-  for _ in range(num_tasks):
+  out = []
+  for obs_dim, act_dim in dims:
     timeouts = np.zeros(n, bool)
     timeouts[999::1000] = True
-    datasets.append(dict(
-        observations=r.normal(size=(n, 17)).astype(np.float32),
-        actions=np.tanh(r.normal(size=(n, 6))).astype(np.float32),
+    out.append(dict(
+        observations=r.normal(size=(n, obs_dim)).astype(np.float32),
+        actions=np.tanh(r.normal(size=(n, act_dim))).astype(np.float32),
         rewards=r.normal(size=n).astype(np.float32),
         terminals=np.zeros(n, bool), timeouts=timeouts))
-  return segments.make_segment_source(datasets, context_len=20,
-                                      rtg_scale=1000.0, max_timestep=1000)
+  return out
 
 
-def _best(fn, repeats):
-  fn()  # compile / warm up
-  times = []
+def _source(num_tasks=1, n=20_000):
+  return segments.make_segment_source(
+      _datasets([(17, 6)] * num_tasks, n), context_len=20, rtg_scale=1000.0,
+      max_timestep=1000)
+
+
+def _interleaved(runs, repeats):
+  """Best seconds of each `run()` over `repeats` rounds taking turns."""
+  for run in runs.values():
+    run()  # compile / warm up
+  best = dict.fromkeys(runs, np.inf)
   for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
+    for k, run in runs.items():
+      start = time.perf_counter()
+      run()
+      best[k] = min(best[k], time.perf_counter() - start)
+  return best
 
 
 def _build(layers, width, source):
@@ -89,92 +144,148 @@ def bench_matmul(repeats):
   a = jax.random.normal(jax.random.key(0), (n, n))
   b = jax.random.normal(jax.random.key(1), (n, n))
   mm = jax.jit(jnp.matmul)
-  t = _best(lambda: mm(a, b).block_until_ready(), repeats)
-  return 2 * n**3 / t / 1e9
+  t = _interleaved({'mm': lambda: mm(a, b).block_until_ready()}, repeats)
+  return 2 * n**3 / t['mm'] / 1e9
 
 
-def bench_train_step(repeats, matmul_gflops):
-  source = _source()
-  model, step, state = _build(3, 128, source)
-  batch = segments.sample_task_batch(source, jax.random.key(0), 0, 64)
-  jitted = jax.jit(step)
-  compiled = jitted.lower(state, batch).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get('flops', float('nan')))
-  holder = [state]
+class _Reference:
+  """An external train-step server (see the module docstring)."""
+
+  def __init__(self, cmd):
+    self.proc = subprocess.Popen(cmd, shell=True, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+    while True:
+      line = self.proc.stdout.readline()
+      if not line:
+        raise RuntimeError(f'reference command ended: {cmd}')
+      if line.startswith('ready'):
+        break
+
+  def steps(self, n):
+    self.proc.stdin.write(f'{n}\n')
+    self.proc.stdin.flush()
+    wall, cpu = (float(x) for x in self.proc.stdout.readline().split())
+    return wall, cpu
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait()
+
+
+def _step_runner(step, state, batch, n=5):
+  jitted = jax.jit(step, donate_argnums=0)
+  box = [state]
 
   def run():
-    for _ in range(5):
-      holder[0], m = jitted(holder[0], batch)
+    for _ in range(n):
+      box[0], m = jitted(box[0], batch)
     jax.block_until_ready(m)
 
-  t = _best(run, repeats) / 5
-  params = model_lib.count_params(state.params)
-  gflops = flops / t / 1e9
-  print(f'(a) paper-size teacher ({params:,} params), batch 64, K=20:'
-        f' {t * 1e3:.1f} ms/step, {flops / 1e9:.2f} GFLOP/step (XLA cost'
-        f' analysis), {gflops:.1f} GFLOP/s = {gflops / matmul_gflops:.0%} of'
-        f' the dense matmul rate ({matmul_gflops:.1f} GFLOP/s)')
+  return jitted, run
 
 
-def bench_eval(repeats, steps, num_envs):
-  del repeats  # one pass each: rollouts are long enough
-  model = model_lib.make_model(_config(3, 128).model, obs_dims=(17,),
-                               act_dims=(6,), context_len=20,
-                               max_timestep=1000)
-  k = 20
-  params = model_lib.init_params(model, jax.random.key(0))
-  policy = evaluation.make_policy(model, params)
-  common = dict(target_return=6000.0, context_len=k, rtg_scale=1000.0,
-                max_timestep=1000, state_mean=np.zeros(17),
-                state_std=np.ones(17), state_size=17, action_size=6,
-                max_episode_steps=steps)
-  # Warm up both batch shapes (compilation is not part of the rate).
-  evaluation.evaluate(policy, 'halfcheetah-forward', episodes=num_envs,
-                      num_envs=num_envs, seed=0, **dict(
-                          common, max_episode_steps=2))
-  evaluation.evaluate(policy, 'halfcheetah-forward', episodes=1, num_envs=1,
-                      seed=0, **dict(common, max_episode_steps=2))
-  start = time.perf_counter()
-  r = evaluation.evaluate(policy, 'halfcheetah-forward', episodes=num_envs,
-                          num_envs=num_envs, seed=0, **common)
-  vec = r['env_steps'] / (time.perf_counter() - start)
-  start = time.perf_counter()
-  n_single = max(2, num_envs // 4)
-  total = 0
-  for i in range(n_single):
-    r = evaluation.evaluate(policy, 'halfcheetah-forward', episodes=1,
-                            num_envs=1, seed=i, **common)
-    total += r['env_steps']
-  single = total / (time.perf_counter() - start)
-  print(f'(b) evaluation, paper-size teacher, HalfCheetah: {num_envs} vector'
-        f' envs {vec:,.0f} env-steps/s vs one env at a time {single:,.0f}'
-        f' env-steps/s ({1e3 / single:.2f} ms/step): {vec / single:.1f}x')
+def bench_teacher_steps(repeats, matmul_gflops, reference_cmd):
+  source = _source()
+  batch = segments.sample_task_batch(source, jax.random.key(0), 0, 64)
+  for layers, width in ((3, 128), (2, 64)):
+    model, step, state = _build(layers, width, source)
+    cost = jax.jit(step).lower(state, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get('flops', float('nan')))
+    _, run = _step_runner(step, state, batch)
+    row = dict(layers=layers, width=width, batch=64, context=20,
+               params=model_lib.count_params(state.params),
+               gflop_per_step=round(flops / 1e9, 2))
+    if reference_cmd and (layers, width) == (3, 128):
+      ref = _Reference(reference_cmd)
+      ours, theirs, ratios = [], [], []
+      run()
+      for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        ours.append((time.perf_counter() - start) / 5)
+        theirs.append(ref.steps(5)[0])
+        ratios.append(ours[-1] / theirs[-1])
+      ref.close()
+      t = min(ours)
+      row.update(reference_ms=round(min(theirs) * 1e3, 1),
+                 ratio_to_reference=round(t / min(theirs), 3),
+                 median_round_ratio=round(float(np.median(ratios)), 3))
+    else:
+      t = _interleaved({'step': run}, repeats)['step'] / 5
+    row.update(ms_per_step=round(t * 1e3, 1),
+               gflops=round(flops / t / 1e9, 1),
+               fraction_of_matmul_rate=round(flops / t / 1e9 / matmul_gflops,
+                                             3))
+    _emit('teacher_step', **row)
+
+
+def bench_student_step(repeats):
+  config = mt_distill.get_config()
+  config.tasks = tuple(f'task{i}' for i in range(len(_SUITE_DIMS)))
+  source = segments.make_segment_source(
+      _datasets(_SUITE_DIMS), context_len=config.data.context_len,
+      rtg_scale=config.data.rtg_scale, max_timestep=config.data.max_timestep)
+  teacher_model = model_lib.make_model(
+      config.teacher.model, obs_dims=(source.states.shape[1],),
+      act_dims=(source.actions.shape[1],),
+      context_len=config.data.context_len,
+      max_timestep=config.data.max_timestep)
+  keys = jax.random.split(jax.random.key(1), len(_SUITE_DIMS))
+  teacher_params_T = jax.vmap(
+      lambda k: model_lib.init_params(teacher_model, k))(keys)
+  student = model_lib.make_model(
+      config.student.model, obs_dims=[d[0] for d in _SUITE_DIMS],
+      act_dims=[d[1] for d in _SUITE_DIMS],
+      context_len=config.data.context_len,
+      max_timestep=config.data.max_timestep)
+  key = jax.random.key(0)
+  selector = student_lib.make_selector(config.curriculum, len(_SUITE_DIMS),
+                                       source.states.shape[1], key)
+  optimizer = student_lib.make_optimizer(config, key)
+  pool = student_lib.make_probe_pool(source, teacher_model, teacher_params_T,
+                                     key, config.student.probe_pool)
+  step = student_lib.make_distill_step(config, student, teacher_model,
+                                       selector, optimizer)
+  n = _STUDENT_STEPS.value
+  multi = jax.jit(student_lib.make_multi_step(step, n), donate_argnums=0)
+  box = [student_lib.init_state(student, selector, optimizer, key)]
+
+  def run():
+    box[0], metrics = multi(box[0], teacher_params_T, source, pool)
+    jax.block_until_ready((box[0], metrics))
+
+  t = _interleaved({'s': run}, repeats)['s'] / n
+  _emit('student_step', ms_per_step=round(t * 1e3, 2),
+        student_params=model_lib.count_params(box[0].params),
+        layers=config.student.model.num_layers,
+        width=config.student.model.width, batch=config.student.batch_size,
+        probe=config.student.probe_size, curriculum=config.curriculum.name,
+        surgery=config.surgery.name, steps_per_dispatch=n)
 
 
 def bench_fusion(repeats):
   source = _source()
   for layers, width in ((2, 64), (3, 128)):
     _, step, state = _build(layers, width, source)
-    per_step = {}
+    runs = {}
     for n in (1, 10):
       update = jax.jit(teacher.make_update_fn(step, batch_size=64,
                                               num_steps=n), donate_argnums=0)
-      holder = [state]
-      calls = 20 // n
+      holder = [jax.tree.map(jnp.copy, state)]
 
-      def run(update=update, holder=holder, calls=calls):
+      def run(update=update, holder=holder, calls=20 // n):
         for _ in range(calls):
           holder[0], m = update(holder[0], source, jnp.int32(0))
         jax.block_until_ready(m)
 
-      per_step[n] = _best(run, repeats) / (calls * n)
-      state = holder[0]
-    print(f'(c) {layers}x{width} teacher, batch 64: 1 update/dispatch'
-          f' {per_step[1] * 1e3:.1f} ms/update, 10 fused'
-          f' {per_step[10] * 1e3:.1f} ms/update:'
-          f' {per_step[1] / per_step[10]:.2f}x')
+      runs[n] = run
+    best = _interleaved(runs, repeats)
+    per1, per10 = best[1] / 20, best[10] / 20
+    _emit('fusion', layers=layers, width=width,
+          ms_per_update_1_per_dispatch=round(per1 * 1e3, 2),
+          ms_per_update_10_fused=round(per10 * 1e3, 2),
+          speedup=round(per1 / per10, 2))
 
 
 def bench_vmap(repeats):
@@ -191,26 +302,172 @@ def bench_vmap(repeats):
       _, m = single(state, source, jnp.int32(i))
     jax.block_until_ready(m)
 
-  def run_vmapped():
-    jax.block_until_ready(vmapped(stacked, source, tasks))
+  best = _interleaved({
+      'single': run_single,
+      'vmapped': lambda: jax.block_until_ready(
+          vmapped(stacked, source, tasks))}, repeats)
+  _emit('vmap', teachers=4, layers=2, width=64,
+        ms_per_update_one_by_one=round(best['single'] / 10 * 1e3, 2),
+        ms_per_update_vmapped=round(best['vmapped'] / 10 * 1e3, 2),
+        speedup=round(best['single'] / best['vmapped'], 2))
 
-  t1 = _best(run_single, repeats) / 10
-  t4 = _best(run_vmapped, repeats) / 10
-  print(f'(d) 4 teachers 2x64, batch 64: one by one {t1 * 1e3:.1f} ms per'
-        f' update of all four, vmapped {t4 * 1e3:.1f} ms: {t1 / t4:.2f}x')
+
+def _eval_common(model, steps):
+  return dict(context_len=model.context_len, rtg_scale=1000.0,
+              max_timestep=1000, state_size=model.state_size,
+              action_size=model.action_size, max_episode_steps=steps)
+
+
+def _one_env_rate(policy, tasks, task_ids, model, steps, episodes):
+  """Env-steps/s of one environment at a time, tasks in turn."""
+  total, start = 0, time.perf_counter()
+  for i in range(episodes):
+    t = i % len(tasks)
+    obs_dim = _SUITE_DIMS[_SUITE_TASKS.index(tasks[t])][0]
+    r = evaluation.evaluate(
+        lambda *a, t=t: policy(*a, task=np.full(1, task_ids[t])), tasks[t],
+        episodes=1, num_envs=1, seed=i, target_return=3000.0,
+        state_mean=np.zeros(obs_dim), state_std=np.ones(obs_dim),
+        **_eval_common(model, steps))
+    total += r['env_steps']
+  return total / (time.perf_counter() - start)
+
+
+def bench_eval(steps, num_envs):
+  # (1) The paper-size teacher in HalfCheetah.
+  model = model_lib.make_model(_config(3, 128).model, obs_dims=(17,),
+                               act_dims=(6,), context_len=20,
+                               max_timestep=1000)
+  params = model_lib.init_params(model, jax.random.key(0))
+  policy = evaluation.make_policy(model, params)
+  task = ['halfcheetah-forward']
+
+  def vector(n_steps):
+    return evaluation.evaluate(
+        policy, task[0], episodes=num_envs, num_envs=num_envs, seed=0,
+        target_return=6000.0, state_mean=np.zeros(17), state_std=np.ones(17),
+        **_eval_common(model, n_steps))
+
+  vector(2)  # Compile both batch shapes first.
+  _one_env_rate(policy, task, [0], model, 2, 1)
+  start = time.perf_counter()
+  vec = vector(steps)['env_steps'] / (time.perf_counter() - start)
+  single = _one_env_rate(policy, task, [0], model, steps,
+                         max(2, num_envs // 4))
+  _emit('eval_teacher', model='3x128', task=task[0], envs=num_envs,
+        steps_per_episode=steps, vector_env_steps_per_s=round(vec),
+        one_env_steps_per_s=round(single), speedup=round(vec / single, 2))
+
+  # (2) The default student in all four tasks at once.
+  config = mt_distill.get_config()
+  student = model_lib.make_model(
+      config.student.model, obs_dims=[d[0] for d in _SUITE_DIMS],
+      act_dims=[d[1] for d in _SUITE_DIMS],
+      context_len=config.data.context_len,
+      max_timestep=config.data.max_timestep)
+  params = model_lib.init_params(student, jax.random.key(0))
+  policy = evaluation.make_policy(student, params)
+  tasks = list(_SUITE_TASKS)
+
+  def together(n_steps):
+    return evaluation.evaluate_tasks(
+        policy, tasks, task_ids=list(range(4)), episodes=num_envs,
+        num_envs=num_envs, seed=0, target_returns=[3000.0] * 4,
+        state_means=[np.zeros(d[0]) for d in _SUITE_DIMS],
+        state_stds=[np.ones(d[0]) for d in _SUITE_DIMS],
+        **_eval_common(student, n_steps))
+
+  together(2)
+  _one_env_rate(policy, tasks, list(range(4)), student, 2, 4)
+  start = time.perf_counter()
+  out = together(steps)
+  vec = sum(r['env_steps'] for r in out.values()) / (
+      time.perf_counter() - start)
+  single = _one_env_rate(policy, tasks, list(range(4)), student, steps,
+                         max(4, num_envs // 2))
+  _emit('eval_student', model='2x32', tasks=len(tasks), envs_per_task=num_envs,
+        steps_per_episode=steps, vector_env_steps_per_s=round(vec),
+        one_env_steps_per_s=round(single), speedup=round(vec / single, 2))
+
+
+def _latency_ms(fn, repeats=300):
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times) * 1e3)
+
+
+def bench_latency():
+  config = mt_distill.get_config()
+  teacher_model = model_lib.make_model(
+      config.teacher.model, obs_dims=(17,), act_dims=(6,), context_len=20,
+      max_timestep=1000)
+  paper = model_lib.make_model(_config(3, 128).model, obs_dims=(17,),
+                               act_dims=(6,), context_len=20,
+                               max_timestep=1000)
+  student = model_lib.make_model(
+      config.student.model, obs_dims=[d[0] for d in _SUITE_DIMS],
+      act_dims=[d[1] for d in _SUITE_DIMS], context_len=20,
+      max_timestep=1000)
+  params = {name: model_lib.init_params(m, jax.random.key(0))
+            for name, m in (('teacher', teacher_model), ('paper', paper),
+                            ('student', student))}
+  # Interleaved rounds: median of each round, best round kept.
+  rounds = {k: [] for k in ('teacher', 'paper', 'student', 'exported')}
+  exported = _exported_student_call(student, params['student'])
+  for _ in range(3):
+    rounds['teacher'].append(evaluation.batch1_latency_ms(
+        teacher_model, params['teacher']))
+    rounds['paper'].append(evaluation.batch1_latency_ms(
+        paper, params['paper']))
+    rounds['student'].append(evaluation.batch1_latency_ms(
+        student, params['student']))
+    rounds['exported'].append(_latency_ms(exported))
+  best = {k: min(v) for k, v in rounds.items()}
+  _emit('latency', batch=1,
+        teacher_2x64_ms=round(best['teacher'], 3),
+        teacher_3x128_ms=round(best['paper'], 3),
+        student_2x32_ms=round(best['student'], 3),
+        exported_student_ms=round(best['exported'], 3),
+        student_over_teacher=round(best['student'] / best['teacher'], 3))
+
+
+def _exported_student_call(student, params):
+  """Batch-1 call of the student exported and loaded back (export_loader)."""
+  # Imported here: serialization needs flatbuffers.
+  from distill import export  # pylint: disable=g-import-not-at-top
+  from distill import export_loader  # pylint: disable=g-import-not-at-top
+  directory = tempfile.mkdtemp(prefix='bench_export_')
+  with open(os.path.join(directory, export_loader.ARTIFACT), 'wb') as f:
+    f.write(export.export_fn(student, params).serialize())
+  with open(os.path.join(directory, export_loader.META), 'w',
+            encoding='utf-8') as f:
+    json.dump({'tasks': list(_SUITE_TASKS)}, f)
+  policy = export_loader.load(directory)
+  inputs = [np.asarray(x) for x in model_lib.dummy_inputs(student)]
+  return lambda: policy(*inputs)
 
 
 def main(argv):
   del argv
-  print(f'devices: {jax.devices()}')
-  gflops = bench_matmul(_REPEATS.value)
-  print(f'dense f32 matmul 2048^3: {gflops:.1f} GFLOP/s')
-  bench_train_step(_REPEATS.value, gflops)
-  bench_fusion(_REPEATS.value)
-  bench_vmap(_REPEATS.value)
-  bench_eval(_REPEATS.value, _EVAL_STEPS.value, _EVAL_ENVS.value)
-  print(f'dense f32 matmul again (load drift check):'
-        f' {bench_matmul(_REPEATS.value):.1f} GFLOP/s')
+  only = set(_ONLY.value) or {'train', 'fusion', 'eval', 'latency'}
+  repeats = _REPEATS.value
+  gflops = bench_matmul(repeats)
+  _emit('matmul', n=2048, gflops=round(gflops, 1))
+  if 'train' in only:
+    bench_teacher_steps(repeats, gflops, _REFERENCE.value)
+    bench_student_step(repeats)
+  if 'fusion' in only:
+    bench_fusion(repeats)
+    bench_vmap(repeats)
+  if 'latency' in only:
+    bench_latency()
+  if 'eval' in only:
+    bench_eval(_EVAL_STEPS.value, _EVAL_ENVS.value)
+  _emit('matmul_end', n=2048, gflops=round(bench_matmul(repeats), 1))
 
 
 if __name__ == '__main__':
