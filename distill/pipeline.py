@@ -20,7 +20,9 @@ import numpy as np
 
 from distill import checkpointing
 from distill import datasets as datasets_lib
+from distill.data import d4rl
 from distill.data import segments
+from distill.envs import tasks as tasks_lib
 from distill.models import model as model_lib
 
 
@@ -72,11 +74,26 @@ def load_datasets(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
   Returns:
     One validated D4RL-style dict per task, in the order of `config.tasks`.
+
+  Raises:
+    DatasetError: a dataset is bad, or its observation or action size is
+      not its task's (`distill.envs.tasks`); the message names the spec.
   """
-  return [datasets_lib.load_dataset(
-      dataset_spec(config, t), clip_actions=config.data.clip_actions,
-      suite_transitions=config.data.get('suite_transitions'))
-          for t in config.tasks]
+  out = []
+  for task in config.tasks:
+    spec = dataset_spec(config, task)
+    data = datasets_lib.load_dataset(
+        spec, clip_actions=config.data.clip_actions,
+        suite_transitions=config.data.get('suite_transitions'))
+    want = tasks_lib.get_task(task)
+    for key, size in (('observations', want.obs_dim),
+                      ('actions', want.act_dim)):
+      if data[key].shape[1] != size:
+        raise d4rl.DatasetError(
+            f'{spec}: key {key!r} has shape {data[key].shape}, but task'
+            f' {task!r} ({want.env_id}) has {key} of size {size}')
+    out.append(data)
+  return out
 
 
 def make_source(data_config: ml_collections.ConfigDict,

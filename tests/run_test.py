@@ -96,7 +96,7 @@ def test_stale_outputs_are_moved_aside_never_deleted(tmp_path):
   for i in range(3):
     path.mkdir()
     (path / 'x').write_text(str(i))
-    stages._move_aside(str(path), 'abc')  # pylint: disable=protected-access
+    stages._move_aside(str(path), 'stale-abc')  # pylint: disable=protected-access
   kept = sorted(p.name for p in tmp_path.iterdir())
   assert kept == ['teachers.stale-abc', 'teachers.stale-abc-2',
                   'teachers.stale-abc-3']

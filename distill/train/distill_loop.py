@@ -320,12 +320,17 @@ def _resume(manager, best_manager, abstract, scfg):
   """
   history, best = {}, {'kl': np.inf, 'step': None}
   step = manager.latest_step()
-  state = None
+  state, problem = None, None
   if step is not None:
-    state, meta = checkpointing.restore(manager, abstract, step=step,
-                                        extras={'history': None})
-    history = {k.replace('|', '/'): [np.asarray(v)]
-               for k, v in meta['extras']['history'].items()}
+    try:
+      state, meta = checkpointing.restore(manager, abstract, step=step,
+                                          extras={'history': None})
+    except (FileNotFoundError, KeyError, ValueError) as e:
+      # E.g. a checkpoint written before the history was saved in it.
+      problem = f'checkpoint last/{step} cannot be resumed ({e})'
+    else:
+      history = {k.replace('|', '/'): [np.asarray(v)]
+                 for k, v in meta['extras']['history'].items()}
   best_step = best_manager.latest_step()
   if best_step is not None:
     _, best_meta = checkpointing.restore(best_manager,
@@ -333,8 +338,7 @@ def _resume(manager, best_manager, abstract, scfg):
     # The float64 value from the meta, so that the comparison with the
     # windows computed again is exact.
     best = {'kl': float(best_meta['mean_probe_kl']), 'step': best_step}
-  problem = None
-  if step is not None:
+  if step is not None and problem is None:
     hist = _cat(history)
     expected = _best_step(hist.get('distill/kl', np.zeros((0, 1))),
                           scfg.steps, scfg.log_every, step)
@@ -350,7 +354,7 @@ def _resume(manager, best_manager, abstract, scfg):
       moved += [checkpointing.set_aside(str(m.directory), s, 'superseded')
                 for s in m.all_steps()]
       m.reload()
-    logging.warning('distill: %s (a damaged checkpoint); moved %s aside,'
-                    ' distilling again from step 0', problem, moved)
+    logging.warning('distill: %s; moved %s aside, distilling again from'
+                    ' step 0', problem, moved)
     return None, {}, {'kl': np.inf, 'step': None}
   return state, history, best
