@@ -1,8 +1,9 @@
 """The library's import direction (STYLE.md, README's layout).
 
-`data`, `models`, `losses` and `optim` import none of each other; `envs` may
-use `data`, `models` and `losses` but `data` never uses `envs`; nothing in `distill` imports
-`experiments`; importing the library registers no flag. Imports are read
+`data`, `models`, `losses` and `optim` import none of each other; `envs`
+may use `data`, `models` and `losses` but `data` never uses `envs`; nothing
+in `distill` imports `experiments`; importing the library registers no flag.
+Imports are read
 from the source (deferred ones included), so a cycle cannot hide inside a
 function body.
 """
