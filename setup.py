@@ -9,6 +9,8 @@ INSTALL_REQUIRES = [
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
     "chex==0.1.92",
+    # jax.export's serialization (the deployable student) needs it.
+    "flatbuffers>=24.3",
     "ml-collections==1.1.0",
     "absl-py>=2.1",
     "numpy>=2.0,<2.5",
