@@ -16,11 +16,6 @@ from distill import export
 from distill.models import decision_transformer as dt_lib
 from distill.models import model as model_lib
 
-# jax.export's serialization needs flatbuffers, which setup.py does not list
-# yet (pip install flatbuffers).
-pytest.importorskip('flatbuffers', reason='jax.export serialization needs'
-                    ' flatbuffers (pip install flatbuffers)')
-
 K = 4
 TASKS = ['hopper', 'walker2d']
 
