@@ -3,13 +3,24 @@
     datasets -> teachers -> teacher_eval -> distill -> student_eval -> report
 
 Each `Stage` record names its function, the config fields its outputs depend
-on, its outputs, what else it consumed (`inputs`: e.g. the upstream
-checkpoints' steps) and how to tell that its outputs are complete. A stage
-is skipped when `<dir>/stamps/<stage>.json` holds the same hash of those
-config fields and inputs, marked done, and its outputs are complete. On a
-mismatch its outputs are moved aside (`<name>.stale-<hash>`, never deleted)
-and it reruns; the log says so. Fields in `RESUMABLE` (e.g. `teacher.steps`)
-are left out of the hash: a rerun continues training from the checkpoints.
+on, its outputs, what else it consumed (`inputs`: the datasets' fingerprints,
+the upstream checkpoints' steps and content digests, upstream files' SHA-256)
+and how to tell that its outputs are complete. A stage is skipped when
+`<dir>/stamps/<stage>.json` holds the same hash of those config fields and
+inputs, marked done, its outputs are complete and its files still match the
+SHA-256 the stamp recorded. On a mismatch its outputs are moved aside
+(`<name>.stale-<hash>[-n]`, never deleted, never overwritten) and it reruns;
+a damaged output file is moved aside (`<name>.damaged[-n]`) and the stage
+reruns; the log says so. Fields in `RESUMABLE` (e.g. `teacher.steps`) are
+left out of the hash: a rerun continues training from the checkpoints, and
+what consumed the old checkpoints reruns because its inputs changed.
+
+Before any stage, `check_config` and `check_workdir` refuse what cannot run
+(field types and ranges, tasks, datasets' files and sizes, writable
+directories, free disk space; see `distill.preflight`). During the run,
+SIGTERM and SIGINT stop it cleanly (a training stage saves its checkpoint
+first; `distill.train.guards`), and a rerun of the same command continues:
+a run killed at any point ends with the same results as one never stopped.
 
 With `config.teacher_workdir` set, the teacher stages run in (and are skipped
 against) that directory, so several runs (a sweep's members) share one set of
