@@ -5,19 +5,20 @@ import pytest
 from configs import d4rl_locomotion
 from configs import mt_distill
 from configs import teachers
-from distill.train import distill
-from experiments import run
+from distill.train import student as student_lib
+from distill import pipeline
+from experiments import stages
 
 
 @pytest.mark.parametrize('arg', [None, 'smoke', 'paper'])
 def test_mt_distill_variants_pass_the_distillation_checks(arg):
   config = mt_distill.get_config(arg)
-  distill.check_config(config)
+  student_lib.check_config(config)
   assert config.stages[-1] == 'report'
-  assert all(s in run.STAGES for s in config.stages)
+  assert all(s in stages.STAGES for s in config.stages)
   for task in config.tasks:
-    assert run.dataset_spec(config, task) == f'suite:{task}-medium'
-    run.task_value(config.eval.target_return, task, 'eval.target_return')
+    assert pipeline.dataset_spec(config, task) == f'suite:{task}-medium'
+    pipeline.task_value(config.eval.target_return, task, 'eval.target_return')
 
 
 def test_student_is_smaller_than_a_teacher_in_every_variant():
@@ -39,15 +40,15 @@ def test_paper_teacher_sizes():
 
 def test_d4rl_locomotion_points_each_task_at_its_d4rl_file():
   config = d4rl_locomotion.get_config()
-  assert run.dataset_spec(config, 'hopper') == (
+  assert pipeline.dataset_spec(config, 'hopper') == (
       '~/.d4rl/datasets/hopper_medium-v2.hdf5')
-  assert run.dataset_spec(config, 'halfcheetah-forward') == (
+  assert pipeline.dataset_spec(config, 'halfcheetah-forward') == (
       '~/.d4rl/datasets/halfcheetah_medium-v2.hdf5')
   replay = d4rl_locomotion.get_config('medium-replay')
-  assert run.dataset_spec(replay, 'walker2d') == (
+  assert pipeline.dataset_spec(replay, 'walker2d') == (
       '~/.d4rl/datasets/walker2d_medium_replay-v2.hdf5')
   assert config.teacher.model.width == 128
-  distill.check_config(config)
+  student_lib.check_config(config)
 
 
 @pytest.mark.parametrize('module', [mt_distill, teachers, d4rl_locomotion])
