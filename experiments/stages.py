@@ -291,7 +291,10 @@ STAGES: dict[str, Stage] = {
         _distill, _STUDENT, ('student',),
         inputs=lambda ctx: {'teachers': ctx.teacher_checkpoints(),
                             'datasets': ctx.dataset_fingerprints},
-        complete=lambda ctx: ctx.student_step() == ctx.config.student.steps,
+        complete=lambda ctx: (
+            ctx.student_step() == ctx.config.student.steps
+            and checkpointing.latest_step(os.path.join(ctx.student_dir,
+                                                       'best')) is not None),
         files=('student/history.npz',)),
     'student_eval': Stage(
         _student_eval, _STUDENT + ('eval',), ('student/eval.json',),
