@@ -88,12 +88,26 @@ def step_problems(directory: str) -> dict[int, str | None]:
 
 
 def intact_steps(directory: str) -> list[int]:
-  """The steps of `directory` whose files match their checksums, ascending."""
+  """The steps of `directory` whose files match their checksums.
+
+  Args:
+    directory: a checkpoint directory.
+
+  Returns:
+    The intact steps, ascending (empty without a directory).
+  """
   return [s for s, p in step_problems(directory).items() if p is None]
 
 
 def latest_step(directory: str) -> int | None:
-  """The latest intact checkpoint step in `directory`, or None if none."""
+  """The latest intact checkpoint step.
+
+  Args:
+    directory: a checkpoint directory (need not exist).
+
+  Returns:
+    The step, or None without an intact checkpoint.
+  """
   steps = intact_steps(directory)
   return steps[-1] if steps else None
 

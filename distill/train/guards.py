@@ -104,7 +104,12 @@ def handle_signals() -> Iterator[None]:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-  """A region (a training loop) where a stop signal waits for the loop."""
+  """A region (a training loop) where a stop signal waits for the loop.
+
+  Yields:
+    Nothing; inside, SIGTERM/SIGINT only record a request
+    (`stop_requested`) that the loop honours after its dispatch.
+  """
   _state['deferred'] += 1
   try:
     yield
@@ -113,7 +118,11 @@ def deferred() -> Iterator[None]:
 
 
 def stop_requested() -> int | None:
-  """The signal number of a pending stop request, or None."""
+  """A pending stop request.
+
+  Returns:
+    The signal number, or None when no stop signal arrived.
+  """
   return _state['requested']
 
 
@@ -156,7 +165,14 @@ def fault(point: str) -> bool:
 
 @jax.jit
 def count_nonfinite(tree: Any) -> jax.Array:
-  """The number of NaN/Inf values in a pytree of float arrays (on device)."""
+  """Counts NaN/Inf values on the device (fetch one scalar to check).
+
+  Args:
+    tree: a pytree of arrays (integer leaves are skipped).
+
+  Returns:
+    An int32 scalar.
+  """
   leaves = [x for x in jax.tree.leaves(tree)
             if jnp.issubdtype(x.dtype, jnp.inexact)]
   return sum((jnp.sum(~jnp.isfinite(x)) for x in leaves), jnp.int32(0))
@@ -164,7 +180,14 @@ def count_nonfinite(tree: Any) -> jax.Array:
 
 @jax.jit
 def poison(tree: Any) -> Any:
-  """The pytree with every float value NaN (for the 'nan' fault)."""
+  """Makes every float value NaN (the 'nan' fault).
+
+  Args:
+    tree: a pytree of arrays.
+
+  Returns:
+    The same structure, float leaves NaN, other leaves unchanged.
+  """
   return jax.tree.map(
       lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.inexact) else x,
       tree)

@@ -133,6 +133,13 @@ def read_metrics(workdir: str, *, run: int | None = None
 
 
 def read_runs(workdir: str) -> list[dict[str, Any]]:
-  """The header lines of `<workdir>/metrics.jsonl`, one per run."""
+  """Reads the runs' header lines of `<workdir>/metrics.jsonl`.
+
+  Args:
+    workdir: the run's directory.
+
+  Returns:
+    One dict per run (`run`, `time`, `config_hash`, ...), in order.
+  """
   return [r for r in _read_lines(os.path.join(workdir, 'metrics.jsonl'))
           if 'event' in r]
