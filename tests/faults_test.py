@@ -1,25 +1,19 @@
 """Fault injection on the smoke pipeline: kills, signals, damage, bad input.
 
 One uninterrupted run of `configs/mt_distill.py:smoke` (on small D4RL files
-whose names do not start with a task name) is the reference; the other runs
-are killed, stopped, fed damaged files or bad flags, and must end with the
-same `results.json` scores, the same parameters and the same history as the
-reference, or be refused before any work with a message naming the field or
-file. Kill points are injected deterministically with `DISTILL_FAULT`
-(`distill.train.guards`), never by timing.
-
-The reference run and JAX's compilation cache live in one directory shared
-by the pytest-xdist workers (built once, under a file lock), so each later
-run compiles nothing.
+whose names do not start with a task name; `smoke_reference`) is the
+reference; the other runs are killed, stopped, fed damaged files or bad
+flags, and must end with the same `results.json` scores, the same
+parameters and the same history as the reference, or be refused before any
+work with a message naming the field or file. Kill points are injected
+deterministically with `DISTILL_FAULT` (`distill.train.guards`), never by
+timing.
 """
 
-import fcntl
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -30,70 +24,21 @@ from distill import checkpointing
 from distill import report
 from distill.train import logs
 from experiments import stages
+import smoke_reference  # tests/ is on sys.path under pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS = ('hopper', 'walker2d')
-
-
-@pytest.fixture(scope='module')
-def shared(tmp_path_factory, d4rl_dir):
-  """A directory shared by the xdist workers, with renamed D4RL files."""
-  root = tmp_path_factory.getbasetemp()
-  if 'PYTEST_XDIST_WORKER' in os.environ:  # One session root per run.
-    root = root.parent
-  root = root / 'faults'
-  root.mkdir(exist_ok=True)
-  with open(root / 'lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    for task in TASKS:  # Names without the task first (defect 3).
-      target = root / 'files' / f'my_{task}.hdf5'
-      if not target.exists():
-        target.parent.mkdir(exist_ok=True)
-        shutil.copy(os.path.join(d4rl_dir, f'{task}-medium.hdf5'), target)
-  return root
+TASKS = smoke_reference.TASKS
+_run = smoke_reference.run
+_copy = smoke_reference.copy
 
 
-def _env(shared):
-  return dict(os.environ, DISTILL_DATA_DIR=str(shared / 'data'),
-              JAX_COMPILATION_CACHE_DIR=str(shared / 'jax-cache'),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+@pytest.fixture(scope='module', name='shared')
+def fixture_shared(tmp_path_factory, d4rl_dir):
+  return smoke_reference.shared_dir(tmp_path_factory, d4rl_dir)
 
 
-def _flags(shared):
-  return (f'--config.data.spec={shared}/files/my_{{task}}.hdf5',
-          '--config.eval.max_episode_steps=5')
-
-
-def _run(shared, workdir, *flags, fault=None):
-  env = _env(shared)
-  if fault:
-    env['DISTILL_FAULT'] = fault
-  cmd = [sys.executable, '-m', 'experiments.run',
-         '--config=configs/mt_distill.py:smoke', f'--workdir={workdir}',
-         *_flags(shared), *flags]
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=900, check=False)
-
-
-@pytest.fixture(scope='module')
-def reference(shared):
-  """The uninterrupted run (made once for all workers)."""
-  workdir = shared / 'reference'
-  with open(shared / 'lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not (shared / 'reference.done').exists():
-      shutil.rmtree(workdir, ignore_errors=True)
-      proc = _run(shared, workdir)
-      assert proc.returncode == 0, proc.stderr[-4000:]
-      (shared / 'reference.done').write_text('ok')
-  return str(workdir)
-
-
-def _copy(reference, tmp_path):
-  workdir = str(tmp_path / 'work')
-  shutil.copytree(reference, workdir)
-  return workdir
+@pytest.fixture(scope='module', name='reference')
+def fixture_reference(shared):
+  return smoke_reference.reference_run(shared)
 
 
 def _params(directory):
@@ -150,16 +95,14 @@ def test_reference_run_reports_a_d4rl_file_named_without_its_task(reference):
 # Kill points in the order a run reaches them (SIGKILL unless 'term'); each
 # run continues from where the previous one died.
 FAULTS = (
-    'stage/datasets/end',  # datasets.json written, stamp not marked done
     'teachers@5:term',  # SIGTERM before the first checkpoint (every 10)
     'teachers@15',  # between the teachers' checkpoints at 10 and 20
     'teachers/hopper@20',  # hopper saved step 20, walker2d not yet
-    'stage/teacher_eval/end',
+    'stage/teacher_eval/end',  # eval.json written, stamp not marked done
     'distill/best@10',  # defect 1: the first `best`, no `last` yet
     'distill/last@20',  # `last` saved, history.npz not yet
     'distill@30:term',  # SIGTERM off the checkpoint grid (every 20)
     'stage/student_eval/start',
-    'stage/report/end',
 )
 
 

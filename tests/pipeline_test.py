@@ -1,4 +1,9 @@
-"""End to end: `experiments.run` on `configs/mt_distill.py:smoke`."""
+"""End to end: `experiments.run` on `configs/mt_distill.py:smoke`.
+
+The run is the session's shared reference (`smoke_reference`: two small
+D4RL files); the suite's own datasets are generated end to end by
+`tests/sweep_test.py`'s smoke sweep and checked in `tests/suite_test.py`.
+"""
 
 import json
 import os
@@ -8,30 +13,24 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import smoke_reference  # tests/ is on sys.path under pytest
+
+ROOT = smoke_reference.ROOT
 
 
-def _run(workdir, env, *overrides):
-  cmd = [sys.executable, '-m', 'experiments.run',
-         '--config=configs/mt_distill.py:smoke', f'--workdir={workdir}',
-         *overrides]
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=900, check=False)
+@pytest.fixture(scope='module', name='shared')
+def fixture_shared(tmp_path_factory, d4rl_dir):
+  return smoke_reference.shared_dir(tmp_path_factory, d4rl_dir)
 
 
-@pytest.fixture(scope='module')
-def smoke(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('smoke'))
-  env = dict(os.environ,
-             DISTILL_DATA_DIR=str(tmp_path_factory.mktemp('data')))
-  proc = _run(workdir, env)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return workdir, env
+@pytest.fixture(scope='module', name='smoke')
+def fixture_smoke(shared):
+  return smoke_reference.reference_run(shared)
 
 
 @pytest.mark.slow
 def test_smoke_run_writes_a_well_formed_results_json(smoke):
-  workdir, _ = smoke
+  workdir = smoke
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
   tasks = ('hopper', 'walker2d')
@@ -59,7 +58,7 @@ def test_smoke_run_writes_a_well_formed_results_json(smoke):
 
 @pytest.mark.slow
 def test_smoke_run_writes_report_plots_and_logs(smoke):
-  workdir, _ = smoke
+  workdir = smoke
   with open(os.path.join(workdir, 'report.md')) as f:
     text = f.read()
   assert '| task | dataset | teacher | student | student / teacher |' in text
@@ -78,12 +77,14 @@ def test_smoke_run_writes_report_plots_and_logs(smoke):
 
 
 @pytest.mark.slow
-def test_rerun_skips_done_stages_and_reuses_teachers(smoke):
-  workdir, env = smoke
+def test_rerun_skips_done_stages_and_reuses_teachers(shared, smoke,
+                                                     tmp_path):
+  workdir = smoke_reference.copy(smoke, tmp_path)
   teacher_stamp = os.path.join(workdir, 'stamps', 'teachers.json')
   before = os.path.getmtime(teacher_stamp)
-  proc = _run(workdir, env, '--config.curriculum.name=round_robin',
-              '--config.surgery.name=none')
+  proc = smoke_reference.run(shared, workdir,
+                             '--config.curriculum.name=round_robin',
+                             '--config.surgery.name=none')
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert 'stage teachers: up to date' in proc.stderr
   assert os.path.getmtime(teacher_stamp) == before
@@ -95,8 +96,11 @@ def test_rerun_skips_done_stages_and_reuses_teachers(smoke):
 
 
 def test_bad_curriculum_flag_is_refused_before_work(tmp_path):
-  proc = _run(str(tmp_path / 'w'), dict(os.environ),
-              '--config.curriculum.name=sideways')
+  cmd = [sys.executable, '-m', 'experiments.run',
+         '--config=configs/mt_distill.py:smoke',
+         f'--workdir={tmp_path / "w"}', '--config.curriculum.name=sideways']
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                        timeout=900, check=False)
   assert proc.returncode != 0
   assert 'curriculum.name' in proc.stderr
   assert not os.path.exists(tmp_path / 'w' / 'teachers')
