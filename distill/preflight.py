@@ -263,7 +263,8 @@ def estimate_bytes(config: ml_collections.ConfigDict) -> dict[str, int]:
     config: the whole config.
 
   Returns:
-    `{'teachers', 'student', 'datasets'}` in bytes (0 where not written).
+    `{'teachers', 'student', 'datasets'}` in bytes (0 where not written;
+    suite datasets already in the cache are not written again).
   """
   tasks = [tasks_lib.get_task(t) for t in config.tasks]
   obs = [t.obs_dim for t in tasks]
@@ -276,11 +277,15 @@ def estimate_bytes(config: ml_collections.ConfigDict) -> dict[str, int]:
   if 'student' in config:
     n = _param_count(config.student.model, obs, act, config.data)
     out['student'] = n * 12 * (config.student.keep + 1) + n * 4 * 2
-  for task, spec in ((t, pipeline.dataset_spec(config, t.name))
-                     for t in tasks):
-    if spec.startswith(suite.PREFIX):
-      rows = (config.data.get('suite_transitions')
-              or suite.DEFAULTS['num_transitions'])
+  rows = (config.data.get('suite_transitions')
+          or suite.DEFAULTS['num_transitions'])
+  for task in tasks:
+    spec = pipeline.dataset_spec(config, task.name)
+    if spec.startswith(suite.PREFIX) and not os.path.exists(
+        suite.dataset_path(*suite.parse_name(spec[len(suite.PREFIX):]),
+                           num_transitions=rows,
+                           seed=suite.DEFAULTS['seed'],
+                           num_envs=suite.DEFAULTS['num_envs'])):
       out['datasets'] += rows * (2 * task.obs_dim + task.act_dim + 3) * 4
   return out
 
