@@ -9,8 +9,10 @@ SPEC is a D4RL HDF5 path, 'd4rl:<name>', 'minari:<id>' or
 'suite:<task>-<quality>' (generated on first use). One SPEC prints one JSON
 object, several print a JSON list; `seconds` is the time to load the dataset
 (to generate it, for a suite dataset not yet in the cache), and the total goes
-to stderr. Bad data exits with status 1 and a one-line message on stderr
-naming the SPEC; nothing is written.
+to stderr. `data_sha256` is the SHA-256 of the arrays (names, dtypes, shapes,
+bytes): compare it with README's table for the suite's datasets. Bad data
+exits with status 1 and a one-line message on stderr naming the SPEC; nothing
+is written.
 """
 
 import json
@@ -45,6 +47,7 @@ def main(argv: list[str]) -> int:
       return 1
     seconds = time.perf_counter() - t0
     infos.append({**summary.summarize(data, spec),
+                  'data_sha256': d4rl.data_sha256(data),
                   'seconds': round(seconds, 2)})
   print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=2))
   print(f'dataset_info: {len(specs)} dataset(s) in'

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import make_three_episodes
+from distill.data import d4rl
 from distill.data import scores
 
 
@@ -56,6 +57,9 @@ def test_prints_summary(tmp_path):
   assert info['last_episode_unfinished'] is True
   assert info['normalized_return_mean'] == pytest.approx(
       scores.normalized_score(returns, 'hopper').mean())
+  # The digest of the arrays, as the suite's dataset cards record it.
+  assert info['data_sha256'] == d4rl.data_sha256(d4rl.load_hdf5(path))
+  assert len(info['data_sha256']) == 64
   assert _digest(path) == before
 
 
