@@ -19,6 +19,10 @@ Per-task values are keyed by the task name with '-' replaced by '_':
   "--config.tasks=('hopper','walker2d')"
   --config.teacher.steps=5000 --config.teacher.vmap=False
 
+Populations: `"--config.seeds=(0,1,2)"` trains three members (own teachers,
+own student) in one compiled program; member `s` writes what a single run
+with `--config.seed=s` writes, in `<workdir>/seed_<s>/`.
+
 Raising `teacher.steps` on an existing workdir continues training from the
 checkpoints; changing any other teacher, data, task or seed field retrains
 (the old `teachers/` directory is moved aside).
@@ -32,7 +36,15 @@ TASKS = ('halfcheetah-forward', 'halfcheetah-backward', 'hopper', 'walker2d')
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the teacher config; `arg` is None/'', 'paper' or 'smoke'."""
   config = ml_collections.ConfigDict()
+  # The members of the run: one seed trains one run; several train a
+  # population in one compiled program (`"--config.seeds=(0,1,2)"`), each
+  # member with its own teachers and student, in `<workdir>/seed_<s>/`.
+  # `--config.seed=s` alone is the same as `--config.seeds=(s,)`.
   config.seed = 0
+  config.seeds = (0,)
+  # Devices: `population` devices on the mesh's 'population' axis (0: as
+  # many as divide both the members and the devices), the rest on 'data'.
+  config.mesh = ml_collections.ConfigDict(dict(population=0))
   config.stages = ('datasets', 'teachers', 'teacher_eval')
   config.tasks = TASKS
   # Another workdir whose teachers (and their evaluation) this run uses and

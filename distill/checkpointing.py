@@ -37,6 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from distill import fileio
+from distill import parallel
 from distill.models import model as model_lib
 
 MANIFEST = 'sha256.json'
@@ -148,15 +149,18 @@ def set_aside(directory: str, step: int, reason: str) -> str:
     reason: the sub-folder, e.g. 'damaged' or 'superseded'.
 
   Returns:
-    The new path (nothing is deleted).
+    The new path (nothing is deleted). Many processes: process 0 moves it,
+    every process returns after it has (`parallel.barrier`).
   """
   target_dir = os.path.join(directory, reason)
-  os.makedirs(target_dir, exist_ok=True)
   target, n = os.path.join(target_dir, str(step)), 1
   while os.path.lexists(target):
     n += 1
     target = os.path.join(target_dir, f'{step}-{n}')
-  os.replace(os.path.join(directory, str(step)), target)
+  if parallel.is_main_process():
+    os.makedirs(target_dir, exist_ok=True)
+    os.replace(os.path.join(directory, str(step)), target)
+  parallel.barrier(f'checkpointing.set_aside:{directory}:{step}')
   return target
 
 
@@ -214,14 +218,18 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
            'meta': ocp.args.JsonSave(_jsonable(meta))}
   for name, tree in (extras or {}).items():
     items[name] = ocp.args.StandardSave(tree)
+  # Many processes: every one calls save (orbax writes each process's
+  # shards, process 0 the metadata and replicated arrays, and syncs them).
   manager.save(step, args=ocp.args.Composite(**items), force=True)
   manager.wait_until_finished()
   step_dir = os.path.join(directory, str(step))
-  fileio.write_json(os.path.join(step_dir, MANIFEST), {
-      'step': step,
-      'content_sha256': content_digest({'state': state, 'meta': meta,
-                                        **(extras or {})}),
-      'files': fileio.sha256_tree(step_dir, exclude=(MANIFEST,))})
+  if parallel.is_main_process():
+    fileio.write_json(os.path.join(step_dir, MANIFEST), {
+        'step': step,
+        'content_sha256': content_digest({'state': state, 'meta': meta,
+                                          **(extras or {})}),
+        'files': fileio.sha256_tree(step_dir, exclude=(MANIFEST,))})
+  parallel.barrier(f'checkpointing.save:{directory}:{step}')
 
 
 def content_digest(tree: Any) -> str:

@@ -18,12 +18,15 @@ generate only its shard of the random bits, identical to one device's.
 Many hosts: `initialize_distributed` calls `jax.distributed.initialize` from
 flags or the environment (TPU pods and SLURM allocations are detected by
 JAX itself); every process then runs the same program over the global mesh
-and `is_main_process()` says which one writes files.
+and `is_main_process()` says which one writes files; `barrier` orders the
+others' reads after its writes; `my_share` and `gather_json` split work
+(evaluation episodes) across processes and gather the results.
 
 Letters: P population members, D devices on 'data'.
 """
 
 from collections.abc import Sequence
+import json
 import os
 from typing import Any
 
@@ -196,3 +199,67 @@ def initialize_distributed(coordinator: str | None = None,
 def is_main_process() -> bool:
   """Whether this process writes files (stamps, reports, metrics, bars)."""
   return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Waits for every process (no-op in a single-process run).
+
+  Process 0 writes the files (stamps, moved-aside outputs, checksums); the
+  others read them only after the barrier that follows the write.
+
+  Args:
+    name: a name unique to this point of the program.
+  """
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def my_share(items: Sequence[Any]) -> list[int]:
+  """The indices of `items` this process works on (round robin).
+
+  Args:
+    items: the units of work (e.g. evaluations), the same in every process.
+
+  Returns:
+    Indices i with i % process_count == process_index.
+  """
+  return list(range(jax.process_index(), len(items), jax.process_count()))
+
+
+def gather_json(values: dict[int, Any], total: int) -> list[Any]:
+  """Gathers every process's share of results (JSON values) in all of them.
+
+  Each process passes `{index: result}` for its `my_share` of `total`
+  units; the results go through `process_allgather` as bytes.
+
+  Args:
+    values: this process's results, by unit index.
+    total: the number of units.
+
+  Returns:
+    All `total` results, in unit order, in every process.
+
+  Raises:
+    ValueError: a unit has no result.
+  """
+  if jax.process_count() == 1:
+    missing = [i for i in range(total) if i not in values]
+    if missing:
+      raise ValueError(f'parallel.gather_json: no result for units {missing}')
+    return [values[i] for i in range(total)]
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  blob = np.frombuffer(json.dumps({str(k): v for k, v in values.items()})
+                       .encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(
+      np.asarray([blob.size], np.int64))).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:blob.size] = blob
+  blobs = np.asarray(multihost_utils.process_allgather(padded))
+  merged = {}
+  for size, row in zip(sizes, blobs.reshape(len(sizes), -1)):
+    merged.update(json.loads(row[:int(size)].tobytes().decode()))
+  missing = [i for i in range(total) if str(i) not in merged]
+  if missing:
+    raise ValueError(f'parallel.gather_json: no result for units {missing}')
+  return [merged[str(i)] for i in range(total)]

@@ -7,10 +7,15 @@ the sub-configs it names.
     stats = [segments.state_stats(d) for d in datasets]
     source = make_source(config.data, datasets, stats)
     teacher, teacher_params_T = load_teachers(teacher_dirs)
+
+Populations: `member_seeds(config)` are the seeds of the run's members;
+member `s` of a population writes under `member_dir(workdir, s, config)`
+what a single-seed run with `config.seed = s` writes in its workdir.
 """
 
 from collections.abc import Sequence
-import time
+import copy
+import os
 from typing import Any
 
 import jax
@@ -146,25 +151,56 @@ def load_teachers(directories: Sequence[str]
   return model, _stack(params)
 
 
-def batch1_latency_ms(model: model_lib.DecisionTransformer, params: Any, *,
-                      repeats: int = 200) -> float:
-  """Median wall time (ms) of one jitted batch-1 action call.
+def member_seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The seeds of the run's members.
+
+  `config.seeds` names them; `--config.seed=s` with `config.seeds` left at
+  its default `(0,)` is the one member `s` (the command lines of single-seed
+  runs and sweeps keep their meaning).
 
   Args:
-    model: from `distill.models.model`.
-    params: its parameters.
-    repeats: timed calls after one warm-up call.
+    config: the whole config (reads `seed` and `seeds`).
 
   Returns:
-    The median, in milliseconds.
+    One seed per member, in order.
+
+  Raises:
+    ValueError: `seed` and `seeds` disagree, `seeds` is empty, holds
+      repeats or non-integers.
   """
-  act = jax.jit(model_lib.make_policy_fn(model))
-  inputs = model_lib.dummy_inputs(model)
-  key = jax.random.key(0)
-  jax.block_until_ready(act(params, *inputs, key))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(act(params, *inputs, key))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times) * 1e3)
+  seed = config.get('seed', 0)
+  seeds = tuple(config.get('seeds', (seed,)))
+  if not seeds:
+    raise ValueError('config.seeds: needs at least one seed, got ()')
+  bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int)
+         or s < 0]
+  if bad:
+    raise ValueError(f'config.seeds={seeds}: seeds are integers >= 0; got'
+                     f' {bad}')
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f'config.seeds={seeds}: a seed is repeated (members'
+                     ' with one seed would be the same run)')
+  if seeds == (0,):
+    return (seed,)
+  if seed not in (0, seeds[0]):
+    raise ValueError(
+        f'config.seed={seed} and config.seeds={seeds} disagree; set only'
+        ' --config.seeds (config.seed is the one-member shorthand)')
+  return seeds
+
+
+def member_config(config: ml_collections.ConfigDict, seed: int
+                  ) -> ml_collections.ConfigDict:
+  """The single-seed config of one member (`seed` and `seeds` set to it)."""
+  member = copy.deepcopy(config)
+  with member.unlocked():
+    member.seed = seed
+    member.seeds = (seed,)
+  return member
+
+
+def member_dir(workdir: str, seed: int, num_members: int) -> str:
+  """Where a member writes: the workdir itself for a single-seed run,
+  `<workdir>/seed_<seed>` in a population."""
+  return workdir if num_members == 1 else os.path.join(workdir,
+                                                       f'seed_{seed}')

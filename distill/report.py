@@ -277,3 +277,115 @@ def write_report(workdir: str, results: Mapping[str, Any], *,
       "student": [results["tasks"][t].get("student_score") for t in tasks],
   })
   write_atomic(os.path.join(workdir, "report.md"), render_markdown(results))
+
+
+def population_results(members: Sequence[Mapping[str, Any]], *,
+                       reps: int) -> dict[str, Any]:
+  """The `results.json` of a population: every member's, and aggregates.
+
+  Args:
+    members: one `assemble_results` dictionary per member (seed), each as a
+      single-seed run's `results.json` (also written in `seed_<s>/`).
+    reps: bootstrap replications of the aggregate CIs.
+
+  Returns:
+    `{'seeds', 'members', 'tasks': {task: {'<who>_score' (mean over seeds),
+    '<who>_scores' (per seed)}}, 'aggregate': {who: interval_estimates over
+    seeds x tasks}, ...}` plus the fields the members share (curriculum
+    name, surgery name, steps, parameters, latency, wall time).
+  """
+  tasks = list(members[0]["tasks"])
+  per_task = {}
+  for t in tasks:
+    per_task[t] = {}
+    for who in ("dataset", "teacher", "student"):
+      values = [m["tasks"][t].get(f"{who}_score") for m in members]
+      per_task[t][f"{who}_scores"] = values
+      per_task[t][f"{who}_score"] = (
+          None if any(v is None for v in values) else float(np.mean(values)))
+  shared = {k: members[0][k] for k in (
+      "teacher_params", "student_params", "latency_ms", "student_checkpoint",
+      "student_steps", "teacher_steps", "wall_s")}
+  return {
+      "seeds": [int(m["seed"]) for m in members],
+      "members": list(members),
+      "tasks": per_task,
+      "curriculum": {"name": members[0]["curriculum"]["name"]},
+      "surgery": {"name": members[0]["surgery"]["name"]},
+      **shared,
+      "aggregate": {
+          who: aggregate.interval_estimates(
+              np.array([[m["tasks"][t][key] for t in tasks]
+                        for m in members]), reps=reps)
+          for who, key in (("teacher", "teacher_score"),
+                           ("student", "student_score"))},
+  }
+
+
+def render_population_markdown(results: Mapping[str, Any]) -> str:
+  """A population's `results.json` as Markdown: per seed, then aggregates."""
+  tasks, seeds = list(results["tasks"]), results["seeds"]
+  lines = ["# distill report: population", "",
+           f"Seeds {', '.join(str(s) for s in seeds)} (one member each, own "
+           f"teachers and student, trained in one program); curriculum "
+           f"`{results['curriculum']['name']}`, surgery "
+           f"`{results['surgery']['name']}`; the student column is the "
+           f"**{results.get('student_checkpoint', 'last')}** checkpoint. "
+           "Each member's own report: `seed_<s>/report.md`.", ""]
+  lines += ["## Student scores per seed", "",
+            "| seed | " + " | ".join(tasks) + " | mean | teacher mean |",
+            "|---|" + "---:|" * (len(tasks) + 2)]
+  for seed, m in zip(seeds, results["members"]):
+    student = [m["tasks"][t]["student_score"] for t in tasks]
+    teacher = [m["tasks"][t]["teacher_score"] for t in tasks]
+    lines.append(f"| [{seed}](seed_{seed}/report.md) | "
+                 + " | ".join(_fmt(v) for v in student)
+                 + f" | {_fmt(float(np.mean(student)))}"
+                 f" | {_fmt(float(np.mean(teacher)))} |")
+  lines.append("| **mean** | " + " | ".join(
+      _fmt(results["tasks"][t]["student_score"]) for t in tasks) + " | "
+               + _fmt(float(np.mean([results["tasks"][t]["student_score"]
+                                     for t in tasks])))
+               + " | " + _fmt(float(np.mean(
+                   [results["tasks"][t]["teacher_score"] for t in tasks])))
+               + " |")
+  lines.append("")
+  runs = min(a.get("runs", 1) for a in results["aggregate"].values())
+  title = ("95% stratified bootstrap CI over seeds, rliable" if runs > 1
+           else "n=1 run: no interval")
+  lines += [f"## Aggregates over seeds and tasks ({title})", "",
+            "| policy | runs | IQM | mean |", "|---|---:|---|---|"]
+  for who, agg in results["aggregate"].items():
+    cell = lambda a: _fmt(a["value"]) + (
+        f" [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if "ci_low" in a
+        else "")
+    lines.append(f"| {who} | {agg.get('runs', 1)} | {cell(agg['iqm'])} "
+                 f"| {cell(agg['mean'])} |")
+  lines.append("")
+  if results.get("wall_s"):
+    lines += ["## Wall time of the population (s)", "",
+              "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in results["wall_s"].items()]
+    lines.append("")
+  return "\n".join(lines)
+
+
+def write_population_report(workdir: str,
+                            members: Sequence[Mapping[str, Any]], *,
+                            reps: int) -> dict[str, Any]:
+  """Writes a population's `results.json` and `report.md` into `workdir`.
+
+  Args:
+    workdir: the population's workdir (members' reports are in
+      `seed_<s>/`, written by `write_report`).
+    members: one `assemble_results` dictionary per member.
+    reps: bootstrap replications of the aggregate CIs.
+
+  Returns:
+    The results dictionary written (`population_results`).
+  """
+  results = population_results(members, reps=reps)
+  write_json(os.path.join(workdir, "results.json"), results, allow_nan=False)
+  write_atomic(os.path.join(workdir, "report.md"),
+               render_population_markdown(results))
+  return results

@@ -46,6 +46,7 @@ from distill import checkpointing
 from distill import datasets as datasets_lib
 from distill import evaluation
 from distill import fileio
+from distill import parallel
 from distill import pipeline
 from distill import preflight
 from distill import report
@@ -61,47 +62,111 @@ from distill.train import student as student_lib
 from distill.train import teacher as teacher_lib
 
 
+class _NoWriter:
+  """The metric writer of a process that is not process 0: writes nothing."""
+
+  def start_run(self, info):
+    del info
+
+  def write(self, step, metrics):
+    del step, metrics
+
+  def close(self):
+    pass
+
+
 class Context:
   """What the stages share: the config, the directories, and the setup that
-  several stages use (datasets, statistics, device source), built on first
-  use."""
+  several stages use (datasets, statistics, device source, the mesh), built
+  on first use.
+
+  A population (`config.seeds` with several seeds) keeps member `s`'s
+  teachers, student, logs and report in `<workdir>/seed_<s>/`, laid out as
+  a single-seed run's workdir; a single-seed run is laid out as always.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config = config
     self.workdir = workdir
     self.teacher_workdir = config.get('teacher_workdir') or workdir
+    self.seeds = pipeline.member_seeds(config)
+
+  @property
+  def population(self) -> bool:
+    return len(self.seeds) > 1
+
+  def member_dir(self, seed: int, teacher_side: bool = False) -> str:
+    return pipeline.member_dir(
+        self.teacher_workdir if teacher_side else self.workdir, seed,
+        len(self.seeds))
 
   @functools.cached_property
-  def writer(self) -> logs.MetricWriter:
+  def writers(self) -> dict[int, Any]:
+    """One metric writer per member (process 0 only; others write none)."""
+    if not parallel.is_main_process():
+      return {s: _NoWriter() for s in self.seeds}
+    return {s: logs.MetricWriter(self.member_dir(s)) for s in self.seeds}
+
+  @property
+  def writer(self) -> Any:
+    """The run's own metric writer (the first member's in a population is
+    its own; the run's start is logged in the workdir)."""
+    return self.writers[self.seeds[0]] if not self.population else (
+        self.run_writer)
+
+  @functools.cached_property
+  def run_writer(self) -> Any:
+    if not parallel.is_main_process():
+      return _NoWriter()
     return logs.MetricWriter(self.workdir)
+
+  @functools.cached_property
+  def placement(self) -> parallel.Placement:
+    mesh_config = self.config.get('mesh') or ml_collections.ConfigDict(
+        {'population': 0})
+    shards = parallel.population_shards(mesh_config, len(self.seeds))
+    return parallel.Placement(parallel.make_mesh(population=shards))
 
   def path(self, rel: str, teacher_side: bool = False) -> str:
     return os.path.join(self.teacher_workdir if teacher_side else
                         self.workdir, rel)
 
-  def teacher_dir(self, task: str) -> str:
-    return os.path.join(self.teacher_workdir, 'teachers', task)
+  def teacher_dir(self, task: str, seed: int | None = None) -> str:
+    seed = self.seeds[0] if seed is None else seed
+    return os.path.join(self.member_dir(seed, True), 'teachers', task)
 
-  @property
-  def student_dir(self) -> str:
-    return os.path.join(self.workdir, 'student')
+  def student_dir(self, seed: int | None = None) -> str:
+    seed = self.seeds[0] if seed is None else seed
+    return os.path.join(self.member_dir(seed), 'student')
+
+  def _name(self, seed: int, name: str) -> str:
+    return f'seed_{seed}/{name}' if self.population else name
 
   def teacher_steps(self) -> dict[str, int | None]:
-    return {t: checkpointing.latest_step(self.teacher_dir(t))
-            for t in self.config.tasks}
+    return {self._name(s, t): checkpointing.latest_step(
+        self.teacher_dir(t, s)) for s in self.seeds for t in self.config.tasks}
 
-  def student_step(self) -> int | None:
-    return checkpointing.latest_step(os.path.join(self.student_dir, 'last'))
+  def student_steps(self) -> dict[str, int | None]:
+    return {self._name(s, 'student'): checkpointing.latest_step(
+        os.path.join(self.student_dir(s), 'last')) for s in self.seeds}
+
+  def distilled(self) -> bool:
+    return all(
+        checkpointing.latest_step(os.path.join(self.student_dir(s), 'last'))
+        == self.config.student.steps and checkpointing.latest_step(
+            os.path.join(self.student_dir(s), 'best')) is not None
+        for s in self.seeds)
 
   # What a stage consumed, recorded in its stamp (see `Stage.inputs`).
 
   def teacher_checkpoints(self) -> dict[str, Any]:
-    return {t: checkpointing.fingerprint(self.teacher_dir(t))
-            for t in self.config.tasks}
+    return {self._name(s, t): checkpointing.fingerprint(self.teacher_dir(t, s))
+            for s in self.seeds for t in self.config.tasks}
 
   def student_checkpoints(self) -> dict[str, Any]:
-    return {label: checkpointing.fingerprint(
-        os.path.join(self.student_dir, label)) for label in ('last', 'best')}
+    return {self._name(s, label): checkpointing.fingerprint(
+        os.path.join(self.student_dir(s), label))
+            for s in self.seeds for label in ('last', 'best')}
 
   @functools.cached_property
   def dataset_fingerprints(self) -> dict[str, Any]:
@@ -124,7 +189,33 @@ class Context:
 
   @functools.cached_property
   def source(self) -> segments.SegmentSource:
-    return pipeline.make_source(self.config.data, self.datasets, self.stats)
+    # Placed once, on every device of the mesh.
+    return self.placement.replicated(
+        pipeline.make_source(self.config.data, self.datasets, self.stats))
+
+  def close(self) -> None:
+    for w in [*self.writers.values(), *(
+        [self.run_writer] if self.population else [])]:
+      w.close()
+
+
+def _write_json(path: str, value: Any) -> None:
+  """Process 0 writes; the others go on once it has."""
+  if parallel.is_main_process():
+    fileio.write_json(path, value)
+  parallel.barrier(f'write:{path}')
+
+
+def _member_outputs(ctx: 'Context', rels: tuple[str, ...]) -> list[str]:
+  """A stage's paths, `{member}` expanded: '' in a single-seed run, each
+  member's `seed_<s>/` in a population (duplicates dropped)."""
+  out = []
+  for rel in rels:
+    for s in (ctx.seeds if '{member}' in rel else ctx.seeds[:1]):
+      path = rel.format(member=f'seed_{s}/' if ctx.population else '')
+      if path not in out:
+        out.append(path)
+  return out
 
 
 _read_json = fileio.read_json
@@ -142,30 +233,24 @@ def _datasets(ctx: Context) -> None:
       out[task]['normalized_return_mean'] = float(scores.normalized_score(
           out[task]['return_mean'], (t.ref_min, t.ref_max)))
     logging.info('dataset %s: %s', spec, out[task])
-  fileio.write_json(os.path.join(ctx.workdir, 'datasets.json'), out)
+  _write_json(os.path.join(ctx.workdir, 'datasets.json'), out)
 
 
 def _teachers(ctx: Context) -> None:
   config = ctx.config
+  dirs = [os.path.join(ctx.member_dir(s, True), 'teachers')
+          for s in ctx.seeds]
+  writers = [ctx.writers[s] for s in ctx.seeds]
   teacher_lib.train_teachers(
       config.teacher, config.data, tasks=config.tasks, source=ctx.source,
-      stats=ctx.stats, directory=os.path.join(ctx.teacher_workdir,
-                                              'teachers'),
-      seed=config.seed, writer=ctx.writer)
+      stats=ctx.stats, directory=dirs if ctx.population else dirs[0],
+      seed=list(ctx.seeds) if ctx.population else ctx.seeds[0],
+      writer=writers if ctx.population else writers[0],
+      placement=ctx.placement)
 
 
-def _evaluate(ctx: Context, directory: str, task: str, who: str
-              ) -> dict[str, Any]:
-  ec = ctx.config.eval
-  start = time.time()
-  r = evaluation.evaluate_checkpoint(
-      directory, task_index=list(ctx.config.tasks).index(task) if
-      who.startswith('student') else 0, episodes=ec.episodes,
-      num_envs=ec.num_envs, seed=ec.seed, deterministic=ec.deterministic,
-      target_return=float(pipeline.task_value(ec.target_return, task,
-                                              'eval.target_return')),
-      max_episode_steps=ec.max_episode_steps)
-  r['seconds'] = time.time() - start
+def _check_result(r: dict[str, Any], who: str, task: str, directory: str
+                  ) -> None:
   bad = [k for k in ('normalized_mean', 'normalized_std', 'return_mean')
          if not np.isfinite(r[k])]
   if bad:
@@ -173,73 +258,163 @@ def _evaluate(ctx: Context, directory: str, task: str, who: str
         f'{who} {task}: evaluating {directory} (step {r["step"]}) gave a'
         f' non-finite {bad[0]} ({r[bad[0]]}); the policy produced non-finite'
         ' actions. Nothing was written; the run stops here.')
-  logging.info('%s (step %d) %s: normalized %.1f +- %.1f, return %.1f,'
-               ' %.1f s', who, r['step'], task, r['normalized_mean'],
-               r['normalized_std'], r['return_mean'], r['seconds'])
-  ctx.writer.write(r['step'], {
+
+
+def _log_result(ctx: Context, seed: int, r: dict[str, Any], who: str,
+                task: str) -> None:
+  logging.info('%s%s (step %d) %s: normalized %.1f +- %.1f, return %.1f,'
+               ' %.1f s', f'seed_{seed} ' if ctx.population else '', who,
+               r['step'], task, r['normalized_mean'], r['normalized_std'],
+               r['return_mean'], r['seconds'])
+  ctx.writers[seed].write(r['step'], {
       f'eval/{who}/{task}/normalized_score': r['normalized_mean'],
       f'eval/{who}/{task}/return': r['return_mean']})
-  return r
+
+
+def _evaluate_units(ctx: Context, units: list[tuple[Any, ...]],
+                    evaluate: Callable[..., dict[str, Any]]) -> list[Any]:
+  """Runs `evaluate(*unit)` for this process's share of the units and
+  gathers every result in every process (`parallel.my_share`)."""
+  mine = {}
+  for i in parallel.my_share(units):
+    mine[i] = evaluate(*units[i])
+  return parallel.gather_json(mine, len(units))
 
 
 def _teacher_eval(ctx: Context) -> None:
-  results = {t: _evaluate(ctx, ctx.teacher_dir(t), t, 'teacher')
-             for t in ctx.config.tasks}
-  fileio.write_json(os.path.join(ctx.teacher_workdir, 'teachers',
-                                 'eval.json'), results)
+  ec, tasks = ctx.config.eval, list(ctx.config.tasks)
+
+  def one(seed, task):
+    directory = ctx.teacher_dir(task, seed)
+    start = time.time()
+    r = evaluation.evaluate_checkpoint(
+        directory, task_index=0, episodes=ec.episodes, num_envs=ec.num_envs,
+        seed=ec.seed, deterministic=ec.deterministic,
+        target_return=float(pipeline.task_value(ec.target_return, task,
+                                                'eval.target_return')),
+        max_episode_steps=ec.max_episode_steps)
+    r['seconds'] = time.time() - start
+    _check_result(r, 'teacher', task, directory)
+    return r
+
+  units = [(s, t) for s in ctx.seeds for t in tasks]
+  results = _evaluate_units(ctx, units, one)
+  for s in ctx.seeds:
+    out = {}
+    for (seed, task), r in zip(units, results):
+      if seed == s:
+        _log_result(ctx, s, r, 'teacher', task)
+        out[task] = r
+    _write_json(os.path.join(ctx.member_dir(s, True), 'teachers',
+                             'eval.json'), out)
+
+
+def _load_teachers(ctx: Context, seed: int):
+  return pipeline.load_teachers([ctx.teacher_dir(t, seed)
+                                 for t in ctx.config.tasks])
 
 
 def _distill(ctx: Context) -> None:
-  teacher, teacher_params_T = pipeline.load_teachers(
-      [ctx.teacher_dir(t) for t in ctx.config.tasks])
-  distill_loop.train_student(
-      ctx.config, source=ctx.source, teacher=teacher,
-      teacher_params_T=teacher_params_T, stats=ctx.stats,
-      directory=ctx.student_dir, writer=ctx.writer)
+  loaded = [_load_teachers(ctx, s) for s in ctx.seeds]
+  teacher = loaded[0][0]
+  if ctx.population:
+    params = jax.tree.map(lambda *xs: np.stack(xs),
+                          *[jax.device_get(p) for _, p in loaded])
+    distill_loop.train_student(
+        ctx.config, source=ctx.source, teacher=teacher,
+        teacher_params_T=params, stats=ctx.stats,
+        directory=[ctx.student_dir(s) for s in ctx.seeds],
+        writer=[ctx.writers[s] for s in ctx.seeds],
+        placement=ctx.placement, seeds=ctx.seeds)
+  else:
+    distill_loop.train_student(
+        pipeline.member_config(ctx.config, ctx.seeds[0]), source=ctx.source,
+        teacher=teacher, teacher_params_T=loaded[0][1], stats=ctx.stats,
+        directory=ctx.student_dir(), writer=ctx.writers[ctx.seeds[0]],
+        placement=ctx.placement)
 
 
 def _student_eval(ctx: Context) -> None:
-  results = {label: {t: _evaluate(ctx, os.path.join(ctx.student_dir, label),
-                                  t, f'student_{label}')
-                     for t in ctx.config.tasks}
-             for label in ('last', 'best')}
-  fileio.write_json(os.path.join(ctx.student_dir, 'eval.json'), results)
+  ec, tasks = ctx.config.eval, list(ctx.config.tasks)
+  targets = {t: float(pipeline.task_value(ec.target_return, t,
+                                          'eval.target_return'))
+             for t in tasks}
+
+  def one(seed, label):
+    directory = os.path.join(ctx.student_dir(seed), label)
+    start = time.time()
+    # All tasks side by side, one policy call per vector step.
+    results = evaluation.evaluate_checkpoint_tasks(
+        directory, episodes=ec.episodes, num_envs=ec.num_envs,
+        target_returns=targets, seed=ec.seed, tasks=tasks,
+        deterministic=ec.deterministic,
+        max_episode_steps=ec.max_episode_steps)
+    seconds = time.time() - start
+    for task, r in results.items():
+      r['seconds'] = seconds  # Of the evaluation of all tasks together.
+      _check_result(r, f'student_{label}', task, directory)
+    return results
+
+  units = [(s, label) for s in ctx.seeds for label in ('last', 'best')]
+  results = _evaluate_units(ctx, units, one)
+  for s in ctx.seeds:
+    out = {}
+    for (seed, label), r in zip(units, results):
+      if seed == s:
+        for task in tasks:
+          _log_result(ctx, s, r[task], f'student_{label}', task)
+        out[label] = r
+    _write_json(os.path.join(ctx.student_dir(s), 'eval.json'), out)
 
 
-def _report(ctx: Context) -> None:
+def _member_results(ctx: Context, seed: int, latency_ms: dict[str, float],
+                    wall_s: dict[str, float]) -> dict[str, Any]:
   config, tasks = ctx.config, list(ctx.config.tasks)
-  teacher, params_T = pipeline.load_teachers(
-      [ctx.teacher_dir(t) for t in tasks])
+  _, params_T = _load_teachers(ctx, seed)
   teacher_params = jax.tree.map(lambda x: x[0], params_T)
-  student, student_params, _ = checkpointing.load_policy(
-      os.path.join(ctx.student_dir, 'last'))
-  history = distill_loop.load_history(ctx.student_dir)
-  wall_path = os.path.join(ctx.workdir, 'wall_s.json')
+  _, student_params, _ = checkpointing.load_policy(
+      os.path.join(ctx.student_dir(seed), 'last'))
+  history = distill_loop.load_history(ctx.student_dir(seed))
   results = report.assemble_results(
       tasks=tasks,
       datasets=_read_json(os.path.join(ctx.workdir, 'datasets.json')),
-      teachers=_read_json(os.path.join(ctx.teacher_workdir, 'teachers',
-                                       'eval.json')),
-      students=_read_json(os.path.join(ctx.student_dir, 'eval.json')),
+      teachers=_read_json(os.path.join(ctx.member_dir(seed, True),
+                                       'teachers', 'eval.json')),
+      students=_read_json(os.path.join(ctx.student_dir(seed), 'eval.json')),
       which=config.report.student_checkpoint,
       teacher_params=model_lib.count_params(teacher_params),
       student_params=model_lib.count_params(student_params),
-      latency_ms={
-          'teacher_batch1': pipeline.batch1_latency_ms(teacher,
-                                                       teacher_params),
-          'student_batch1': pipeline.batch1_latency_ms(student,
-                                                       student_params)},
-      history=history, curriculum=config.curriculum.name,
-      surgery=config.surgery.name,
-      wall_s=_read_json(wall_path) if os.path.exists(wall_path) else {},
-      seed=config.seed, student_steps=config.student.steps,
+      latency_ms=latency_ms, history=history,
+      curriculum=config.curriculum.name, surgery=config.surgery.name,
+      wall_s=wall_s, seed=seed, student_steps=config.student.steps,
       teacher_steps=config.teacher.steps, reps=config.report.reps)
-  report.write_report(ctx.workdir, results,
-                      steps_N=history.get('step', np.zeros(0)),
-                      kl_NxT=history.get('distill/kl',
-                                         np.zeros((0, len(tasks)))),
-                      choice_N=history.get('curriculum/choice',
-                                           np.zeros(0, np.int32)))
+  if parallel.is_main_process():
+    report.write_report(ctx.member_dir(seed), results,
+                        steps_N=history.get('step', np.zeros(0)),
+                        kl_NxT=history.get('distill/kl',
+                                           np.zeros((0, len(tasks)))),
+                        choice_N=history.get('curriculum/choice',
+                                             np.zeros(0, np.int32)))
+  return results
+
+
+def _report(ctx: Context) -> None:
+  teacher, params_T = _load_teachers(ctx, ctx.seeds[0])
+  student, student_params, _ = checkpointing.load_policy(
+      os.path.join(ctx.student_dir(), 'last'))
+  # The same modules in every member: their latency is measured once.
+  latency_ms = {
+      'teacher_batch1': evaluation.batch1_latency_ms(
+          teacher, jax.tree.map(lambda x: x[0], params_T)),
+      'student_batch1': evaluation.batch1_latency_ms(student,
+                                                     student_params)}
+  wall_path = os.path.join(ctx.workdir, 'wall_s.json')
+  wall_s = _read_json(wall_path) if os.path.exists(wall_path) else {}
+  members = [_member_results(ctx, s, latency_ms, wall_s) for s in ctx.seeds]
+  if ctx.population and parallel.is_main_process():
+    report.write_population_report(ctx.workdir, members,
+                                   reps=ctx.config.report.reps)
+  parallel.barrier('stage report')
   logging.info('report: %s', os.path.join(ctx.workdir, 'report.md'))
 
 
@@ -259,6 +434,9 @@ class Stage(NamedTuple):
     teacher_side: lives in `config.teacher_workdir` when that is set.
     files: files whose SHA-256 the stamp records when the stage is done; a
       file that no longer matches is moved aside and the stage reruns.
+
+  In `outputs` and `files`, `{member}` is '' in a single-seed run and each
+  member's `seed_<s>/` in a population.
   """
 
   run: Callable[[Context], None]
@@ -279,38 +457,38 @@ STAGES: dict[str, Stage] = {
         inputs=lambda ctx: ctx.dataset_fingerprints,
         files=('datasets.json',)),
     'teachers': Stage(
-        _teachers, _TEACHER, ('teachers',), teacher_side=True,
+        _teachers, _TEACHER, ('{member}teachers',), teacher_side=True,
         inputs=lambda ctx: ctx.dataset_fingerprints,
         complete=lambda ctx: all(s == ctx.config.teacher.steps
                                  for s in ctx.teacher_steps().values())),
     'teacher_eval': Stage(
-        _teacher_eval, _TEACHER + ('eval',), ('teachers/eval.json',),
+        _teacher_eval, _TEACHER + ('eval',), ('{member}teachers/eval.json',),
         inputs=lambda ctx: ctx.teacher_checkpoints(), teacher_side=True,
-        files=('teachers/eval.json',)),
+        files=('{member}teachers/eval.json',)),
     'distill': Stage(
-        _distill, _STUDENT, ('student',),
+        _distill, _STUDENT, ('{member}student',),
         inputs=lambda ctx: {'teachers': ctx.teacher_checkpoints(),
                             'datasets': ctx.dataset_fingerprints},
-        complete=lambda ctx: (
-            ctx.student_step() == ctx.config.student.steps
-            and checkpointing.latest_step(os.path.join(ctx.student_dir,
-                                                       'best')) is not None),
-        files=('student/history.npz',)),
+        complete=lambda ctx: ctx.distilled(),
+        files=('{member}student/history.npz',)),
     'student_eval': Stage(
-        _student_eval, _STUDENT + ('eval',), ('student/eval.json',),
+        _student_eval, _STUDENT + ('eval',), ('{member}student/eval.json',),
         inputs=lambda ctx: ctx.student_checkpoints(),
-        files=('student/eval.json',)),
+        files=('{member}student/eval.json',)),
     'report': Stage(
         _report, _STUDENT + ('eval', 'report'),
-        ('results.json', 'report.md', 'kl.png', 'curriculum.png',
-         'scores.png'),
+        ('{member}results.json', '{member}report.md', '{member}kl.png',
+         '{member}curriculum.png', '{member}scores.png', 'results.json',
+         'report.md'),
         inputs=lambda ctx: {
             'teachers': ctx.teacher_checkpoints(),
             'student': ctx.student_checkpoints(),
-            'files': {rel: ctx.file_digest(rel, side) for rel, side in (
-                ('datasets.json', False), ('teachers/eval.json', True),
-                ('student/eval.json', False),
-                ('student/history.npz', False))}},
+            'files': {rel: ctx.file_digest(rel, side) for side, rels in (
+                (False, ('datasets.json',)),
+                (True, ('{member}teachers/eval.json',)),
+                (False, ('{member}student/eval.json',
+                         '{member}student/history.npz')))
+                      for rel in _member_outputs(ctx, rels)}},
         complete=lambda ctx: False),  # Cheap; always rewritten.
 }
 
@@ -340,6 +518,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                      f' {list(STAGES)}')
   if not config.tasks:
     raise ValueError('config.tasks: needs at least one task')
+  seeds = pipeline.member_seeds(config)
+  mesh = config.get('mesh')
+  if mesh is not None:
+    want = mesh.population
+    if isinstance(want, bool) or not isinstance(want, int) or want < 0:
+      raise ValueError(f'config.mesh.population={want!r}: an integer >= 0'
+                       ' (0: as many devices as divide both the members and'
+                       ' the devices)')
+    n = jax.device_count()
+    if want and (n % want or len(seeds) % want):
+      raise ValueError(
+          f'config.mesh.population={want} must divide both the'
+          f' {len(seeds)} members (config.seeds={seeds}) and the {n}'
+          ' devices')
   preflight.check_config(config)
   if 'student' in config:
     student_lib.check_config(config)
@@ -360,7 +552,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   ctx = Context(config, workdir)
   for name, flag, steps in (
       ('teachers', 'teacher.steps', ctx.teacher_steps),
-      ('distill', 'student.steps', lambda: {'student': ctx.student_step()})):
+      ('distill', 'student.steps', ctx.student_steps)):
     if name not in config.stages or _stamp_hash(ctx, name) != stage_hash(
         config, name, None, with_inputs=False):
       continue
@@ -380,6 +572,11 @@ def stage_config(config: ml_collections.ConfigDict, stage: str
                                               ml_collections.ConfigDict)
          else config[k] for k in STAGES[stage].keys}
   sub = json.loads(json.dumps(sub, default=list))
+  if 'seed' in sub:
+    # The members: `--config.seed=1` and `--config.seeds=(1,)` are one run,
+    # hashed as single-seed runs always were.
+    seeds = pipeline.member_seeds(config)
+    sub['seed'] = seeds[0] if len(seeds) == 1 else list(seeds)
   for dotted in RESUMABLE:
     head, _, leaf = dotted.partition('.')
     if head in sub:
@@ -422,7 +619,8 @@ def _read_stamp(path: str, name: str) -> dict[str, Any] | None:
     problem = f'lacks its fields (has {sorted(stamp)[:5]})'
   except fileio.DamagedFileError as e:
     problem = str(e)
-  moved = _move_aside(path, 'damaged')
+  moved = _move_aside(path, 'damaged') if parallel.is_main_process() else path
+  parallel.barrier(f'stage {name}: damaged stamp')
   logging.warning('stage %s: its stamp %s %s; moved it to %s', name, path,
                   problem, moved)
   return {'hash': 'unknown', 'done': False}
@@ -450,7 +648,8 @@ def run_stage(ctx: Context, name: str) -> bool:
   stamp = _read_stamp(path, name)
   inputs = stage.inputs(ctx)
   current = stage_hash(config, name, inputs)
-  existing = [rel for rel in stage.outputs
+  outputs = _member_outputs(ctx, stage.outputs)
+  existing = [rel for rel in outputs
               if os.path.lexists(os.path.join(directory, rel))]
   if (stamp is None and existing) or (stamp is not None
                                       and stamp['hash'] != current):
@@ -458,12 +657,15 @@ def run_stage(ctx: Context, name: str) -> bool:
     logging.warning('stage %s: config or inputs changed since the last run'
                     ' (hash %s -> %s); moving its outputs aside and'
                     ' rerunning', name, old, current)
-    for rel in existing:
-      stale = _move_aside(os.path.join(directory, rel), f'stale-{old[:8]}')
-      logging.warning('stage %s: moved %s/%s to %s', name, directory, rel,
-                      stale)
-    if os.path.exists(path):
-      _move_aside(path, f'stale-{old[:8]}')
+    if parallel.is_main_process():
+      for rel in existing:
+        stale = _move_aside(os.path.join(directory, rel),
+                            f'stale-{old[:8]}')
+        logging.warning('stage %s: moved %s/%s to %s', name, directory, rel,
+                        stale)
+      if os.path.exists(path):
+        _move_aside(path, f'stale-{old[:8]}')
+    parallel.barrier(f'stage {name}: stale')
     stamp = None
   if stamp is not None and stamp['done']:
     problem = _outputs_problem(directory, stamp)
@@ -472,22 +674,24 @@ def run_stage(ctx: Context, name: str) -> bool:
       return False
     if problem is not None:
       for rel in stamp.get('files', {}):
-        if os.path.exists(os.path.join(directory, rel)):
+        if os.path.exists(os.path.join(directory, rel)) and (
+            parallel.is_main_process()):
           _move_aside(os.path.join(directory, rel), 'damaged')
+      parallel.barrier(f'stage {name}: damaged')
       logging.warning('stage %s: %s; moved aside, rerunning the stage', name,
                       problem)
   record = {'stage': name, 'hash': current,
             'config_hash': stage_hash(config, name, with_inputs=False),
             'config': stage_config(config, name), 'inputs': inputs}
-  fileio.write_json(path, {**record, 'done': False, 'time': time.time()})
+  _write_json(path, {**record, 'done': False, 'time': time.time()})
   guards.fault(f'stage/{name}/start')
   stage.run(ctx)
   guards.fault(f'stage/{name}/end')
   files = {rel: fileio.sha256_file(os.path.join(directory, rel))
-           for rel in stage.files
+           for rel in _member_outputs(ctx, stage.files)
            if os.path.isfile(os.path.join(directory, rel))}
-  fileio.write_json(path, {**record, 'done': True, 'time': time.time(),
-                           'files': files})
+  _write_json(path, {**record, 'done': True, 'time': time.time(),
+                     'files': files})
   return True
 
 
@@ -510,8 +714,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   check_config(config)
   check_workdir(config, workdir)
   os.makedirs(workdir, exist_ok=True)
-  fileio.write_json(os.path.join(workdir, 'config.json'),
-                    json.loads(config.to_json_best_effort()))
+  _write_json(os.path.join(workdir, 'config.json'),
+              json.loads(config.to_json_best_effort()))
   ctx = Context(config, workdir)
   ctx.writer.start_run({
       'config_hash': hashlib.sha256(config.to_json_best_effort(
@@ -521,8 +725,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   try:
     wall = _read_json(wall_path) if os.path.exists(wall_path) else {}
   except fileio.DamagedFileError as e:
+    moved = (_move_aside(wall_path, 'damaged')
+             if parallel.is_main_process() else wall_path)
     logging.warning('%s; moved it to %s and starting the wall times afresh',
-                    e, _move_aside(wall_path, 'damaged'))
+                    e, moved)
     wall = {}
   debug_nans = jax.config.jax_debug_nans
   jax.config.update('jax_debug_nans', bool(config.get('debug_nans')))
@@ -540,8 +746,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
           raise
         if ran:  # A skipped stage keeps its earlier time.
           wall[name] = time.time() - start
-          fileio.write_json(wall_path, wall)
+          _write_json(wall_path, wall)
         logging.info('stage %s: %.1f s', name, time.time() - start)
   finally:
     jax.config.update('jax_debug_nans', debug_nans)
-    ctx.writer.close()
+    ctx.close()

@@ -6,9 +6,14 @@ config (`distill.train.student`), runs the jitted multi-step in dispatches of
 windowed metrics, keeps the `last` and `best` (lowest mean probe KL)
 checkpoints, and resumes from `last`.
 
-Shape letters: N logged steps, T tasks.
+A population (`seeds`) trains one student per member in the same compiled
+program (`student.make_population_step`), each with its own teachers,
+checkpoints, history and best window.
+
+Shape letters: N logged steps, T tasks, P members of a population.
 """
 
+from collections.abc import Sequence
 import io
 import os
 from typing import Any
@@ -23,6 +28,7 @@ import tqdm
 
 from distill import checkpointing
 from distill import fileio
+from distill import parallel
 from distill.data import segments
 from distill.models import model as model_lib
 from distill.train import guards
@@ -93,6 +99,40 @@ def _best_step(kl_NxT: np.ndarray, steps: int, log_every: int,
   return best_step
 
 
+class _Member:
+  """One member's host-side bookkeeping: checkpoints, history, best."""
+
+  def __init__(self, directory, writer, keep):
+    self.directory = directory
+    self.writer = writer
+    self.manager = checkpointing.make_manager(
+        os.path.join(directory, 'last'), keep=keep)
+    self.best_manager = checkpointing.make_manager(
+        os.path.join(directory, 'best'), keep=1)
+    self.history: dict[str, list] = {}
+    self.best = {'kl': np.inf, 'step': None}
+    self.last_log = 0
+
+
+def _align(members: list[_Member], tag: str) -> None:
+  """Members of a population resume from one step: the latest intact
+  `last` step they all have; newer ones (a run killed between the members'
+  saves) are moved aside and computed again, identically."""
+  steps = [set(checkpointing.intact_steps(str(m.manager.directory)))
+           for m in members]
+  common = max(set.intersection(*steps), default=None)
+  for m, have in zip(members, steps):
+    ahead = sorted(s for s in have if common is None or s > common)
+    for s in ahead:
+      moved = checkpointing.set_aside(str(m.manager.directory), s,
+                                      'superseded')
+      logging.warning('distill %s: step %d is ahead of the other members;'
+                      ' moved it to %s, resuming all from step %s', tag, s,
+                      moved, common)
+    if ahead:
+      m.manager.reload()
+
+
 def train_student(
     config: ml_collections.ConfigDict,
     *,
@@ -100,36 +140,44 @@ def train_student(
     teacher: model_lib.DecisionTransformer,
     teacher_params_T,
     stats,
-    directory: str,
-    writer: logs.MetricWriter | None = None,
-) -> tuple[
-    student_lib.StudentState, model_lib.DecisionTransformer, Any,
-    dict[str, np.ndarray]]:
+    directory: str | Sequence[str],
+    writer: logs.MetricWriter | Sequence[logs.MetricWriter] | None = None,
+    placement: parallel.Placement | None = None,
+    seeds: Sequence[int] | None = None,
+) -> Any:
   """Distills the frozen teachers into one student; resumes from checkpoints.
 
   Args:
     config: the whole config (reads `tasks`, `data`, `student`, `curriculum`,
       `surgery`, `seed`).
     source: training segments of all tasks (normalized with the teachers'
-      statistics).
+      statistics; placed by the caller when `placement` is given).
     teacher: the teachers' module.
     teacher_params_T: teacher parameters stacked on a leading T axis (put
-      on the device once here if they are not already).
+      on the device once here); [P, T, ...] in a population.
     stats: per-task (mean, std) the source's states were normalized with
       (saved beside the weights so the student can be evaluated from its
       directory alone).
     directory: output directory: `<directory>/last/` checkpoints of the
       state, `<directory>/best/` the parameters with the lowest mean probe KL
       (both loadable with `checkpointing.load_policy`), and
-      `<directory>/history.npz` the per-step metrics.
-    writer: metric writer.
+      `<directory>/history.npz` the per-step metrics. One per member in a
+      population.
+    writer: metric writer (one per member in a population).
+    placement: the device mesh: batches split over 'data', states created
+      and kept replicated (members split over 'population'); None: plain
+      `jax.jit` on the default device.
+    seeds: a population: one student per seed (instead of `config.seed`),
+      each with its own teachers (`teacher_params_T[p]`), trained in one
+      compiled program (`student.make_population_step`); member p ends
+      where a single run with `config.seed = seeds[p]` ends.
 
   Returns:
     `(state, student, best_params, history)`: the final state, the student
     module, the best parameters (lowest mean probe KL over a logging window),
     and per-step metrics (`step`, `curriculum/choice`, `curriculum/counts`
     [N, T], `distill/kl` [N, T], `surgery/projected`, `surgery/cos_prev`,
-    `train/loss`).
+    `train/loss`). A list of them, one per member, in a population.
 
   A run stopped at any point (SIGTERM, SIGINT, a kill, a damaged
   checkpoint) and started again ends with the same `last` and `best`
@@ -148,81 +196,129 @@ def train_student(
   scfg = config.student
   tasks = tuple(config.tasks)
   num_tasks = len(tasks)
+  population = seeds is not None
+  seeds = [int(s) for s in seeds] if population else [int(config.seed)]
+  dirs = list(directory) if population else [directory]
+  writers = (list(writer) if population and writer is not None
+             else [writer] * len(seeds))
+  if not (len(seeds) == len(dirs) == len(writers)) or not seeds:
+    raise ValueError(f'train_student: {len(seeds)} seeds, {len(dirs)}'
+                     f' directories and {len(writers)} writers; need one of'
+                     ' each per member')
+  num_members = len(seeds)
+  tag = lambda p: f' (member seed_{seeds[p]})' if population else ''
   obs_dims = [int(x) for x in np.asarray(source.obs_dims)]
   act_dims = [int(x) for x in np.asarray(source.act_dims)]
   student = model_lib.make_model(
       scfg.model, obs_dims=obs_dims, act_dims=act_dims,
       context_len=config.data.context_len,
       max_timestep=config.data.max_timestep)
-  key = jax.random.key(config.seed)
-  k_sel, k_opt, k_pool, k_init = jax.random.split(jax.random.fold_in(key, 7), 4)
-  selector = student_lib.make_selector(
-      config.curriculum, num_tasks, source.states.shape[1], k_sel
-  )
-  optimizer = student_lib.make_optimizer(config, k_opt)
+  rep = placement.replicated_sharding if placement is not None else None
+  member_sh = rep
+  if placement is not None and population:
+    member_sh = placement.member_sharding
+  on_mesh = lambda sh: {} if placement is None else {'out_shardings': sh}
   # On the device once: every dispatch below reuses these buffers.
-  teacher_params_T = jax.device_put(teacher_params_T)
-  pool = (
-      student_lib.make_probe_pool(
-          source, teacher, teacher_params_T, k_pool, scfg.probe_pool
-      )
-      if scfg.probe_size > 0
-      else None
-  )
+  teacher_params_T = (jax.device_put(teacher_params_T) if placement is None
+                      else parallel.put(teacher_params_T, member_sh))
+  selectors, optimizers, inits, pool_keys = [], [], [], []
+  for s in seeds:
+    k_sel, k_opt, k_pool, k_init = jax.random.split(
+        jax.random.fold_in(jax.random.key(s), 7), 4)
+    selectors.append(student_lib.make_selector(
+        config.curriculum, num_tasks, source.states.shape[1], k_sel))
+    optimizers.append(student_lib.make_optimizer(config, k_opt))
+    inits.append(lambda sel=selectors[-1], opt=optimizers[-1], k=k_init:
+                 student_lib.init_state(student, sel, opt, k))
+    pool_keys.append(k_pool)
+  pool = None
+  if scfg.probe_size > 0:
+    make_pool = lambda tp, k: student_lib.make_probe_pool(
+        source, teacher, tp, k, scfg.probe_pool)
+    pool = (jax.jit(jax.vmap(make_pool), **on_mesh(member_sh))(
+        teacher_params_T, jnp.stack(pool_keys)) if population
+            else jax.jit(make_pool, **on_mesh(rep))(teacher_params_T,
+                                                     pool_keys[0]))
+  # The selectors and optimizers of the members differ only in the keys
+  # their `init` puts in the state (STYLE: a key lives in the state), so
+  # one step serves them all.
   step_fn = student_lib.make_distill_step(
-      config, student, teacher, selector, optimizer
-  )
-
-  def init():
-    return student_lib.init_state(student, selector, optimizer, k_init)
-
-  abstract = jax.eval_shape(init)
-  manager = checkpointing.make_manager(
-      os.path.join(directory, 'last'), keep=scfg.keep
-  )
-  best_manager = checkpointing.make_manager(
-      os.path.join(directory, 'best'), keep=1
-  )
+      config, student, teacher, selectors[0], optimizers[0],
+      placement=placement)
+  abstract = jax.eval_shape(inits[0])
+  members = [_Member(d, w, scfg.keep) for d, w in zip(dirs, writers)]
   meta = checkpointing.policy_meta(
       student, kind='student', tasks=tasks, obs_dims=obs_dims,
       act_dims=act_dims, stats=stats, data_config=config.data)
-  state, history, best = _resume(manager, best_manager, abstract, scfg)
-  if state is None:
-    state = init()
+  if population:
+    _align(members, 'population')
+  resumed = []
+  for m in members:
+    state, m.history, m.best = _resume(m.manager, m.best_manager, abstract,
+                                       scfg)
+    resumed.append(state)
+  if len({None if s is None else int(s.step) for s in resumed}) > 1:
+    # A member's `last` could not be resumed (and was moved aside): all
+    # start again, which ends with the same result.
+    for m in members:
+      for mgr in (m.manager, m.best_manager):
+        for s in mgr.all_steps():
+          checkpointing.set_aside(str(mgr.directory), s, 'superseded')
+        mgr.reload()
+      m.history, m.best = {}, {'kl': np.inf, 'step': None}
+    logging.warning('distill: the members resumed from different steps;'
+                    ' distilling all again from step 0')
+    resumed = [None] * num_members
+  states = [jax.jit(f, **on_mesh(rep))() if s is None else
+            (s if placement is None else placement.replicated(s))
+            for f, s in zip(inits, resumed)]
+  if population:
+    state = jax.jit(lambda xs: jax.tree.map(lambda *x: jnp.stack(x), *xs),
+                    **on_mesh(member_sh))(states)
+    unstack = jax.jit(lambda tree: [jax.tree.map(lambda x, p=p: x[p], tree)
+                                    for p in range(num_members)],
+                      **on_mesh(rep))
+  else:
+    state = states[0]
+    unstack = lambda tree: [tree]
+  count_nonfinite = jax.jit(
+      lambda params: (jax.vmap(guards.count_nonfinite)(params) if population
+                      else guards.count_nonfinite(params)[None]),
+      **on_mesh(rep))
 
   compiled = {}
 
   def get_multi(n):
     if n not in compiled:
-      compiled[n] = jax.jit(
-          student_lib.make_multi_step(step_fn, n), donate_argnums=0
-      )
+      fn = student_lib.make_multi_step(step_fn, n)
+      if population:
+        fn = student_lib.make_population_step(fn)
+      shardings = {} if placement is None else dict(
+          in_shardings=(member_sh, member_sh, rep, member_sh),
+          out_shardings=(member_sh, rep))
+      compiled[n] = jax.jit(fn, donate_argnums=0, **shardings)
     return compiled[n]
 
-  def save_last(step):
-    checkpointing.save(manager, step, state, {**meta, 'step': step},
-                       extras={'history': _encode(_cat(history))})
-    guards.fault(f'distill/last@{step}')
-
   def check_params(step, prev):
-    bad = int(guards.count_nonfinite(state.params))
-    if bad:
-      raise FloatingPointError(
-          f'distill: non-finite parameters ({bad} values) at step {step} (in'
-          f' steps {prev + 1}..{step}); stopped, the last good checkpoint is'
-          f' step {manager.latest_step()}. Set --config.debug_nans=True to'
-          ' stop at the operation that made it.')
+    bad_P = np.asarray(count_nonfinite(state.params))
+    for p, m in enumerate(members):
+      if bad_P[p]:
+        raise FloatingPointError(
+            f'distill{tag(p)}: non-finite parameters ({int(bad_P[p])}'
+            f' values) at step {step} (in steps {prev + 1}..{step});'
+            ' stopped, the last good checkpoint is step'
+            f' {m.manager.latest_step()}. Set --config.debug_nans=True to'
+            ' stop at the operation that made it.')
 
-  step = int(state.step)
-  last_log = _log_points(scfg.steps, scfg.log_every, step)
-  last_log = last_log[-1] if last_log else 0
-  bar = tqdm.tqdm(
-      total=scfg.steps,
-      initial=step,
-      unit='step',
-      desc='student',
-      dynamic_ncols=True,
-  )
+  main = parallel.is_main_process()
+  step = int(states[0].step)
+  for m in members:
+    points = _log_points(scfg.steps, scfg.log_every, step)
+    m.last_log = points[-1] if points else 0
+  bar = tqdm.tqdm(total=scfg.steps, initial=step, unit='step',
+                  desc='student' if not population else
+                  f'students ({num_members} seeds)', dynamic_ncols=True,
+                  disable=not main)
   with guards.deferred():
     while step < scfg.steps:
       n = min(scfg.steps_per_dispatch, scfg.steps - step)
@@ -231,71 +327,87 @@ def train_student(
       bar.update(n)
       # One transfer per dispatch of n steps: the per-step curriculum
       # choices and probe KLs feed the plots.
-      host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
-      bad = guards.first_nonfinite({k: v for k, v in host.items()
-                                    if k.startswith(('train/', 'distill/'))})
-      if bad is not None:
-        key, i = bad
-        choice = int(np.ravel(host.get('curriculum/choice', [-1] * n))[i])
-        task = tasks[choice] if choice >= 0 else 'all tasks (mixture)'
-        raise FloatingPointError(
-            f'distill: non-finite {key} ({np.ravel(host[key][i])[:4]}) at'
-            f' step {prev + 1 + i}, learning from {task}; stopped, the last'
-            f' good checkpoint is step {manager.latest_step()}. Set'
-            ' --config.debug_nans=True to stop at the operation that made'
-            ' it.')
-      host['step'] = np.arange(prev + 1, step + 1)
-      for k, v in host.items():
-        history.setdefault(k, []).append(v)
+      fetched = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+      for p, m in enumerate(members):
+        host = ({k: v[p] for k, v in fetched.items()} if population
+                else dict(fetched))
+        bad = guards.first_nonfinite({k: v for k, v in host.items()
+                                      if k.startswith(('train/', 'distill/'))})
+        if bad is not None:
+          key, i = bad
+          choice = int(np.ravel(host.get('curriculum/choice', [-1] * n))[i])
+          task = tasks[choice] if choice >= 0 else 'all tasks (mixture)'
+          raise FloatingPointError(
+              f'distill{tag(p)}: non-finite {key}'
+              f' ({np.ravel(host[key][i])[:4]}) at step {prev + 1 + i},'
+              f' learning from {task}; stopped, the last good checkpoint is'
+              f' step {m.manager.latest_step()}. Set'
+              ' --config.debug_nans=True to stop at the operation that made'
+              ' it.')
+        host['step'] = np.arange(prev + 1, step + 1)
+        for k, v in host.items():
+          m.history.setdefault(k, []).append(v)
       if guards.fault(f'distill@{step}'):
         state = state._replace(params=guards.poison(state.params))
       stop = guards.stop_requested()
       crossed = lambda every: every > 0 and step // every > prev // every
       if crossed(scfg.log_every) or step == scfg.steps:
-        window = {k: v[last_log:step] for k, v in _cat(history).items()}
-        kl_T = _window_kl(window['distill/kl'], 0, step - last_log)
-        flat = {k: float(np.mean(v)) for k, v in window.items()
-                if k not in ('step', 'curriculum/choice', 'distill/kl',
-                             'curriculum/counts')}
-        flat.update(
-            {f'distill/kl/{t}': float(kl_T[i]) for i, t in enumerate(tasks)}
-        )
-        counts = window['curriculum/counts'][-1]
-        flat.update({f'curriculum/count/{t}': int(counts[i])
-                     for i, t in enumerate(tasks)})
-        if writer is not None:
-          writer.write(step, flat)
-        last_log = step
-        if float(kl_T.mean()) < best['kl']:
-          check_params(step, prev)
-          best = {'kl': float(kl_T.mean()), 'step': step}
-          checkpointing.save(
-              best_manager,
-              step,
-              {'params': state.params,
-               'mean_probe_kl': jnp.float32(best['kl'])},
-              {**meta, 'step': step, 'mean_probe_kl': best['kl']},
-          )
-          guards.fault(f'distill/best@{step}')
-        bar.set_postfix(loss=f'{float(host["train/loss"][-1]):.4f}',
-                        kl=f'{kl_T.mean():.4f}')
+        parts = None
+        for p, m in enumerate(members):
+          window = {k: v[m.last_log:step] for k, v in _cat(m.history).items()}
+          kl_T = _window_kl(window['distill/kl'], 0, step - m.last_log)
+          flat = {k: float(np.mean(v)) for k, v in window.items()
+                  if k not in ('step', 'curriculum/choice', 'distill/kl',
+                               'curriculum/counts')}
+          flat.update({f'distill/kl/{t}': float(kl_T[i])
+                       for i, t in enumerate(tasks)})
+          counts = window['curriculum/counts'][-1]
+          flat.update({f'curriculum/count/{t}': int(counts[i])
+                       for i, t in enumerate(tasks)})
+          if m.writer is not None and main:
+            m.writer.write(step, flat)
+          m.last_log = step
+          if float(kl_T.mean()) < m.best['kl']:
+            check_params(step, prev)
+            parts = unstack(state) if parts is None else parts
+            m.best = {'kl': float(kl_T.mean()), 'step': step}
+            checkpointing.save(
+                m.best_manager, step,
+                {'params': parts[p].params,
+                 'mean_probe_kl': jnp.float32(m.best['kl'])},
+                {**meta, 'step': step, 'mean_probe_kl': m.best['kl']})
+            guards.fault(f'distill/best@{step}')
+          if p == 0:
+            bar.set_postfix(loss=f'{float(host["train/loss"][-1]):.4f}',
+                            kl=f'{kl_T.mean():.4f}')
       if crossed(scfg.ckpt_every) or step == scfg.steps or stop:
         check_params(step, prev)
-        save_last(step)
-        _save_history(os.path.join(directory, 'history.npz'), _cat(history))
+        for m, part in zip(members, unstack(state)):
+          checkpointing.save(m.manager, step, part, {**meta, 'step': step},
+                             extras={'history': _encode(_cat(m.history))})
+          guards.fault(f'distill/last@{step}')
+          _write_history(m.directory, _cat(m.history))
       if stop:
         bar.close()
         raise guards.Stopped(stop, 'distill', step)
   bar.close()
-  hist = _cat(history)
-  _save_history(os.path.join(directory, 'history.npz'), hist)
-  best_params = state.params
-  if best_manager.latest_step() is not None:
-    best_params = checkpointing.restore(best_manager, _best_abstract(
-        abstract))[0]['params']
-  manager.close()
-  best_manager.close()
-  return state, student, best_params, hist
+  out = []
+  for m, part in zip(members, unstack(state)):
+    hist = _cat(m.history)
+    _write_history(m.directory, hist)
+    best_params = part.params
+    if m.best_manager.latest_step() is not None:
+      best_params = checkpointing.restore(m.best_manager, _best_abstract(
+          abstract))[0]['params']
+    m.manager.close()
+    m.best_manager.close()
+    out.append((part, student, best_params, hist))
+  return out if population else out[0]
+
+
+def _write_history(directory: str, history: dict[str, np.ndarray]) -> None:
+  if parallel.is_main_process():
+    _save_history(os.path.join(directory, 'history.npz'), history)
 
 
 def _best_abstract(abstract):

@@ -30,6 +30,7 @@ References:
 
 import functools
 import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -44,6 +45,7 @@ import tqdm
 
 from distill import checkpointing
 from distill import losses
+from distill import parallel
 from distill.data import segments
 from distill.models import model as model_lib
 from distill.train import guards
@@ -110,14 +112,17 @@ def init_state(model: model_lib.DecisionTransformer,
                                 alpha=alpha), key)
 
 
-def _run_once(fn, *args):
+def _run_once(fn, *args, out_shardings=None):
   """Runs `fn` compiled without XLA optimizations.
 
   For code that runs once (initialization): op by op, every primitive
   compiles separately (~10x slower on CPU), and XLA's optimizations cost
   ~4x the compile time of the many threefry kernels of an initializer.
+  With `out_shardings` the result is created already placed so.
   """
-  compiled = jax.jit(fn).lower(*args).compile(
+  jitted = (jax.jit(fn) if out_shardings is None else
+            jax.jit(fn, out_shardings=out_shardings))
+  compiled = jitted.lower(*args).compile(
       compiler_options={'xla_backend_optimization_level': 0})
   return compiled(*args)
 
@@ -196,13 +201,16 @@ def make_train_step(
   return train_step
 
 
-def make_update_fn(train_step: Callable, *, batch_size: int, num_steps: int):
+def make_update_fn(train_step: Callable, *, batch_size: int, num_steps: int,
+                   placement: parallel.Placement | None = None):
   """Fuses `num_steps` updates, sampling each batch on the device.
 
   Args:
     train_step: from `make_train_step`.
     batch_size: B.
     num_steps: updates per call (`lax.scan`).
+    placement: with a device mesh, every sampled batch is split over its
+      'data' axis (`parallel.constrain_batch`); None on a plain `jax.jit`.
 
   Returns:
     `update(state, source, task) -> (state, metrics)`, metrics averaged over
@@ -216,7 +224,9 @@ def make_update_fn(train_step: Callable, *, batch_size: int, num_steps: int):
   def update(state: TrainState, source: segments.SegmentSource, task):
     def body(state, _):
       key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
-      batch = segments.sample_task_batch(source, key, task, batch_size)
+      batch = parallel.constrain_batch(
+          segments.sample_task_batch(source, key, task, batch_size),
+          placement)
       return train_step(state, batch)
 
     state, metrics = jax.lax.scan(body, state, None, length=num_steps)
@@ -243,10 +253,11 @@ def train_teachers(
     tasks: Sequence[str],
     source: segments.SegmentSource,
     stats: Sequence[tuple[np.ndarray, np.ndarray]],
-    directory: str,
-    seed: int,
-    writer: logs.MetricWriter | None = None,
-) -> dict[str, TrainState]:
+    directory: str | Sequence[str],
+    seed: int | Sequence[int],
+    writer: logs.MetricWriter | Sequence[logs.MetricWriter] | None = None,
+    placement: parallel.Placement | None = None,
+) -> dict[str, TrainState] | list[dict[str, TrainState]]:
   """Trains one teacher per task of `source`, resuming from checkpoints.
 
   Checkpoints go to `<directory>/<task>/` (one per task; the full
@@ -258,19 +269,32 @@ def train_teachers(
   step (the same one for teachers trained together) and ends with the same
   parameters as a run that was never interrupted.
 
+  A population (`seed` and `directory` sequences, one entry per member P)
+  trains every member's teachers in the same compiled step, vmapped over a
+  leading member axis that the mesh's 'population' axis splits; member p
+  gets what a single run with `seed[p]` and `directory[p]` gets.
+
   Args:
     config: `config.teacher` (model, optimizer, entropy, steps, batch_size,
       steps_per_dispatch, log_every, ckpt_every, keep, vmap).
     data_config: `config.data` (context_len, rtg_scale, max_timestep).
     tasks: task names, in the order of the source's tasks.
-    source: from `segments.make_segment_source`.
+    source: from `segments.make_segment_source` (placed by the caller when
+      `placement` is given, e.g. `placement.replicated(source)`).
     stats: per-task (mean, std) used to normalize the source's states.
-    directory: root of the per-task checkpoint directories.
-    seed: teacher i is initialized from `fold_in(key(seed), i)`.
-    writer: metric writer (keys `teacher/<task>/<metric>`).
+    directory: root of the per-task checkpoint directories (one per member
+      in a population).
+    seed: teacher i is initialized from `fold_in(key(seed), i)` (one seed
+      per member in a population).
+    writer: metric writer (keys `teacher/<task>/<metric>`), one per member
+      in a population.
+    placement: the device mesh: batches split over 'data', states created
+      and kept replicated (members split over 'population'); None: plain
+      `jax.jit` on the default device.
 
   Returns:
-    The final `TrainState` of each task.
+    The final `TrainState` of each task (a list of them, one per member, in
+    a population).
 
   Raises:
     FloatingPointError: a loss, gradient norm or parameter became non-finite
@@ -279,6 +303,15 @@ def train_teachers(
     guards.Stopped: SIGTERM/SIGINT arrived (see `guards`); the teachers were
       saved at the step reached.
   """
+  population = not isinstance(seed, numbers.Integral)
+  seeds = [int(s) for s in seed] if population else [int(seed)]
+  dirs = list(directory) if population else [directory]
+  writers = (list(writer) if population and writer is not None
+             else [writer] * len(seeds))
+  if not (len(seeds) == len(dirs) == len(writers)) or not seeds:
+    raise ValueError(f'train_teachers: {len(seeds)} seeds, {len(dirs)}'
+                     f' directories and {len(writers)} writers; need one of'
+                     ' each per member')
   obs_dims = [int(x) for x in np.asarray(source.obs_dims)]
   act_dims = [int(x) for x in np.asarray(source.act_dims)]
   if len(tasks) != len(obs_dims):
@@ -297,58 +330,101 @@ def train_teachers(
   train_step = make_train_step(model, optimizer, alpha_optimizer,
                                act_dims=act_dims)
 
+  # Units: member p's teacher of task i is unit p * T + i.
+  num_tasks, num_members = len(tasks), len(seeds)
+  units = [(p, i) for p in range(num_members) for i in range(num_tasks)]
+  names = [tasks[i] if not population else f'seed_{seeds[p]}/{tasks[i]}'
+           for p, i in units]
   init_fn = make_init_fn(model, optimizer, alpha_optimizer,
                          alpha=config.entropy.alpha)
-  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(
-      jnp.arange(len(tasks)))
+  keys = jnp.stack([jax.random.fold_in(jax.random.key(seeds[p]), i)
+                    for p, i in units])
   abstract = jax.eval_shape(init_fn, keys[0])
-  managers = [checkpointing.make_manager(os.path.join(directory, task),
-                                         keep=config.keep) for task in tasks]
-  groups = [list(range(len(tasks)))] if config.vmap else [
-      [i] for i in range(len(tasks))]
+  managers = [checkpointing.make_manager(os.path.join(dirs[p], tasks[i]),
+                                         keep=config.keep) for p, i in units]
+  task_groups = [list(range(num_tasks))] if config.vmap else [
+      [i] for i in range(num_tasks)]
+  groups = [[p * num_tasks + i for p in range(num_members) for i in g]
+            for g in task_groups]
   resume = {}
   for group in groups:
-    resume.update(zip(group, _resume_steps(managers, group, tasks)))
-  # One compiled init for all teachers (same values as one by one).
-  fresh = [resume[i] is None for i in range(len(tasks))]
-  initial = (_unstack(_run_once(jax.vmap(init_fn), keys), len(tasks))
-             if any(fresh) else [None] * len(tasks))
-  states = [initial[i] if fresh[i] else
-            checkpointing.restore(managers[i], abstract, step=resume[i])[0]
-            for i in range(len(tasks))]
+    resume.update(zip(group, _resume_steps(managers, group, names)))
+  rep = placement.replicated_sharding if placement is not None else None
+  state_sharding = rep
+  if placement is not None and population:
+    state_sharding = placement.member_sharding
+  # One compiled init for all teachers (same values as one by one), created
+  # already placed.
+  fresh = [resume[u] is None for u in range(len(units))]
+  initial = (_unstack(_run_once(jax.vmap(init_fn), keys, out_shardings=rep),
+                      len(units))
+             if any(fresh) else [None] * len(units))
+
+  def restored(u):
+    state = checkpointing.restore(managers[u], abstract, step=resume[u])[0]
+    return state if placement is None else placement.replicated(state)
+
+  states = [initial[u] if fresh[u] else restored(u)
+            for u in range(len(units))]
   metas = [checkpointing.policy_meta(
       model, kind='teacher', tasks=[t], obs_dims=[obs_dims[i]],
       act_dims=[act_dims[i]], stats=[stats[i]], data_config=data_config,
       task=t, task_index=i) for i, t in enumerate(tasks)]
 
-  def save(i, state):
+  def save(u, state):
     step = int(state.step)
-    checkpointing.save(managers[i], step, state, {**metas[i], 'step': step})
+    p, i = units[u]
+    checkpointing.save(managers[u], step, state, {**metas[i], 'step': step})
     guards.fault(f'teachers/{tasks[i]}@{step}')
 
+  # Leading axes of a group's state: [P] in a population, then [N] teachers
+  # trained together (vmap).
+  lead = (num_members,) * population + (len(task_groups[0]),) * config.vmap
   compiled = {}
 
   def get_update(num_steps):
     if num_steps not in compiled:
       fn = make_update_fn(train_step, batch_size=config.batch_size,
-                          num_steps=num_steps)
+                          num_steps=num_steps, placement=placement)
       if config.vmap:
         fn = jax.vmap(fn, in_axes=(0, None, 0))
-      compiled[num_steps] = jax.jit(fn, donate_argnums=0)
+      if population:
+        fn = jax.vmap(fn, in_axes=(0, None, None),
+                      spmd_axis_name='population')
+      shardings = {} if placement is None else dict(
+          in_shardings=(state_sharding, rep, rep),
+          out_shardings=(state_sharding, rep))
+      compiled[num_steps] = jax.jit(fn, donate_argnums=0, **shardings)
     return compiled[num_steps]
 
-  count_nonfinite = (jax.vmap(guards.count_nonfinite) if config.vmap
-                     else lambda p: guards.count_nonfinite(p)[None])
+  def flat(tree):
+    """Leading axes `lead` merged into one [U] axis (U units of a group)."""
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[len(lead):]),
+                        tree)
+
+  stack = jax.jit(lambda trees: jax.tree.map(
+      lambda x: x.reshape(lead + x.shape[1:]),
+      jax.tree.map(lambda *xs: jnp.stack(xs), *trees)),
+                  **({} if placement is None else
+                     dict(out_shardings=state_sharding)))
+  unstack = jax.jit(lambda tree, n: [jax.tree.map(lambda x, j=j: x[j], t)
+                                     for t in [flat(tree)] for j in range(n)],
+                    static_argnums=1,
+                    **({} if placement is None else dict(out_shardings=rep)))
+  count_nonfinite = jax.jit(lambda params: jax.vmap(guards.count_nonfinite)(
+      flat(params)), **({} if placement is None else dict(out_shardings=rep)))
+  main = parallel.is_main_process()
   with guards.deferred():
     for group in groups:
-      names = [tasks[i] for i in group]
-      state = (_stack([states[i] for i in group]) if config.vmap
-               else states[group[0]])
-      task_arg = (jnp.asarray(group, jnp.int32) if config.vmap
-                  else jnp.asarray(group[0], jnp.int32))
+      state = stack([states[u] for u in group])
+      task_arg = np.asarray(task_groups[0] if config.vmap else
+                            units[group[0]][1], np.int32)
+      task_arg = (jnp.asarray(task_arg) if placement is None
+                  else placement.replicated(task_arg))
       step = checked = int(states[group[0]].step)
       bar = tqdm.tqdm(total=config.steps, initial=step, unit='step',
-                      desc='teachers ' + ','.join(names), dynamic_ncols=True)
+                      desc='teachers ' + ','.join(names[u] for u in group),
+                      dynamic_ncols=True, disable=not main)
       while step < config.steps:
         n = min(config.steps_per_dispatch, config.steps - step)
         state, metrics = get_update(n)(state, source, task_arg)
@@ -363,38 +439,40 @@ def train_teachers(
         if not (log or ckpt):
           continue
         # Checked before every save, so a checkpoint is always finite.
-        metrics = jax.device_get(metrics)
-        per_task = [jax.tree.map(lambda x, j=j: x[j], metrics)
-                    for j in range(len(group))] if config.vmap else [metrics]
-        bad_N = np.asarray(count_nonfinite(state.params))
-        for j, (name, m) in enumerate(zip(names, per_task)):
-          _check_finite(name, m, int(bad_N[j]), step=step, prev=prev,
-                        checked=checked,
-                        last_good=managers[group[j]].latest_step())
+        metrics = jax.device_get(flat(metrics))
+        per_unit = [jax.tree.map(lambda x, j=j: x[j], metrics)
+                    for j in range(len(group))]
+        bad_U = np.asarray(count_nonfinite(state.params))
+        for j, (u, m) in enumerate(zip(group, per_unit)):
+          _check_finite(names[u], m, int(bad_U[j]), step=step, prev=prev,
+                        checked=checked, last_good=managers[u].latest_step())
         checked = step
         if log:
-          if writer is not None:
-            writer.write(step, {f'teacher/{name}/{k}': v
-                                for name, m in zip(names, per_task)
-                                for k, v in m.items()})
+          for p in range(num_members):
+            w = writers[p]
+            if w is not None and main:
+              w.write(step, {f'teacher/{tasks[units[u][1]]}/{k}': v
+                             for u, m in zip(group, per_unit)
+                             if units[u][0] == p for k, v in m.items()})
           bar.set_postfix(loss=' '.join(f'{float(m["loss"]):.3f}'
-                                        for m in per_task))
+                                        for m in per_unit))
         if ckpt:
-          parts = _unstack(state, len(group)) if config.vmap else [state]
-          for i, part in zip(group, parts):
-            save(i, part)
+          for u, part in zip(group, unstack(state, len(group))):
+            save(u, part)
         if stop:
           bar.close()
-          raise guards.Stopped(stop, 'teachers ' + ','.join(names), step)
+          raise guards.Stopped(stop, 'teachers ' + ','.join(
+              names[u] for u in group), step)
       bar.close()
-      parts = _unstack(state, len(group)) if config.vmap else [state]
-      for i, part in zip(group, parts):
-        states[i] = part
-        if managers[i].latest_step() != int(part.step):
-          save(i, part)
+      for u, part in zip(group, unstack(state, len(group))):
+        states[u] = part
+        if managers[u].latest_step() != int(part.step):
+          save(u, part)
   for manager in managers:
     manager.close()
-  return dict(zip(tasks, states))
+  out = [{tasks[i]: states[p * num_tasks + i] for i in range(num_tasks)}
+         for p in range(num_members)]
+  return out if population else out[0]
 
 
 def _resume_steps(managers, group: list[int], tasks: Sequence[str]
