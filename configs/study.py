@@ -1,34 +1,51 @@
 r"""The study: curricula x surgery x seeds, the baselines and a size curve.
 
-  python -m experiments.sweep --config=configs/study.py --workdir=runs/study
+  python -m experiments.sweep --config=configs/study.py --workdir=runs/study \
+      --parallel=2 --publish=docs/study --publish_commit
   python -m experiments.sweep --config=configs/study.py:smoke \
       --workdir=runs/study_smoke
   python -m experiments.sweep --config=configs/study.py --workdir=runs/study \
       --print
-  python -m experiments.aggregate runs/study
+  python -m experiments.aggregate docs/study
 
 `get_config(arg)` is `configs/mt_distill.py` (one member runs as
 `python -m experiments.run --config=configs/study.py --workdir=DIR
 --config.<field>=<value> ...`); `get_sweep(arg)` lists the members (see
 distill/sweeps.py). Teachers are trained once per seed under
-`<workdir>/teachers/` and shared by every member of that seed.
+`<workdir>/teachers/` and shared by every member of that seed: each seed has
+its own teachers.
 
 Variants (`:arg`):
-  '' (CPU default sizes, 3 seeds): curricula max_kl, round_robin, uniform,
-    mixture, each with surgery none and previous; mixture with pcgrad;
-    learning_progress; the baselines: `curriculum.name=scratch` (the same
-    student trained on the datasets alone, no teachers), the teachers' size
-    (2 layers x 64) and smaller students (2 x 16, 1 x 16) for the size
-    curve (default 2 x 32). Baseline of the comparison: round_robin without
-    surgery (Rusu et al. 2016's policy distillation).
+  '' (the study, 5 seeds): every curriculum of the proposal with surgery
+    `none` and `previous` (max_kl greedy and softmax, round_robin, uniform,
+    mixture, learning_progress, rnd); mixture with pcgrad; bi_objective;
+    the from-scratch student (`curriculum.name=scratch`: the same student on
+    the datasets alone, no teachers); the size curve: the teachers' size
+    (2 x 64) and two smaller students (2 x 16, 1 x 16), each distilled with
+    the default method and trained from scratch (the default 2 x 32 is the
+    main rows). Baseline of the comparison: round_robin without surgery
+    (Rusu et al. 2016's policy distillation).
   'smoke' (`configs/mt_distill.py:smoke` sizes): 2 seeds x 2 curricula
     (max_kl, round_robin); baseline round_robin.
+
+Sizing (2-core CPU, measured 2026-11-29): a member is the default run's
+distillation unchanged (3000 steps of the 2 x 32 student, batch 64, probes
+of 16) plus the evaluation of its last checkpoint; the teachers (1500 steps,
+four tasks) are trained once per seed. Two things are cut against the
+default run, both outside the distillation budget: each member evaluates
+only its `last` checkpoint (the headline checkpoint; `best` is the default
+run's second opinion), and episodes stay at 16 per task. Members are listed
+configuration by configuration (all seeds of one before the next), the
+main comparison first, so an interrupted sweep has whole configurations
+with every seed; a rerun skips the finished members.
 """
 
 import ml_collections
 
 from configs import mt_distill
 from distill import sweeps
+
+SEEDS = (0, 1, 2, 3, 4)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -37,6 +54,40 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f'configs/study.py: unknown config arg {arg!r}; valid:'
                      " '', 'smoke'")
   return mt_distill.get_config(arg)
+
+
+def _method(curriculum: str, surgery: str, **extra) -> dict[str, object]:
+  return {'curriculum.name': curriculum, 'surgery.name': surgery, **extra}
+
+
+def methods() -> list[dict[str, object]]:
+  """The study's configurations (seed aside), main comparison first."""
+  out = [
+      _method('max_kl', 'previous'),  # the proposal's method (default)
+      _method('round_robin', 'none'),  # the baseline (Rusu et al.)
+      _method('uniform', 'none'),
+      _method('mixture', 'none'),  # all teachers at once (Tseng et al.)
+      _method('scratch', 'none'),  # no teachers
+      _method('max_kl', 'none'),
+  ]
+  for curriculum in ('round_robin', 'uniform', 'mixture'):
+    out.append(_method(curriculum, 'previous'))
+  out += [
+      _method('max_kl', 'previous', **{'curriculum.mode': 'softmax'}),
+      _method('max_kl', 'none', **{'curriculum.mode': 'softmax'}),
+      _method('learning_progress', 'previous'),
+      _method('learning_progress', 'none'),
+      _method('rnd', 'previous'),
+      _method('rnd', 'none'),
+      _method('mixture', 'pcgrad'),
+      _method('bi_objective', 'previous'),
+  ]
+  # The size curve: distilled (default method) and from scratch.
+  for layers, width in ((2, 64), (2, 16), (1, 16)):
+    size = {'student.model.num_layers': layers, 'student.model.width': width}
+    out.append({**_method('max_kl', 'previous'), **size})
+    out.append({**_method('scratch', 'none'), **size})
+  return out
 
 
 def get_sweep(arg: str | None = None) -> sweeps.Sweep:
@@ -50,18 +101,6 @@ def get_sweep(arg: str | None = None) -> sweeps.Sweep:
   if arg not in (None, ''):
     raise ValueError(f'configs/study.py: unknown config arg {arg!r}; valid:'
                      " '', 'smoke'")
-  seeds = sweeps.axis('seed', (0, 1, 2))
-  methods = [(c, s) for c in ('max_kl', 'round_robin', 'uniform', 'mixture')
-             for s in ('none', 'previous')]
-  methods += [('mixture', 'pcgrad'), ('learning_progress', 'previous'),
-              # Baseline: no teachers, the student on the datasets alone.
-              ('scratch', 'none')]
-  methods = [{'curriculum.name': c, 'surgery.name': s} for c, s in methods]
-  # The size curve, with the default method (max_kl, previous surgery).
-  sizes = [{'student.model.num_layers': 2, 'student.model.width': 64},
-           {'student.model.num_layers': 2, 'student.model.width': 16},
-           {'student.model.num_layers': 1, 'student.model.width': 16}]
-  return sweeps.Sweep(
-      members=sweeps.chain(sweeps.product(seeds, methods),
-                           sweeps.product(seeds, sizes)),
-      baseline='curriculum=round_robin,surgery=none')
+  members = sweeps.product(methods(), sweeps.axis('seed', SEEDS))
+  return sweeps.Sweep(members=members,
+                      baseline='curriculum=round_robin,surgery=none')

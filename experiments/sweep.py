@@ -36,6 +36,7 @@ members are aggregated (`python -m experiments.aggregate DIR`: `sweep.json`,
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from typing import Any
@@ -46,6 +47,7 @@ from absl import logging
 import submitit
 
 from distill import aggregate
+from experiments import publish
 from distill import fileio
 from distill import sweeps
 
@@ -66,6 +68,13 @@ _PARTITION = flags.DEFINE_string('slurm_partition', '',
 _GPUS = flags.DEFINE_integer('gpus_per_job', 0, 'GPUs per job (SLURM); the'
                              ' local executor leaves CUDA_VISIBLE_DEVICES as'
                              ' it is.')
+_PUBLISH = flags.DEFINE_string(
+    'publish', '', 'Directory (inside the repository) that receives each'
+    " finished member's results, record and curves, and the aggregate (see"
+    ' experiments/publish.py); "" publishes nothing.')
+_PUBLISH_COMMIT = flags.DEFINE_bool(
+    'publish_commit', False, 'git-commit --publish after each member, so'
+    ' the results of an interrupted sweep are kept.')
 _BASELINE = flags.DEFINE_string('baseline', None, 'Configuration the others'
                                 " are compared with (default: the sweep's).")
 
@@ -81,6 +90,18 @@ def check_flags() -> None:
     raise app.UsageError(f'--timeout_min={_TIMEOUT_MIN.value}: must be >= 1')
   if _GPUS.value < 0:
     raise app.UsageError(f'--gpus_per_job={_GPUS.value}: must be >= 0')
+  if _PUBLISH_COMMIT.value and not _PUBLISH.value:
+    raise app.UsageError('--publish_commit needs --publish=DIR')
+  if _PUBLISH.value:
+    near = os.path.abspath(_PUBLISH.value)
+    while not os.path.isdir(near):
+      near = os.path.dirname(near)
+    inside = subprocess.run(['git', '-C', near, 'rev-parse', '--git-dir'],
+                            capture_output=True, text=True, check=False)
+    if _PUBLISH_COMMIT.value and inside.returncode:
+      raise app.UsageError(f'--publish={_PUBLISH.value}: not inside a git'
+                           ' repository, so --publish_commit cannot commit'
+                           ' it')
   missing = [c for c in ('sbatch', 'srun') if shutil.which(c) is None]
   if _EXECUTOR.value == 'slurm' and not _PRINT.value and missing:
     raise app.UsageError(f'--executor=slurm: {" and ".join(missing)} not on'
@@ -169,6 +190,7 @@ class Sweep:
       self.records[key] = sweeps.read_record(job) or {}
       self.status[key] = 'skipped' if sweeps.is_finished(job) else 'pending'
     self.durations = {'teacher': [], 'member': []}
+    self.on_done = None  # called with each job that finishes well
 
   def write_state(self) -> None:
     counts = {}
@@ -271,6 +293,8 @@ def _collect(sweep: Sweep, running: dict) -> bool:
     else:
       logging.info('%s %s done in %s', job.kind, job.name,
                    _fmt_s(record['wall_s']))
+      if sweep.on_done is not None:
+        sweep.on_done(job)
     changed = True
   return changed
 
@@ -339,6 +363,28 @@ def aggregate_sweep(root: str, baseline: str, reps: int, *,
   return os.path.join(root, 'sweep.md')
 
 
+def make_publisher(sweep: Sweep, dest: str, baseline: str, reps: int,
+                   commit: bool):
+  """The `on_done` of a sweep with --publish: copy, aggregate, commit."""
+  os.makedirs(dest, exist_ok=True)
+
+  def on_done(job: sweeps.Job) -> None:
+    if job.kind != 'member':
+      return
+    try:
+      publish.publish_member(job, sweep.root, dest)
+      sweep.write_state()
+      publish.publish_state(sweep.root, dest)
+      aggregate_sweep(dest, baseline, reps, strict=False)
+    except (OSError, ValueError, KeyError) as e:
+      logging.error('publish %s to %s failed: %s', job.name, dest, e)
+      return
+    if commit and publish.commit(dest, f'study: {job.name} finished'
+                                 f' ({os.path.basename(dest)})'):
+      logging.info('published and committed %s', job.name)
+  return on_done
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'experiments/sweep.py: unexpected arguments'
@@ -378,6 +424,15 @@ def main(argv):
   logging.info('sweep %s: %d teacher jobs, %d members; %d finished earlier'
                ' (skipped)', root, len(teachers), len(members), skipped)
   sweep.write_state()
+  if _PUBLISH.value:
+    dest = os.path.abspath(_PUBLISH.value)
+    sweep.on_done = make_publisher(sweep, dest, baseline, reps,
+                                   _PUBLISH_COMMIT.value)
+    for job in members:  # finished in an earlier sweep, not yet published
+      if (sweep.status[(job.kind, job.name)] == 'skipped'
+          and not os.path.exists(os.path.join(dest, 'members', job.name,
+                                              'results.json'))):
+        sweep.on_done(job)
   start = time.time()
   executor = make_executor(os.path.join(root, 'submitit', '%j'))
   run_jobs(sweep, executor, _PARALLEL.value, job_env())

@@ -101,17 +101,36 @@ def test_plan_of_the_smoke_study():
 def test_plan_of_the_full_study_shares_teachers_per_seed():
   sweep = study.get_sweep(None)
   teachers, members = sweeps.plan('configs/study.py', sweep, '/s')
-  assert [t.name for t in teachers] == ['seed=0', 'seed=1', 'seed=2']
+  assert [t.name for t in teachers] == [f'seed={s}' for s in range(5)]
   configurations = {m.configuration for m in members}
   assert sweep.baseline in configurations
-  assert 'curriculum=scratch,surgery=none' in configurations
-  widths = {m.config['student']['model']['width'] for m in members}
-  layers = {m.config['student']['model']['num_layers'] for m in members}
-  assert widths == {16, 32, 64} and layers == {1, 2}
+  methods = {(m.config['curriculum']['name'], m.config['curriculum']['mode'],
+              m.config['surgery']['name']) for m in members
+             if m.config['student']['model']['width'] == 32}
+  for c in ('max_kl', 'round_robin', 'uniform', 'mixture',
+            'learning_progress', 'rnd'):
+    for s in ('none', 'previous'):
+      assert (c, 'greedy', s) in methods
+  for s in ('none', 'previous'):
+    assert ('max_kl', 'softmax', s) in methods
+  for extra in (('mixture', 'greedy', 'pcgrad'),
+                ('bi_objective', 'greedy', 'previous'),
+                ('scratch', 'greedy', 'none')):
+    assert extra in methods
+  sizes = {(m.config['student']['model']['num_layers'],
+            m.config['student']['model']['width'],
+            m.config['curriculum']['name']) for m in members}
+  for size in ((2, 64), (2, 32), (2, 16), (1, 16)):  # distilled and scratch
+    assert size + ('max_kl',) in sizes and size + ('scratch',) in sizes
   for m in members:  # pcgrad only with the mixture
     if m.config['surgery']['name'] == 'pcgrad':
       assert m.config['curriculum']['name'] == 'mixture'
-  assert len(members) == len({m.name for m in members}) == 42
+  assert len(members) == len({m.name for m in members}) == 23 * 5
+  # Configuration by configuration, the main comparison first.
+  assert [m.configuration for m in members[:10]] == (
+      ['curriculum=max_kl,surgery=previous'] * 5
+      + ['curriculum=round_robin,surgery=none'] * 5)
+  assert [m.seed for m in members[:5]] == list(range(5))
 
 
 def test_plan_refuses_bad_members_before_any_work(tmp_path):
@@ -304,6 +323,41 @@ def test_smoke_sweep_end_to_end(tmp_path):
   assert {j['status'] for j in state['jobs']} == {'skipped'}
   assert {j['log']: open(j['log']).read() for j in state['jobs']} == logs
   assert 'started' not in proc.stderr
+
+  # Publishing into a git repository: every finished member is copied with
+  # its command and curves, aggregated there and committed.
+  repo = tmp_path / 'repo'
+  subprocess.run(['git', 'init', '-q', str(repo)], check=True)
+  for key, value in (('user.email', 'ci@distill'), ('user.name', 'ci')):
+    subprocess.run(['git', '-C', str(repo), 'config', key, value],
+                   check=True)
+  pub = repo / 'study'
+  proc = _cli('experiments.sweep', *args, f'--publish={pub}',
+              '--publish_commit', env=env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  for job in state['jobs'][2:]:
+    out = pub / 'members' / job['name']
+    assert (json.load(open(out / 'results.json'))
+            == json.load(open(root / 'members' / job['name'] /
+                              'results.json')))
+    record = json.load(open(out / 'sweep_job.json'))
+    assert record['command'][:3] == ['python', '-m', 'experiments.run']
+    assert str(tmp_path) not in ' '.join(record['command'])
+    curves = json.load(open(out / 'curves.json'))
+    assert curves['step_end'][-1] == 39  # smoke: 40 steps
+    assert len(curves['kl_mean'][0]) == 2 and len(curves['choices']) == len(
+        curves['step_end'])
+    assert sum(map(sum, curves['choices'])) == len(curves['step_end']) * (
+        curves['window'])
+  published = json.load(open(pub / 'sweep.json'))
+  for name, c in configs.items():
+    assert published['configurations'][name]['student'] == c['student']
+  log = subprocess.run(['git', '-C', str(repo), 'log', '--format=%s'],
+                       capture_output=True, text=True, check=True).stdout
+  assert log.count('study: ') == 4
+  status = subprocess.run(['git', '-C', str(repo), 'status', '--porcelain'],
+                          capture_output=True, text=True, check=True).stdout
+  assert not status  # everything published is committed
 
   # The aggregate entry point on its own, with another baseline.
   proc = _cli('experiments.aggregate', str(root),
