@@ -2,7 +2,9 @@
 
 Each process has one CPU device; together they form a global mesh of two on
 'data'. They must train in lockstep on one global batch, end with the same
-parameters as a single-process run, and only process 0 writes files.
+parameters as a single-process run, and only process 0 writes files; run
+through the teacher stages of the pipeline in one shared workdir, only
+process 0 writes stamps, evaluations, checksums and metrics.
 """
 
 import json
@@ -23,12 +25,14 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _launch(n, outdir):
+def _launch(n, outdir, *more, shared=False):
   coordinator = f'localhost:{_free_port()}'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='',
+             DISTILL_DATA_DIR=str(outdir / 'data'))
   procs = [subprocess.Popen(
       [sys.executable, os.path.join(HERE, 'distributed_worker.py'),
-       coordinator, str(n), str(i), str(outdir / f'p{i}')],
+       coordinator, str(n), str(i),
+       str(outdir if shared else outdir / f'p{i}'), *more],
       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(n)]
   results = []
@@ -51,3 +55,25 @@ def test_two_processes_train_in_lockstep_and_one_writes(tmp_path):
                              rtol=1e-5)
   assert (tmp_path / 'pair' / 'p0' / 'params.npz').exists()
   assert not (tmp_path / 'pair' / 'p1').exists()
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_teacher_stages_and_only_one_writes(
+    tmp_path, d4rl_dir):
+  workdir = tmp_path / 'work'
+  pair = _launch(2, workdir, d4rl_dir, shared=True)
+  assert [r['process'] for r in pair] == [0, 1]
+  assert all(r['devices'] == 2 for r in pair)
+  # Process 0 wrote the stamps, the evaluations, the checksums and the
+  # metrics; process 1 nothing (orbax writes its shards of checkpoints).
+  assert pair[1]['written'] == []
+  written = pair[0]['written']
+  for stage in ('datasets', 'teachers', 'teacher_eval'):
+    assert f'stamps/{stage}.json' in written
+  assert 'teachers/eval.json' in written and '.' in written
+  assert 'teachers/hopper/10/sha256.json' in written
+  # The evaluations were split between the processes and gathered.
+  assert set(pair[0]['eval']) == {'hopper', 'walker2d'}
+  for stage in ('datasets', 'teachers', 'teacher_eval'):
+    with open(workdir / 'stamps' / f'{stage}.json') as f:
+      assert json.load(f)['done']

@@ -1,11 +1,18 @@
 """Child process of distributed_test.py: one of N processes on localhost.
 
   python distributed_worker.py COORDINATOR NUM_PROCESSES PROCESS_ID OUTDIR
+  python distributed_worker.py COORDINATOR NUM_PROCESSES PROCESS_ID WORKDIR \
+      D4RL_DIR
 
 Every process runs the same program over the global mesh (one CPU device per
 process, gloo collectives): 5 fused distillation steps on one global batch
 split over 'data'. Each process prints its parameters' checksum as JSON;
 only process 0 writes `OUTDIR/params.npz`.
+
+With D4RL_DIR, the processes run the teacher stages of the pipeline
+(`configs/teachers.py:smoke` on the files there) in one shared WORKDIR, and
+each prints the files it wrote through `distill.fileio` and the metric
+writers (orbax writes its own shards of the checkpoints).
 """
 
 import json
@@ -57,5 +64,41 @@ def main(coordinator, num_processes, process_id, outdir):
   }))
 
 
+def pipeline_main(coordinator, num_processes, process_id, workdir, d4rl_dir):
+  from configs import teachers as teachers_config  # pylint: disable=g-import-not-at-top
+  from distill import fileio  # pylint: disable=g-import-not-at-top
+  from distill.train import logs  # pylint: disable=g-import-not-at-top
+  from experiments import stages  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed(coordinator, int(num_processes),
+                                  int(process_id))
+  written = []
+
+  def recording(fn):
+    def wrapper(path, *args, **kwargs):
+      written.append(os.path.relpath(str(path), workdir))
+      return fn(path, *args, **kwargs)
+    return wrapper
+
+  fileio.write_json = recording(fileio.write_json)
+  fileio.write_atomic = recording(fileio.write_atomic)
+  init = logs.MetricWriter.__init__
+  logs.MetricWriter.__init__ = lambda self, path, **kw: (
+      recording(lambda p, **k: init(self, p, **k))(path, **kw))
+  config = teachers_config.get_config('smoke')
+  config.data.spec = os.path.join(d4rl_dir, '{task}-{quality}.hdf5')
+  config.eval.max_episode_steps = 5
+  config.teacher.steps = 10
+  stages.run(config, workdir)
+  eval_path = os.path.join(workdir, 'teachers', 'eval.json')
+  print(json.dumps({
+      'process': jax.process_index(), 'devices': jax.device_count(),
+      'written': sorted(set(written)),
+      'eval': fileio.read_json(eval_path) if os.path.exists(eval_path)
+              else None}))
+
+
 if __name__ == '__main__':
-  main(*sys.argv[1:])
+  if len(sys.argv) == 6:
+    pipeline_main(*sys.argv[1:])
+  else:
+    main(*sys.argv[1:])

@@ -1,4 +1,5 @@
-"""Many devices and populations (distill/parallel.py), on forced CPU devices.
+"""Many devices and populations (distill/parallel.py, the teacher and student
+steps), on forced CPU devices.
 
 The checks run in a child process (`parallel_worker.py`) started with 4
 forced host devices, so the other tests keep their single device. Forced CPU
@@ -40,3 +41,16 @@ def test_population_of_two_equals_two_single_seed_runs(measured):
   assert measured['population_max_diff'] < 1e-5
   # The members really are different runs (the check above can fail).
   assert measured['population_members_differ'] > 1e-3
+
+
+@pytest.mark.slow
+def test_sharded_teacher_training_equals_one_device(measured):
+  assert measured['teacher_data_parallel_devices'] == 4
+  assert measured['teacher_data_parallel_steps'] == 6
+  assert measured['teacher_data_parallel_max_diff'] < 1e-5
+
+
+@pytest.mark.slow
+def test_teacher_population_of_two_equals_two_single_seed_runs(measured):
+  assert measured['teacher_population_max_diff'] < 1e-5
+  assert measured['teacher_population_members_differ'] > 1e-3

@@ -8,6 +8,7 @@ Prints one JSON line of measured differences; the test asserts on them.
 import json
 import os
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,9 @@ from distill import parallel
 from distill.data import segments
 from distill.models import model as model_lib
 from distill.train import student as student_lib
+from distill.train import teacher as teacher_lib
 import student_test
+import teacher_test
 
 OBS_DIMS, ACT_DIMS, K = student_test.OBS_DIMS, student_test.ACT_DIMS, 4
 
@@ -108,7 +111,38 @@ def main():
                 singles[i].params) for i in range(2))
   out['population_members_differ'] = _max_diff(singles[0].params,
                                                singles[1].params)
+  out.update(_teachers())
   print(json.dumps(out))
+
+
+def _teachers():
+  """`train_teachers` on 4 devices ('data') and as a population of 2."""
+  out = {}
+  tmp = tempfile.mkdtemp()
+  source, stats = teacher_test.make_source()
+  config, data = teacher_test.make_config(), teacher_test.DATA
+  train = lambda **kw: teacher_lib.train_teachers(
+      config, data, tasks=('a', 'b'), stats=stats, **kw)
+  singles = {seed: train(source=source, directory=f'{tmp}/one{seed}',
+                         seed=seed) for seed in (3, 4)}
+  place = parallel.Placement(parallel.make_mesh(population=1))
+  sharded = train(source=place.replicated(source), directory=f'{tmp}/four',
+                  seed=3, placement=place)
+  out['teacher_data_parallel_devices'] = len(sharded['a'].params[
+      'embed_return']['kernel'].sharding.device_set)
+  out['teacher_data_parallel_steps'] = int(sharded['b'].step)
+  out['teacher_data_parallel_max_diff'] = max(
+      _max_diff(sharded[t].params, singles[3][t].params) for t in 'ab')
+  place = parallel.Placement(parallel.make_mesh(population=2))
+  members = train(source=place.replicated(source),
+                  directory=[f'{tmp}/p3', f'{tmp}/p4'], seed=[3, 4],
+                  placement=place)
+  out['teacher_population_max_diff'] = max(
+      _max_diff(members[i][t].params, singles[seed][t].params)
+      for i, seed in enumerate((3, 4)) for t in 'ab')
+  out['teacher_population_members_differ'] = _max_diff(
+      singles[3]['a'].params, singles[4]['a'].params)
+  return out
 
 
 if __name__ == '__main__':

@@ -10,9 +10,13 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
+from distill import checkpointing
+from distill import pipeline
+from experiments import stages
 import smoke_reference  # tests/ is on sys.path under pytest
 
 ROOT = smoke_reference.ROOT
@@ -104,3 +108,76 @@ def test_bad_curriculum_flag_is_refused_before_work(tmp_path):
   assert proc.returncode != 0
   assert 'curriculum.name' in proc.stderr
   assert not os.path.exists(tmp_path / 'w' / 'teachers')
+
+
+def _params_max_diff(a, b):
+  return max(float(np.max(np.abs(np.asarray(x, np.float64)
+                                 - np.asarray(y, np.float64))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.slow
+def test_population_member_equals_the_single_seed_run(shared, smoke,
+                                                      tmp_path):
+  # Seeds (0, 1) in one program; member 0 against the reference (seed 0).
+  workdir = str(tmp_path / 'pop')
+  proc = smoke_reference.run(shared, workdir, '--config.seeds=(0,1)')
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  for rel in ('teachers/hopper', 'teachers/walker2d', 'student/last',
+              'student/best'):
+    _, member, meta = checkpointing.load_policy(
+        os.path.join(workdir, 'seed_0', rel))
+    _, single, single_meta = checkpointing.load_policy(
+        os.path.join(smoke, rel))
+    assert meta['step'] == single_meta['step'], rel
+    assert _params_max_diff(member, single) < 1e-5, rel
+  _, other, _ = checkpointing.load_policy(
+      os.path.join(workdir, 'seed_1', 'student', 'last'))
+  assert _params_max_diff(member, other) > 1e-3  # Really another member.
+  with open(os.path.join(smoke, 'results.json')) as f:
+    reference = json.load(f)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['seeds'] == [0, 1]
+  assert [m['seed'] for m in results['members']] == [0, 1]
+  for task in ('hopper', 'walker2d'):
+    for key in ('teacher_score', 'student_score', 'student_best_score'):
+      np.testing.assert_allclose(results['members'][0]['tasks'][task][key],
+                                 reference['tasks'][task][key], rtol=1e-5,
+                                 atol=1e-6)
+  # Each member's results.json reads as a single-seed run's.
+  with open(os.path.join(workdir, 'seed_1', 'results.json')) as f:
+    member = json.load(f)
+  assert member == results['members'][1]
+  assert set(member) == set(reference)
+  student = results['aggregate']['student']
+  assert student['runs'] == 2
+  assert student['iqm']['ci_low'] <= student['iqm']['value'] <= (
+      student['iqm']['ci_high'])
+  with open(os.path.join(workdir, 'report.md')) as f:
+    text = f.read()
+  assert '| [0](seed_0/report.md) |' in text and '| [1](seed_1/' in text
+  assert '95% stratified bootstrap CI over seeds' in text
+  assert os.path.exists(os.path.join(workdir, 'seed_1', 'report.md'))
+  assert not os.path.exists(os.path.join(workdir, 'teachers'))
+
+
+def test_seed_and_seeds(smoke_config):
+  config = smoke_config
+  assert pipeline.member_seeds(config) == (0,)
+  config.seed = 1  # The single-seed command line of sweeps.
+  assert pipeline.member_seeds(config) == (1,)
+  single = stages.stage_hash(config, 'distill', with_inputs=False)
+  config.seed, config.seeds = 0, (1,)
+  assert stages.stage_hash(config, 'distill', with_inputs=False) == single
+  config.seeds = (1, 2)
+  assert pipeline.member_seeds(config) == (1, 2)
+  config.seed = 2
+  with pytest.raises(ValueError, match=r'config.seed=2 and config.seeds'):
+    stages.check_config(config)
+  config.seed, config.seeds = 0, (1, 1)
+  with pytest.raises(ValueError, match=r'config.seeds=\(1, 1\)'):
+    stages.check_config(config)
+  config.seeds, config.mesh.population = (1, 2), 3
+  with pytest.raises(ValueError, match='config.mesh.population=3'):
+    stages.check_config(config)

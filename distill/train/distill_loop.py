@@ -235,10 +235,13 @@ def train_student(
   if scfg.probe_size > 0:
     make_pool = lambda tp, k: student_lib.make_probe_pool(
         source, teacher, tp, k, scfg.probe_pool)
+    pool_keys = jnp.stack(pool_keys) if population else pool_keys[0]
+    if placement is not None:
+      pool_keys = placement.replicated(pool_keys)
     pool = (jax.jit(jax.vmap(make_pool), **on_mesh(member_sh))(
-        teacher_params_T, jnp.stack(pool_keys)) if population
+        teacher_params_T, pool_keys) if population
             else jax.jit(make_pool, **on_mesh(rep))(teacher_params_T,
-                                                     pool_keys[0]))
+                                                     pool_keys))
   # The selectors and optimizers of the members differ only in the keys
   # their `init` puts in the state (STYLE: a key lives in the state), so
   # one step serves them all.

@@ -356,6 +356,8 @@ def train_teachers(
   # One compiled init for all teachers (same values as one by one), created
   # already placed.
   fresh = [resume[u] is None for u in range(len(units))]
+  if placement is not None:
+    keys = placement.replicated(keys)
   initial = (_unstack(_run_once(jax.vmap(init_fn), keys, out_shardings=rep),
                       len(units))
              if any(fresh) else [None] * len(units))
