@@ -28,8 +28,13 @@ CURVES = 'curves.json'
 WINDOWS = 30  # windows of curves.json (100 steps each for 3000 steps)
 
 
-def _rel(text: str, root: str, dest_root: str) -> str:
-  return text.replace(root, dest_root).replace(sys.executable, 'python')
+def _rel(text: str, root: str) -> str:
+  """`text` with `python` for this interpreter and the sweep directory
+  relative to the working directory when it lies inside it."""
+  rel = os.path.relpath(root)
+  if not rel.startswith(os.pardir):
+    text = text.replace(root, rel)
+  return text.replace(sys.executable, 'python')
 
 
 def curves(history_path: str, windows: int = WINDOWS) -> dict[str, Any]:
@@ -82,10 +87,9 @@ def publish_member(job: sweeps.Job, root: str, dest: str) -> None:
     results = json.load(f)
   fileio.write_json(os.path.join(out, 'results.json'), results)
   record = sweeps.read_record(job) or {}
-  dest_root = os.path.relpath(root)
   record = {k: record.get(k) for k in ('name', 'status', 'wall_s', 'started',
                                         'finished', 'host')}
-  record['command'] = [_rel(a, root, dest_root) for a in job.command]
+  record['command'] = [_rel(a, root) for a in job.command]
   fileio.write_json(os.path.join(out, sweeps.RECORD), record)
   history = os.path.join(job.workdir, 'student', 'history.npz')
   if os.path.exists(history):
@@ -96,8 +100,7 @@ def publish_state(root: str, dest: str) -> None:
   """Writes `dest/sweep_state.json`: the sweep's, relative paths, commit."""
   with open(os.path.join(root, sweeps.STATE), encoding='utf-8') as f:
     text = f.read()
-  dest_root = os.path.relpath(root)
-  state = json.loads(_rel(text, root, dest_root))
+  state = json.loads(_rel(text, root))
   head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True,
                         text=True, check=False)
   # The code the members ran (the sweep's working directory).
