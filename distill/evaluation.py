@@ -34,8 +34,10 @@ compiles once per batch shape.
 """
 
 from collections.abc import Callable, Sequence
+import concurrent.futures
 import functools
 import logging
+import os
 import time
 from typing import Any
 
@@ -202,6 +204,7 @@ def evaluate(
     max_episode_steps: int | None = None,
     make_envs: Callable[[str, int, int], gymnasium.vector.VectorEnv] = (
         default_make_envs),
+    env_threads: int | None = None,
 ) -> dict[str, Any]:
   """Rolls out a policy for `episodes` episodes in vector environments.
 
@@ -222,6 +225,8 @@ def evaluate(
     max_episode_steps: also end an episode after this many steps (the
       environments' own limit, 1000 for the suite, applies anyway).
     make_envs: `(task, num_envs, seed) -> VectorEnv` with SAME_STEP autoreset.
+    env_threads: threads stepping the sub-environments (default
+      `default_env_threads()`); results do not depend on it.
 
   Returns:
     A dict with 'returns' and 'normalized' (per episode, lists), 'lengths',
@@ -252,6 +257,8 @@ def evaluate(
         start_rtg=target_return / rtg_scale, rtg_scale=rtg_scale,
         max_timestep=max_timestep, state_mean=state_mean,
         state_std=state_std)
+    envs = _SideBySide([envs], obs_dim, np.arange(n), threads=(
+        default_env_threads() if env_threads is None else env_threads))
     out = rollout.run(envs, act, episodes=episodes, seed=seed,
                       max_episode_steps=max_episode_steps)
   finally:
@@ -286,6 +293,19 @@ def _result(task: str, episodes: int, target_return: float,
   }
 
 
+def default_env_threads() -> int:
+  """Threads that step environments: the usable cores, at most 4."""
+  return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def _direct_envs(g: gymnasium.vector.VectorEnv) -> list[Any] | None:
+  """The sub-environments of a SAME_STEP `SyncVectorEnv`, else None."""
+  if (isinstance(g, gymnasium.vector.SyncVectorEnv)
+      and g.autoreset_mode == gymnasium.vector.AutoresetMode.SAME_STEP):
+    return list(g.envs)
+  return None
+
+
 class _SideBySide(gymnasium.vector.VectorEnv):
   """Several tasks' vector environments stepped as one (SAME_STEP).
 
@@ -295,10 +315,17 @@ class _SideBySide(gymnasium.vector.VectorEnv):
   Sub-environments are ordered by `order` (rows of the concatenated
   groups), so that `rollout.run`'s episode shares fall on each group as
   they would alone.
+
+  `step` steps the sub-environments of `SyncVectorEnv` groups itself, with
+  `SyncVectorEnv`'s SAME_STEP semantics (a finished episode's environment
+  is reset at once, without a seed) but without its per-step info dicts,
+  split over `threads` threads (MuJoCo's `mj_step` releases the GIL). Each
+  sub-environment still gets the same calls in the same order, so results
+  are those of stepping the groups one after another. `info` is empty.
   """
 
   def __init__(self, groups: Sequence[gymnasium.vector.VectorEnv],
-               state_size: int, order: np.ndarray):
+               state_size: int, order: np.ndarray, threads: int = 1):
     self.groups = list(groups)
     self.state_size = state_size
     sizes = [g.num_envs for g in self.groups]
@@ -308,6 +335,21 @@ class _SideBySide(gymnasium.vector.VectorEnv):
     self.obs_dims = [g.single_observation_space.shape[0] for g in self.groups]
     self.act_dims = [g.single_action_space.shape[0] for g in self.groups]
     self.metadata = {'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP}
+    for g in self.groups:
+      mode = g.metadata.get('autoreset_mode')
+      if mode is not None and mode != gymnasium.vector.AutoresetMode.SAME_STEP:
+        raise ValueError(f'evaluation: a vector env uses autoreset mode'
+                         f' {mode}; SAME_STEP is required (see'
+                         ' tasks.make_vector_env)')
+    self.subs = [_direct_envs(g) for g in self.groups]
+    # Work item w steps the sub-environments (group, j) with j % threads
+    # == w: every task's environments are spread over the threads alike.
+    threads = max(1, min(int(threads), max(sizes)))
+    self.chunks = [[(i, j) for i, sub in enumerate(self.subs) if sub
+                    for j in range(w, len(sub), threads)]
+                   for w in range(threads)]
+    self.pool = (concurrent.futures.ThreadPoolExecutor(threads - 1)
+                 if threads > 1 else None)
 
   def _gather(self, parts, width=None):
     """Concatenates per-group arrays (None: zeros) into this env's order."""
@@ -343,12 +385,39 @@ class _SideBySide(gymnasium.vector.VectorEnv):
     return self._gather(obs_list, self.state_size), {}
 
   def step(self, actions_NxA):
-    outs = [g.step(a[:, :d]) for g, a, d in
-            zip(self.groups, self._split(actions_NxA), self.act_dims)]
-    return (self._gather([o[0] for o in outs], self.state_size),
-            *(self._gather([o[j] for o in outs]) for j in (1, 2, 3)), {})
+    actions = [a[:, :d] for a, d in zip(self._split(actions_NxA),
+                                        self.act_dims)]
+    outs = [None if sub else g.step(a)
+            for g, sub, a in zip(self.groups, self.subs, actions)]
+    obs = [np.zeros((g.num_envs, self.state_size), np.float64)
+           for g in self.groups]
+    rew = [np.zeros(g.num_envs, np.float64) for g in self.groups]
+    term = [np.zeros(g.num_envs, bool) for g in self.groups]
+    trunc = [np.zeros(g.num_envs, bool) for g in self.groups]
+
+    def work(chunk):
+      for i, j in chunk:
+        env = self.subs[i][j]
+        o, rew[i][j], term[i][j], trunc[i][j], _ = env.step(actions[i][j])
+        if term[i][j] or trunc[i][j]:
+          o, _ = env.reset()
+        obs[i][j, :self.obs_dims[i]] = o
+
+    futures = [self.pool.submit(work, c) for c in self.chunks[1:]
+               ] if self.pool else []
+    work(self.chunks[0])
+    for f in futures:
+      f.result()
+    for i, out in enumerate(outs):
+      if out is not None:
+        obs[i][:, :self.obs_dims[i]] = out[0]
+        rew[i], term[i], trunc[i] = out[1:4]
+    return (self._gather(obs), *(self._gather(x) for x in (rew, term, trunc)),
+            {})
 
   def close(self, **kwargs):
+    if self.pool is not None:
+      self.pool.shutdown()
     for g in self.groups:
       g.close()
 
@@ -372,6 +441,7 @@ def evaluate_tasks(
     max_episode_steps: int | None = None,
     make_envs: Callable[[str, int, int], gymnasium.vector.VectorEnv] = (
         default_make_envs),
+    env_threads: int | None = None,
 ) -> dict[str, dict[str, Any]]:
   """`evaluate` in several tasks at once, one policy call per vector step.
 
@@ -398,6 +468,8 @@ def evaluate_tasks(
     action_size: A, the model's (padded) action size.
     max_episode_steps: also end an episode after this many steps.
     make_envs: `(task, num_envs, seed) -> VectorEnv` with SAME_STEP autoreset.
+    env_threads: threads stepping the sub-environments (default
+      `default_env_threads()`); results do not depend on it.
 
   Returns:
     {task: the `evaluate` result of that task}.
@@ -417,11 +489,12 @@ def evaluate_tasks(
   # episodes match each task's shares alone.
   group_C, local_C = np.repeat(np.arange(t), n), np.tile(np.arange(n), t)
   order = np.argsort(local_C >= episodes % n, kind='stable')
-  groups = []
+  groups, envs = [], None
   try:
     for task in tasks:
       groups.append(make_envs(task, n, seed))
-    envs = _SideBySide(groups, state_size, order)
+    envs = _SideBySide(groups, state_size, order, threads=(
+        default_env_threads() if env_threads is None else env_threads))
     obs_dims, act_dims = envs.obs_dims, envs.act_dims
     mean_CxS = np.zeros((n * t, state_size), np.float32)
     std_CxS = np.ones((n * t, state_size), np.float32)
@@ -453,8 +526,11 @@ def evaluate_tasks(
     out = rollout.run(envs, act, episodes=episodes * t, seed=seed,
                       max_episode_steps=max_episode_steps)
   finally:
-    for g in groups:
-      g.close()
+    if envs is not None:
+      envs.close()
+    else:
+      for g in groups:
+        g.close()
   group_E = group_C[order][out.env_index]
   return {task: _result(task, episodes, target_returns[i],
                         out.returns[group_E == i], out.lengths[group_E == i],

@@ -228,3 +228,66 @@ def test_mujoco_checkpoint_tasks_equal_one_by_one(tmp_path):
     assert together[task]['lengths'] == alone['lengths']
     np.testing.assert_allclose(together[task]['returns'], alone['returns'],
                                rtol=1e-6)
+
+
+def _plain(make_envs):
+  """`make_envs` whose vector env `_SideBySide` can only call `step` on:
+  the plain loop over each `SyncVectorEnv`, one sub-environment after
+  another."""
+  return lambda task, n, seed: gymnasium.vector.VectorWrapper(
+      make_envs(task, n, seed))
+
+
+@pytest.mark.parametrize('env_threads', [1, 2, 3])
+def test_threaded_stepping_equals_the_plain_loop_counting(env_threads):
+  spec = {'hopper': ([3, 5, 4, 6], 2, 1), 'walker2d': ([4, 2, 7, 3], 3, 3)}
+  make = {t: counting_envs(n, o, a, action_scale=0.5)
+          for t, (n, o, a) in spec.items()}
+  common = dict(episodes=5, num_envs=3, seed=7, context_len=3,
+                rtg_scale=2.0, max_timestep=100, target_returns=[10.0, 6.0],
+                state_means=[np.zeros(2), np.zeros(3)],
+                state_stds=[np.ones(2), np.ones(3)], state_size=3,
+                action_size=3, max_episode_steps=5, task_ids=[0, 1])
+  plain = evaluation.evaluate_tasks(
+      _task_policy, list(spec),
+      make_envs=_plain(lambda task, n, seed: make[task](task, n, seed)),
+      **common)
+  threaded = evaluation.evaluate_tasks(
+      _task_policy, list(spec), env_threads=env_threads,
+      make_envs=lambda task, n, seed: make[task](task, n, seed), **common)
+  assert threaded == plain
+
+
+@pytest.mark.parametrize('env_threads', [1, 2, 3])
+def test_threaded_stepping_equals_the_plain_loop_mujoco(env_threads):
+  # A random two-task student, large weights so that episodes terminate
+  # early and environments reset mid-rollout.
+  model = dt_lib.DecisionTransformer(
+      obs_dims=(11, 17), act_dims=(3, 6), num_layers=1, width=16,
+      num_heads=1, dropout=0.0, context_len=4, max_timestep=1000)
+  params = jax.tree.map(lambda x: 20.0 * x,
+                        model_lib.init_params(model, jax.random.key(1)))
+  policy = evaluation.make_policy(model, params)
+  common = dict(episodes=5, num_envs=3, seed=5, max_episode_steps=40,
+                context_len=4, rtg_scale=1000.0, max_timestep=1000,
+                state_size=17, action_size=6)
+  tasks = ['hopper', 'walker2d']
+  stats = dict(target_returns=[3600.0, 5000.0], task_ids=[0, 1],
+               state_means=[np.zeros(11), np.zeros(17)],
+               state_stds=[np.ones(11), np.ones(17)])
+  plain = evaluation.evaluate_tasks(
+      policy, tasks, make_envs=_plain(evaluation.default_make_envs),
+      **stats, **common)
+  threaded = evaluation.evaluate_tasks(policy, tasks, env_threads=env_threads,
+                                       **stats, **common)
+  assert threaded == plain
+  # Episodes terminated (not cut at 40) and environments reset mid-run.
+  assert max(plain['hopper']['lengths'] + plain['walker2d']['lengths']) < 40
+  alone = evaluation.evaluate(
+      policy, 'walker2d', env_threads=env_threads, target_return=5000.0,
+      state_mean=np.zeros(17), state_std=np.ones(17), **common)
+  alone_plain = evaluation.evaluate(
+      policy, 'walker2d', make_envs=_plain(evaluation.default_make_envs),
+      target_return=5000.0, state_mean=np.zeros(17), state_std=np.ones(17),
+      **common)
+  assert alone == alone_plain
