@@ -15,17 +15,44 @@ initialized from `--coordinator/--num_processes/--process_id`, or from the
 environment on a SLURM allocation or a TPU pod (`distill.parallel`).
 """
 
-import logging as std_logging
-import os
+import signal
+import sys
 
-from absl import app
-from absl import flags
-from absl import logging
-import jax
-from ml_collections import config_flags
+# A stop signal (SIGTERM, SIGINT) during the imports below is only recorded
+# (an import may swallow an exception raised in it); `main` honours it
+# before any work, and from then until `stages.run` installs the handlers
+# that checkpoint, a signal stops at once. Either way the command exits
+# with a message and status 128 + signal, as it does later.
+_PENDING = []
 
-from distill import parallel
-from experiments import stages
+
+def _record(signum, frame):
+  del frame
+  _PENDING.append(signum)
+
+
+def _stop(signum, frame=None):
+  del frame
+  sys.stderr.write(f'stopped by {signal.Signals(signum).name} while starting,'
+                   ' before any stage ran; run the same command again\n')
+  raise SystemExit(128 + signum)
+
+
+for _signum in (signal.SIGTERM, signal.SIGINT):
+  signal.signal(_signum, _record)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import logging as std_logging  # noqa: E402
+import os  # noqa: E402
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import jax  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from distill import parallel  # noqa: E402
+from experiments import stages  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/mt_distill.py', 'Experiment config.', lock_config=True)
@@ -48,6 +75,10 @@ class _QuietOrbax(std_logging.Filter):
 
 
 def main(argv):
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, _stop)
+  if _PENDING:
+    _stop(_PENDING[0])
   if len(argv) > 1:
     raise app.UsageError(f'experiments/run.py: unexpected arguments {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietOrbax())

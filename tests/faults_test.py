@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -379,3 +381,25 @@ def test_results_with_a_nan_score_are_refused(tmp_path):
     report.write_report(str(tmp_path), results, steps_N=np.zeros(0),
                         kl_NxT=np.zeros((0, 1)), choice_N=np.zeros(0))
   assert os.listdir(tmp_path) == []
+
+
+def test_a_stop_signal_while_starting_exits_cleanly_before_any_work(
+    tmp_path):
+  # A SIGTERM that lands during the imports (an import may swallow an
+  # exception raised in it) is recorded and honoured before any work.
+  workdir = tmp_path / 'work'
+  code = ('import os, signal, sys\n'
+          f'sys.argv = ["run", "--workdir={workdir}",'
+          ' "--config=configs/mt_distill.py:smoke"]\n'
+          'from experiments import run\n'
+          'os.kill(os.getpid(), signal.SIGTERM)\n'
+          'from absl import app\n'
+          'app.run(run.main)\n')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=smoke_reference.ROOT,
+                        capture_output=True, text=True, timeout=300,
+                        check=False)
+  assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+  assert ('stopped by SIGTERM while starting, before any stage ran; run the'
+          ' same command again') in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert not workdir.exists()
