@@ -21,12 +21,15 @@ them alike.
                    dispatches of --student_steps)
   fusion / vmap    fused updates per dispatch; four teachers vmapped
   eval_teacher     paper-size teacher, HalfCheetah: 16 vector envs vs the
-                   same model driving one environment at a time
+                   same model driving one environment at a time (rounds
+                   taking turns, best rate of each)
   eval_student     the default student in all four suite tasks, one policy
                    call per vector step (evaluation.evaluate_tasks) vs one
-                   environment at a time
+                   environment at a time, likewise
   latency          batch-1 action latency: default teacher, paper teacher,
-                   student, the exported student (jax.export artifact)
+                   student, the exported student (jax.export artifact), an
+                   empty jitted function (the per-call floor), and the
+                   policies' FLOP and kernel (fusion + dot) counts
 
 The reference command speaks a line protocol: it prints 'ready' when warm;
 for each line 'N' on its stdin it runs N steps and prints 'wall_s cpu_s'
@@ -58,6 +61,8 @@ _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repeats (best kept).')
 _EVAL_STEPS = flags.DEFINE_integer(
     'eval_steps', 200, 'Steps per evaluation episode.')
 _EVAL_ENVS = flags.DEFINE_integer('eval_envs', 16, 'Vector envs per task.')
+_EVAL_ROUNDS = flags.DEFINE_integer(
+    'eval_rounds', 3, 'Evaluation rounds, vector and one-env taking turns.')
 _STUDENT_STEPS = flags.DEFINE_integer(
     'student_steps', 10, 'Distillation steps per timed dispatch.')
 _ONLY = flags.DEFINE_list(
@@ -318,9 +323,10 @@ def _eval_common(model, steps):
               action_size=model.action_size, max_episode_steps=steps)
 
 
-def _one_env_rate(policy, tasks, task_ids, model, steps, episodes):
-  """Env-steps/s of one environment at a time, tasks in turn."""
-  total, start = 0, time.perf_counter()
+def _one_env_steps(policy, tasks, task_ids, model, steps, episodes):
+  """Env-steps of `episodes` episodes, one environment at a time, tasks in
+  turn."""
+  total = 0
   for i in range(episodes):
     t = i % len(tasks)
     obs_dim = _SUITE_DIMS[_SUITE_TASKS.index(tasks[t])][0]
@@ -330,10 +336,39 @@ def _one_env_rate(policy, tasks, task_ids, model, steps, episodes):
         state_mean=np.zeros(obs_dim), state_std=np.ones(obs_dim),
         **_eval_common(model, steps))
     total += r['env_steps']
-  return total / (time.perf_counter() - start)
+  return total
 
 
-def bench_eval(steps, num_envs):
+def _rates(vector, single, rounds):
+  """Best env-steps/s of `vector()` and `single()` over rounds taking turns.
+
+  Each returns the env-steps it took. Returns {'vector', 'single'} rates
+  per wall second and per second of this process's CPU time (the steadier
+  figure on a shared machine; it does not credit threads).
+  """
+  best = {f'{k}_{c}': 0.0 for k in ('vector', 'single') for c in ('wall',
+                                                                 'cpu')}
+  for _ in range(rounds):
+    for k, run in (('vector', vector), ('single', single)):
+      wall, cpu = time.perf_counter(), time.process_time()
+      n = run()
+      wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+      best[f'{k}_wall'] = max(best[f'{k}_wall'], n / wall)
+      best[f'{k}_cpu'] = max(best[f'{k}_cpu'], n / cpu)
+  return best
+
+
+def _eval_row(best):
+  return dict(
+      vector_env_steps_per_s=round(best['vector_wall']),
+      one_env_steps_per_s=round(best['single_wall']),
+      speedup=round(best['vector_wall'] / best['single_wall'], 2),
+      vector_env_steps_per_cpu_s=round(best['vector_cpu']),
+      one_env_steps_per_cpu_s=round(best['single_cpu']),
+      speedup_cpu=round(best['vector_cpu'] / best['single_cpu'], 2))
+
+
+def bench_eval(steps, num_envs, rounds):
   # (1) The paper-size teacher in HalfCheetah.
   model = model_lib.make_model(_config(3, 128).model, obs_dims=(17,),
                                act_dims=(6,), context_len=20,
@@ -346,17 +381,17 @@ def bench_eval(steps, num_envs):
     return evaluation.evaluate(
         policy, task[0], episodes=num_envs, num_envs=num_envs, seed=0,
         target_return=6000.0, state_mean=np.zeros(17), state_std=np.ones(17),
-        **_eval_common(model, n_steps))
+        **_eval_common(model, n_steps))['env_steps']
 
   vector(2)  # Compile both batch shapes first.
-  _one_env_rate(policy, task, [0], model, 2, 1)
-  start = time.perf_counter()
-  vec = vector(steps)['env_steps'] / (time.perf_counter() - start)
-  single = _one_env_rate(policy, task, [0], model, steps,
-                         max(2, num_envs // 4))
+  _one_env_steps(policy, task, [0], model, 2, 1)
+  best = _rates(
+      lambda: vector(steps),
+      lambda: _one_env_steps(policy, task, [0], model, steps,
+                             max(2, num_envs // 4)), rounds)
   _emit('eval_teacher', model='3x128', task=task[0], envs=num_envs,
-        steps_per_episode=steps, vector_env_steps_per_s=round(vec),
-        one_env_steps_per_s=round(single), speedup=round(vec / single, 2))
+        steps_per_episode=steps, env_threads=evaluation.default_env_threads(),
+        rounds=rounds, **_eval_row(best))
 
   # (2) The default student in all four tasks at once.
   config = mt_distill.get_config()
@@ -370,24 +405,23 @@ def bench_eval(steps, num_envs):
   tasks = list(_SUITE_TASKS)
 
   def together(n_steps):
-    return evaluation.evaluate_tasks(
+    out = evaluation.evaluate_tasks(
         policy, tasks, task_ids=list(range(4)), episodes=num_envs,
         num_envs=num_envs, seed=0, target_returns=[3000.0] * 4,
         state_means=[np.zeros(d[0]) for d in _SUITE_DIMS],
         state_stds=[np.ones(d[0]) for d in _SUITE_DIMS],
         **_eval_common(student, n_steps))
+    return sum(r['env_steps'] for r in out.values())
 
   together(2)
-  _one_env_rate(policy, tasks, list(range(4)), student, 2, 4)
-  start = time.perf_counter()
-  out = together(steps)
-  vec = sum(r['env_steps'] for r in out.values()) / (
-      time.perf_counter() - start)
-  single = _one_env_rate(policy, tasks, list(range(4)), student, steps,
-                         max(4, num_envs // 2))
+  _one_env_steps(policy, tasks, list(range(4)), student, 2, 4)
+  best = _rates(
+      lambda: together(steps),
+      lambda: _one_env_steps(policy, tasks, list(range(4)), student, steps,
+                             max(4, num_envs // 2)), rounds)
   _emit('eval_student', model='2x32', tasks=len(tasks), envs_per_task=num_envs,
-        steps_per_episode=steps, vector_env_steps_per_s=round(vec),
-        one_env_steps_per_s=round(single), speedup=round(vec / single, 2))
+        steps_per_episode=steps, env_threads=evaluation.default_env_threads(),
+        rounds=rounds, **_eval_row(best))
 
 
 def _latency_ms(fn, repeats=300):
@@ -426,13 +460,40 @@ def bench_latency():
     rounds['student'].append(evaluation.batch1_latency_ms(
         student, params['student']))
     rounds['exported'].append(_latency_ms(exported))
+  # The floor every call pays: an empty jitted function.
+  empty = jax.jit(lambda x: x)
+  zero = jnp.zeros(())
+  empty_ms = min(_latency_ms(lambda: jax.block_until_ready(empty(zero)))
+                 for _ in range(3))
   best = {k: min(v) for k, v in rounds.items()}
+  cost = {k: _policy_cost(m, params[k]) for k, m in (
+      ('teacher', teacher_model), ('student', student))}
   _emit('latency', batch=1,
         teacher_2x64_ms=round(best['teacher'], 3),
         teacher_3x128_ms=round(best['paper'], 3),
         student_2x32_ms=round(best['student'], 3),
         exported_student_ms=round(best['exported'], 3),
-        student_over_teacher=round(best['student'] / best['teacher'], 3))
+        empty_jit_ms=round(empty_ms, 4),
+        student_over_teacher=round(best['student'] / best['teacher'], 3),
+        teacher_2x64_mflop=round(cost['teacher'][0] / 1e6, 2),
+        student_2x32_mflop=round(cost['student'][0] / 1e6, 2),
+        flop_ratio=round(cost['student'][0] / cost['teacher'][0], 3),
+        teacher_2x64_thunks=cost['teacher'][1],
+        student_2x32_thunks=cost['student'][1])
+
+
+def _policy_cost(model, params):
+  """(XLA's FLOP count, kernels launched) of the batch-1 policy call."""
+  fn = model_lib.make_policy_fn(model)
+  key = jax.random.key(0)
+  compiled = jax.jit(lambda *x: fn(params, *x, key)).lower(
+      *model_lib.dummy_inputs(model)).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  entry = compiled.as_text().split('ENTRY', 1)[1].split('\n}', 1)[0]
+  thunks = sum(1 for line in entry.splitlines()
+               if ' fusion(' in line or ' dot(' in line)
+  return float(cost.get('flops', float('nan'))), thunks
 
 
 def _exported_student_call(student, params):
@@ -466,7 +527,7 @@ def main(argv):
   if 'latency' in only:
     bench_latency()
   if 'eval' in only:
-    bench_eval(_EVAL_STEPS.value, _EVAL_ENVS.value)
+    bench_eval(_EVAL_STEPS.value, _EVAL_ENVS.value, _EVAL_ROUNDS.value)
   _emit('matmul_end', n=2048, gflops=round(bench_matmul(repeats), 1))
 
 
