@@ -44,13 +44,10 @@ def test_population_of_two_equals_two_single_seed_runs(measured):
 
 
 @pytest.mark.slow
-def test_sharded_teacher_training_equals_one_device(measured):
+def test_sharded_teacher_update_equals_one_device(measured):
+  # Two teachers (vmapped) with every batch split over the 4 devices. The
+  # population of teachers is checked end to end in pipeline_test.py.
   assert measured['teacher_data_parallel_devices'] == 4
-  assert measured['teacher_data_parallel_steps'] == 6
-  assert measured['teacher_data_parallel_max_diff'] < 1e-5
-
-
-@pytest.mark.slow
-def test_teacher_population_of_two_equals_two_single_seed_runs(measured):
-  assert measured['teacher_population_max_diff'] < 1e-5
-  assert measured['teacher_population_members_differ'] > 1e-3
+  assert measured['teacher_data_parallel_steps'] == 3
+  assert measured['teacher_max_diff'] < 1e-5
+  assert measured['teacher_tasks_differ'] > 1e-3
