@@ -10,6 +10,11 @@ A stage is skipped when its outputs are in the workdir for the same config, so
 a rerun resumes and a second distillation run reuses the teachers; see
 `experiments/stages.py` for the stage table.
 
+A population of seeds trains in one program, member s in `<workdir>/seed_<s>/`:
+
+  python -m experiments.run --config=configs/mt_distill.py:smoke \
+      --workdir=/tmp/pop "--config.seeds=(0,1,2)"
+
 Many hosts: every process runs the same command; `jax.distributed` is
 initialized from `--coordinator/--num_processes/--process_id`, or from the
 environment on a SLURM allocation or a TPU pod (`distill.parallel`).
