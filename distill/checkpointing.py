@@ -185,8 +185,12 @@ def make_manager(directory: str, *, keep: int = 3) -> ocp.CheckpointManager:
       moved = set_aside(directory, step, 'damaged')
       logging.warning('checkpoint %s/%d %s; moved it to %s and using the'
                       ' previous intact step', directory, step, problem, moved)
+  # Many processes: all take part in every save (each writes its shards);
+  # process 0 writes the metadata and replicated arrays and commits.
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+      max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          primary_host=0))
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
