@@ -316,7 +316,15 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, *,
            'meta': ocp.args.JsonRestore()}
   for name, abstract in (extras or {}).items():
     items[name] = ocp.args.StandardRestore(abstract)
-  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+  except ValueError as e:
+    if not _other_devices(e):
+      raise
+    # Saved on other devices (e.g. by a run of many processes): restore
+    # onto this run's devices, replicated.
+    items['state'] = ocp.args.StandardRestore(_replicated(abstract_state))
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
   meta = dict(restored['meta'])
   if extras:
     meta['extras'] = {name: restored[name] for name in extras}
@@ -345,15 +353,45 @@ def restore_raw(directory: str, *, step: int | None = None
   options = ocp.CheckpointManagerOptions(create=False)
   manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
   try:
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
-        ),
-    )
+    try:
+      restored = manager.restore(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
+          ),
+      )
+    except ValueError as e:
+      if not _other_devices(e):
+        raise
+      # Saved on other devices (e.g. by a run of many processes): restore
+      # onto this run's devices, replicated, with the stored shapes.
+      stored = ocp.StandardCheckpointer().metadata(os.path.abspath(
+          os.path.join(directory, str(step), 'state'))).item_metadata
+      restored = manager.restore(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(_replicated(stored)),
+              meta=ocp.args.JsonRestore()))
   finally:
     manager.close()
   return restored['state'], dict(restored['meta']), step
+
+
+def _other_devices(error: Exception) -> bool:
+  """Whether orbax refused a restore because the checkpoint was saved on
+  other devices than this run's."""
+  text = str(error) + str(error.__cause__ or '')
+  return 'topology' in text.lower() or 'devices are different' in text
+
+
+def _replicated(tree: Any) -> Any:
+  """Abstract arrays (shape, dtype) replicated on every device of the run."""
+  sharding = jax.sharding.NamedSharding(
+      jax.sharding.Mesh(np.asarray(jax.devices()), ('all',)),
+      jax.sharding.PartitionSpec())
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      tree, is_leaf=lambda x: hasattr(x, 'shape') and hasattr(x, 'dtype'))
 
 
 def policy_meta(model: model_lib.DecisionTransformer, *, kind: str,

@@ -377,7 +377,9 @@ def train_student(
             checkpointing.save(
                 m.best_manager, step,
                 {'params': parts[p].params,
-                 'mean_probe_kl': jnp.float32(m.best['kl'])},
+                 'mean_probe_kl': (
+                     jnp.float32(m.best['kl']) if placement is None else
+                     placement.replicated(np.float32(m.best['kl'])))},
                 {**meta, 'step': step, 'mean_probe_kl': m.best['kl']})
             guards.fault(f'distill/best@{step}')
           if p == 0:
