@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import pytest
 
+from distill import checkpointing
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -77,3 +79,7 @@ def test_two_processes_run_the_teacher_stages_and_only_one_writes(
   for stage in ('datasets', 'teachers', 'teacher_eval'):
     with open(workdir / 'stamps' / f'{stage}.json') as f:
       assert json.load(f)['done']
+  # A checkpoint saved by two processes loads in one (this one).
+  _, params, meta = checkpointing.load_policy(
+      str(workdir / 'teachers' / 'walker2d'))
+  assert meta['step'] == 10 and params
