@@ -54,7 +54,10 @@ from ml_collections import config_flags
 from distill import fileio
 
 # Config fields the `teachers` and `teacher_eval` stages depend on.
-TEACHER_FIELDS = ('seed', 'tasks', 'data', 'teacher', 'eval')
+TEACHER_FIELDS = ('seed', 'seeds', 'mesh', 'tasks', 'data', 'teacher', 'eval')
+# Overrides that name a member's seeds: members differing only in these are
+# one configuration.
+SEED_FIELDS = ('seed', 'seeds')
 TEACHER_STAGES = ('datasets', 'teachers', 'teacher_eval')
 RECORD = 'sweep_job.json'
 LOG = 'sweep_job.log'
@@ -169,9 +172,11 @@ def configuration_name(overrides: Mapping[str, Any]) -> str:
     overrides: a member's overrides.
 
   Returns:
-    `member_name` of the overrides other than `seed`.
+    `member_name` of the overrides other than `seed` and `seeds` (a
+    population's seeds).
   """
-  return member_name({k: v for k, v in overrides.items() if k != 'seed'})
+  return member_name({k: v for k, v in overrides.items()
+                      if k not in SEED_FIELDS})
 
 
 def format_value(value: Any) -> str:
@@ -316,6 +321,15 @@ def _teacher_hash(config_dict: Mapping[str, Any]) -> str:
   return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()
 
 
+def _output(workdir: str, config_dict: Mapping[str, Any], rel: str) -> str:
+  """Where a job's last output lands: a population (`config.seeds`, as
+  `distill.pipeline.member_seeds` reads it) writes member s in `seed_<s>/`."""
+  seeds = list(config_dict.get('seeds') or [config_dict['seed']])
+  if len(seeds) == 1:
+    return os.path.join(workdir, rel)
+  return os.path.join(workdir, f'seed_{seeds[-1]}', rel)
+
+
 def plan(config_arg: str, sweep: Sweep, root: str, *,
          python: str = sys.executable) -> tuple[list[Job], list[Job]]:
   """The teacher jobs and the member jobs of a sweep.
@@ -367,7 +381,8 @@ def plan(config_arg: str, sweep: Sweep, root: str, *,
           command=run + [f'--workdir={t_dir}', *t_flags],
           config=config_json(resolve_config(config_arg, t_flags)),
           overrides=t_over, seed=config['seed'],
-          output=os.path.join(t_dir, 'teachers', 'eval.json'))
+          output=_output(t_dir, config, os.path.join('teachers',
+                                                     'eval.json')))
     teacher = teachers[key]
     workdir = os.path.join(root, 'members', name)
     m_flags = flags_ + [f'--config.teacher_workdir={teacher.workdir}']
@@ -476,8 +491,9 @@ def collect_runs(root: str) -> tuple[dict[str, Any], list[dict[str, Any]],
     root: the sweep directory (with `sweep_state.json`).
 
   Returns:
-    `(state, runs, missing)`: the sweep state; one run per member whose
-    status is done or skipped and whose `results.json` exists (`member`,
+    `(state, runs, missing)`: the sweep state; one run per member (per seed
+    of a population member, `config.seeds`) whose status is done or skipped
+    and whose `results.json` exists (`member`,
     `configuration`, `seed`, `tasks`, `student_params`, `teacher_params`,
     `wall_s`); the other members (`name`, `status`, `log`).
   """
@@ -499,9 +515,11 @@ def collect_runs(root: str) -> tuple[dict[str, Any], list[dict[str, Any]],
       continue
     with open(results, encoding='utf-8') as f:
       r = json.load(f)
-    runs.append({'member': job['name'],
-                 'configuration': job['configuration'], 'seed': r['seed'],
-                 'tasks': r['tasks'], 'student_params': r['student_params'],
-                 'teacher_params': r.get('teacher_params'),
-                 'wall_s': job.get('wall_s')})
+    # A population (`config.seeds`) holds one single-seed record per seed.
+    for m in r.get('members', [r]):
+      runs.append({'member': job['name'],
+                   'configuration': job['configuration'], 'seed': m['seed'],
+                   'tasks': m['tasks'], 'student_params': m['student_params'],
+                   'teacher_params': m.get('teacher_params'),
+                   'wall_s': job.get('wall_s')})
   return state, runs, missing

@@ -368,3 +368,39 @@ def test_smoke_sweep_end_to_end(tmp_path):
   assert summary['baseline'] == 'curriculum=max_kl'
   assert summary['configurations']['curriculum=round_robin'][
       'probability_of_improvement']['value'] == pytest.approx(1 - p['value'])
+
+
+def test_a_population_member_is_one_run_per_seed(tmp_path):
+  sweep = sweeps.Sweep([{'seeds': (0, 1), 'curriculum.name': c}
+                        for c in ('max_kl', 'round_robin')])
+  teachers, members = sweeps.plan(SMOKE, sweep, str(tmp_path))
+  assert [t.name for t in teachers] == ['seeds=0+1']
+  assert teachers[0].output == str(
+      tmp_path / 'teachers' / 'seeds=0+1' / 'seed_1' / 'teachers' /
+      'eval.json')
+  assert [m.configuration for m in members] == ['curriculum=max_kl',
+                                                'curriculum=round_robin']
+  assert members[0].output == str(tmp_path / 'members' / members[0].name /
+                                  'results.json')
+  # The population's results.json holds each seed's single-seed record.
+  jobs = []
+  for m, offset in zip(members, (0.0, 10.0)):
+    record = lambda seed, o=offset: {
+        'seed': seed, 'student_params': 100, 'teacher_params': {'h': 5},
+        'tasks': {'hopper': {'student_score': seed + o,
+                             'teacher_score': 50.0}}}
+    os.makedirs(m.workdir)
+    with open(m.output, 'w') as f:
+      json.dump({'seeds': [0, 1], 'members': [record(0), record(1)]}, f)
+    jobs.append({'kind': 'member', 'name': m.name, 'status': 'done',
+                 'configuration': m.configuration, 'log': m.log,
+                 'wall_s': 1.0})
+  with open(tmp_path / sweeps.STATE, 'w') as f:
+    json.dump({'jobs': jobs}, f)
+  _, runs, missing = sweeps.collect_runs(str(tmp_path))
+  assert not missing
+  assert [(r['configuration'], r['seed'],
+           r['tasks']['hopper']['student_score']) for r in runs] == [
+               ('curriculum=max_kl', 0, 0.0), ('curriculum=max_kl', 1, 1.0),
+               ('curriculum=round_robin', 0, 10.0),
+               ('curriculum=round_robin', 1, 11.0)]
