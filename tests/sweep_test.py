@@ -345,7 +345,7 @@ def test_smoke_sweep_end_to_end(tmp_path):
     # The sweep lies outside the working directory: its path stays whole.
     assert f'--workdir={root}/members/{job["name"]}' in record['command']
     curves = json.load(open(out / 'curves.json'))
-    assert curves['step_end'][-1] == 39  # smoke: 40 steps
+    assert curves['step_end'][-1] == 40  # smoke: 40 steps
     assert len(curves['kl_mean'][0]) == 2 and len(curves['choices']) == len(
         curves['step_end'])
     assert sum(map(sum, curves['choices'])) == len(curves['step_end']) * (
