@@ -32,15 +32,17 @@ Sizing. A member is the default run's distillation unchanged (3000 steps
 of the 2 x 32 student, batch 64, probes of 16) with its evaluation (last and
 best checkpoints, 16 episodes per task); the teachers (1500 steps, four
 tasks) are trained once per seed. 23 configurations x 5 seeds = 115 members
-and 5 teacher jobs. On this project's 2-core CPU a member takes about 4 min
-and a teacher job about 6 min with the cores to itself, so the whole sweep
-is about 8 hours there, twice the 4 hours aimed at; the budget was not cut
-to fit (the proposal's comparison needs the default run's students), so it
-runs over several sessions instead: members are listed configuration by
+and 5 teacher jobs. Measured on this project's 2-core CPU with
+`--parallel=2`: a member takes 250-290 s while another runs beside it (about
+2.3 min of the machine each), so the members need about 4.5 hours and the
+teachers about 25 min more: past the 4 hours aimed at. The budget was not
+cut to fit (the proposal's comparison needs the default run's students), so
+it runs over several sessions instead: members are listed configuration by
 configuration (all seeds of one before the next), the main comparison
 first, so an interrupted sweep has whole configurations with every seed,
 and a rerun skips the finished members. Populations of seeds in one program
-(`config.seeds`) are the way to cut it (see README, Scale).
+(`config.seeds`) save only compilation on 2 CPU cores (0.93 of separate runs
+for the default config, docs/scale.md); on a GPU they are the way to cut it.
 """
 
 import ml_collections
