@@ -180,6 +180,19 @@ def _fmt(x: float | None, digits: int = 1) -> str:
   return f"{x:.{digits}f}"
 
 
+def _aggregate_table(aggregates: Mapping[str, Any]) -> list[str]:
+  """Markdown rows: per policy, runs, IQM and mean with their CIs if any."""
+  def cell(a):
+    return _fmt(a["value"]) + (
+        f" [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if "ci_low" in a
+        else "")
+  lines = ["| policy | runs | IQM | mean |", "|---|---:|---|---|"]
+  for who, agg in aggregates.items():
+    lines.append(f"| {who} | {agg.get('runs', 1)} | {cell(agg['iqm'])} "
+                 f"| {cell(agg['mean'])} |")
+  return lines + [""]
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
   """The contents of `results.json` as Markdown tables."""
   tasks = results["tasks"]
@@ -216,15 +229,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     runs = min(a.get("runs", 1) for a in results["aggregate"].values())
     title = ("95% stratified bootstrap CI, rliable" if runs > 1 else
              "n=1 run: no interval; run several seeds for one")
-    lines += [f"## Aggregates over tasks ({title})", "",
-              "| policy | runs | IQM | mean |", "|---|---:|---|---|"]
-    for who, agg in results["aggregate"].items():
-      cell = lambda a: _fmt(a["value"]) + (
-          f" [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if "ci_low" in a
-          else "")
-      lines.append(f"| {who} | {agg.get('runs', 1)} | {cell(agg['iqm'])} "
-                   f"| {cell(agg['mean'])} |")
-    lines.append("")
+    lines += [f"## Aggregates over tasks ({title})", ""]
+    lines += _aggregate_table(results["aggregate"])
   lines += ["## Size and latency", "",
             "| model | parameters | batch-1 latency (ms) |", "|---|---:|---:|"]
   lat = results.get("latency_ms", {})
@@ -353,15 +359,8 @@ def render_population_markdown(results: Mapping[str, Any]) -> str:
   runs = min(a.get("runs", 1) for a in results["aggregate"].values())
   title = ("95% stratified bootstrap CI over seeds, rliable" if runs > 1
            else "n=1 run: no interval")
-  lines += [f"## Aggregates over seeds and tasks ({title})", "",
-            "| policy | runs | IQM | mean |", "|---|---:|---|---|"]
-  for who, agg in results["aggregate"].items():
-    cell = lambda a: _fmt(a["value"]) + (
-        f" [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if "ci_low" in a
-        else "")
-    lines.append(f"| {who} | {agg.get('runs', 1)} | {cell(agg['iqm'])} "
-                 f"| {cell(agg['mean'])} |")
-  lines.append("")
+  lines += [f"## Aggregates over seeds and tasks ({title})", ""]
+  lines += _aggregate_table(results["aggregate"])
   if results.get("wall_s"):
     lines += ["## Wall time of the population (s)", "",
               "| stage | seconds |", "|---|---:|"]
