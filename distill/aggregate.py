@@ -52,19 +52,32 @@ def _scores(scores_RxT: Any, name: str = 'scores_RxT') -> np.ndarray:
 
 def _bootstrap(data: np.ndarray | tuple[np.ndarray, ...], fn, *, reps: int,
                seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """rliable's stratified bootstrap: (point [...], interval [2, ...])."""
+  """rliable's stratified bootstrap: (point [...], interval [2, ...]).
+
+  rliable 1.2.0 draws its resampling indices from NumPy's global generator
+  (`np.random.choice` in `StratifiedBootstrap.update_indices`), not from the
+  `random_state` it is given. So the draws are seeded here through the
+  global generator, and its previous state is restored afterwards: the same
+  inputs and seed give the same interval in any process, and the caller's
+  random stream is left as it was. Recomputing an interval by hand:
+  `np.random.seed(seed)`, then `rly.get_interval_estimates(...)`.
+  """
   from rliable import library as rly  # pylint: disable=g-import-not-at-top
   if reps < 1:
     raise ValueError(f'bootstrap reps must be >= 1, got {reps}')
-  with warnings.catch_warnings():
-    # arch deprecates `random_state` for NumPy Generators; rliable still
-    # passes it, and a RandomState keeps the draws independent of NumPy's
-    # global state.
-    warnings.simplefilter('ignore', FutureWarning)
-    point, interval = rly.get_interval_estimates(
-        {'x': data}, fn, method=METHOD, reps=reps,
-        confidence_interval_size=CONFIDENCE,
-        random_state=np.random.RandomState(seed))
+  saved = np.random.get_state()
+  try:
+    np.random.seed(seed)
+    with warnings.catch_warnings():
+      # arch deprecates `random_state` for NumPy Generators; rliable still
+      # passes it on.
+      warnings.simplefilter('ignore', FutureWarning)
+      point, interval = rly.get_interval_estimates(
+          {'x': data}, fn, method=METHOD, reps=reps,
+          confidence_interval_size=CONFIDENCE,
+          random_state=np.random.RandomState(seed))
+  finally:
+    np.random.set_state(saved)
   return np.asarray(point['x']), np.asarray(interval['x'])
 
 
@@ -96,8 +109,8 @@ def interval_estimates(scores_RxT: Any, reps: int = 2000, seed: int = 0
     scores_RxT: normalized scores, one row per run (seed), one column per
       task.
     reps: bootstrap replications.
-    seed: seed of the bootstrap (a private `RandomState`; the same inputs
-      give the same interval).
+    seed: seed of the bootstrap (the same inputs and seed give the same
+      interval; see `_bootstrap`).
 
   Returns:
     `{'runs': R, 'tasks': T, 'iqm': est, 'mean': est}` where `est` is
