@@ -2,6 +2,8 @@ r"""Speed of the training and acting code on this machine, as JSON lines.
 
   python -m experiments.bench
   python -m experiments.bench --only=train,latency --repeats=7
+  python -m experiments.bench --only=teacher --teacher_batch=64,4096 \
+      --precision=default,highest
   python -m experiments.bench \
       --reference_cmd='OMP_WAIT_POLICY=PASSIVE /venv/bin/python ref_dt.py 3x128'
 
@@ -14,7 +16,10 @@ them alike.
   teacher_step     paper-size teacher (3 x 128, 1 head, K=20, batch 64,
                    AdamW, dropout 0.1): ms/step, XLA's FLOP count, GFLOP/s;
                    with --reference_cmd, the same step of an external
-                   reference implementation, interleaved, and the ratio
+                   reference implementation, interleaved, and the ratio;
+                   one row per --teacher_sizes, --teacher_batch and
+                   --precision, with the matmul FLOP count and the model
+                   FLOP utilization (MFU) where the peak is known
   teacher_step     the default teacher (2 x 64) likewise
   student_step     the default distillation step (configs/mt_distill.py:
                    student 2 x 32, max_kl + project_conflicting, fused
@@ -37,6 +42,7 @@ per step.
 """
 
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -45,6 +51,7 @@ import time
 from absl import app
 from absl import flags
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -66,8 +73,19 @@ _EVAL_ROUNDS = flags.DEFINE_integer(
 _STUDENT_STEPS = flags.DEFINE_integer(
     'student_steps', 10, 'Distillation steps per timed dispatch.')
 _ONLY = flags.DEFINE_list(
-    'only', [], 'Sections to run (train, fusion, eval, latency); all if '
-    'empty.')
+    'only', [], 'Sections to run (train, fusion, eval, latency; teacher: '
+    'the teacher steps of train alone); all if empty.')
+_TEACHER_SIZES = flags.DEFINE_list(
+    'teacher_sizes', ['3x128', '2x64'], 'Teacher steps timed, as LAYERSxWIDTH.')
+_TEACHER_BATCH = flags.DEFINE_list(
+    'teacher_batch', ['64'], 'Batch sizes of the timed teacher steps.')
+_PRECISION = flags.DEFINE_list(
+    'precision', ['default'], "Matmul precisions of the teacher steps "
+    "(jax.default_matmul_precision): 'default' (TF32 tensor cores on GPUs "
+    "of compute capability >= 8), 'highest' (full FP32).")
+_PEAK = flags.DEFINE_float(
+    'peak_tflops', None, 'Dense peak TFLOP/s of the device for MFU; default: '
+    '_PEAK_TFLOPS for known GPUs at the step\'s arithmetic, none on CPU.')
 _REFERENCE = flags.DEFINE_string(
     'reference_cmd', None, 'Shell command of a reference train-step server'
     ' (paper size), timed interleaved with ours.')
@@ -76,6 +94,10 @@ _REFERENCE = flags.DEFINE_string(
 _SUITE_DIMS = ((17, 6), (17, 6), (11, 3), (17, 6))
 _SUITE_TASKS = ('halfcheetah-forward', 'halfcheetah-backward', 'hopper',
                 'walker2d')
+# Dense peak TFLOP/s by the vendor's datasheets (SXM parts; the datasheets'
+# tensor-core figures are with sparsity, so halved here).
+_PEAK_TFLOPS = {'H100': {'tf32': 494.7, 'fp32': 66.9},
+                'H200': {'tf32': 494.7, 'fp32': 66.9}}
 
 
 def _emit(figure, **values):
@@ -189,40 +211,116 @@ def _step_runner(step, state, batch, n=5):
   return jitted, run
 
 
-def bench_teacher_steps(repeats, matmul_gflops, reference_cmd):
+def _arithmetic(precision):
+  """The arithmetic f32 matmuls run in at `precision` on the device."""
+  d = jax.devices()[0]
+  capability = float(getattr(d, 'compute_capability', 0) or 0)
+  if d.platform == 'gpu' and capability >= 8 and precision in (
+      'default', 'tensorfloat32'):
+    return 'tf32'
+  return 'fp32'
+
+
+def _peak_tflops(arithmetic):
+  if _PEAK.value:
+    return _PEAK.value
+  kind = jax.devices()[0].device_kind
+  return next((v[arithmetic] for k, v in _PEAK_TFLOPS.items() if k in kind),
+              None)
+
+
+def _flops(compiled):
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', float('nan')))
+
+
+def _matmul_flops(jaxpr):
+  """2 M N K over the dot_generals of a jaxpr and its sub-jaxprs.
+
+  The step's model FLOPs as written (forward and backward), whatever the
+  device: XLA's count of a compiled GPU program leaves out the matmuls it
+  hands to cuBLAS. Scan bodies count `length` times, a cond its largest
+  branch.
+  """
+  total = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'dot_general':
+      (contract, _), _ = eqn.params['dimension_numbers']
+      lhs = eqn.invars[0].aval.shape
+      total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(
+          lhs[i] for i in contract)
+    subs = [x.jaxpr if isinstance(x, jax_core.ClosedJaxpr) else x
+            for v in eqn.params.values()
+            for x in (v if isinstance(v, (tuple, list)) else (v,))
+            if isinstance(x, (jax_core.ClosedJaxpr, jax_core.Jaxpr))]
+    if subs:
+      counts = [_matmul_flops(sub) for sub in subs]
+      name = eqn.primitive.name
+      total += (max(counts) if name == 'cond' else sum(counts)) * (
+          eqn.params['length'] if name == 'scan' else 1)
+  return total
+
+
+def bench_teacher_steps(repeats, matmul_gflops, reference_cmd, sizes,
+                        batch_sizes, precisions):
+  """Rows per model, batch size and matmul precision.
+
+  The MFU counts the matmul FLOPs of the step (`_matmul_flops`) against
+  the device's dense peak at the step's arithmetic (`_arithmetic`).
+  """
   source = _source()
-  batch = segments.sample_task_batch(source, jax.random.key(0), 0, 64)
-  for layers, width in ((3, 128), (2, 64)):
-    model, step, state = _build(layers, width, source)
-    cost = jax.jit(step).lower(state, batch).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get('flops', float('nan')))
-    _, run = _step_runner(step, state, batch)
-    row = dict(layers=layers, width=width, batch=64, context=20,
-               params=model_lib.count_params(state.params),
-               gflop_per_step=round(flops / 1e9, 2))
-    if reference_cmd and (layers, width) == (3, 128):
-      ref = _Reference(reference_cmd)
-      ours, theirs, ratios = [], [], []
+  for layers, width in sizes:
+    for batch_size in batch_sizes:
+      batch = segments.sample_task_batch(source, jax.random.key(0), 0,
+                                         batch_size)
+      for precision in precisions:
+        with jax.default_matmul_precision(precision):
+          row, t, flops = _teacher_row(
+              layers, width, source, batch, repeats,
+              reference_cmd if batch_size == 64 else None)
+        arithmetic = _arithmetic(precision)
+        peak = _peak_tflops(arithmetic)
+        tflops = row['model_gflop_per_step'] / t / 1e3
+        row.update(ms_per_step=round(t * 1e3, 2),
+                   gflops=round(flops / t / 1e9, 1),
+                   fraction_of_matmul_rate=round(
+                       flops / t / 1e9 / matmul_gflops, 3),
+                   precision=precision, arithmetic=arithmetic,
+                   model_tflops=round(tflops, 3), peak_tflops=peak,
+                   mfu=round(tflops / peak, 4) if peak else None)
+        _emit('teacher_step', **row)
+
+
+def _teacher_row(layers, width, source, batch, repeats, reference_cmd):
+  """(row, seconds per step, XLA's FLOPs per compiled step)."""
+  model, step, state = _build(layers, width, source)
+  jitted, run = _step_runner(step, state, batch)
+  lowered = jitted.lower(state, batch)
+  flops = _flops(lowered.compile())  # Also the compile `run` uses.
+  model_flops = _matmul_flops(jax.make_jaxpr(step)(state, batch).jaxpr)
+  row = dict(layers=layers, width=width, batch=int(batch.states.shape[0]),
+             context=20, params=model_lib.count_params(state.params),
+             gflop_per_step=round(flops / 1e9, 2),
+             model_gflop_per_step=round(model_flops / 1e9, 3))
+  if reference_cmd and (layers, width) == (3, 128):
+    ref = _Reference(reference_cmd)
+    ours, theirs, ratios = [], [], []
+    run()
+    for _ in range(repeats):
+      start = time.perf_counter()
       run()
-      for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        ours.append((time.perf_counter() - start) / 5)
-        theirs.append(ref.steps(5)[0])
-        ratios.append(ours[-1] / theirs[-1])
-      ref.close()
-      t = min(ours)
-      row.update(reference_ms=round(min(theirs) * 1e3, 1),
-                 ratio_to_reference=round(t / min(theirs), 3),
-                 median_round_ratio=round(float(np.median(ratios)), 3))
-    else:
-      t = _interleaved({'step': run}, repeats)['step'] / 5
-    row.update(ms_per_step=round(t * 1e3, 1),
-               gflops=round(flops / t / 1e9, 1),
-               fraction_of_matmul_rate=round(flops / t / 1e9 / matmul_gflops,
-                                             3))
-    _emit('teacher_step', **row)
+      ours.append((time.perf_counter() - start) / 5)
+      theirs.append(ref.steps(5)[0])
+      ratios.append(ours[-1] / theirs[-1])
+    ref.close()
+    t = min(ours)
+    row.update(reference_ms=round(min(theirs) * 1e3, 1),
+               ratio_to_reference=round(t / min(theirs), 3),
+               median_round_ratio=round(float(np.median(ratios)), 3))
+  else:
+    t = _interleaved({'step': run}, repeats)['step'] / 5
+  return row, t, flops
 
 
 def bench_student_step(repeats):
@@ -518,8 +616,12 @@ def main(argv):
   repeats = _REPEATS.value
   gflops = bench_matmul(repeats)
   _emit('matmul', n=2048, gflops=round(gflops, 1))
+  if only & {'train', 'teacher'}:
+    bench_teacher_steps(
+        repeats, gflops, _REFERENCE.value,
+        [tuple(int(x) for x in s.split('x')) for s in _TEACHER_SIZES.value],
+        [int(b) for b in _TEACHER_BATCH.value], _PRECISION.value)
   if 'train' in only:
-    bench_teacher_steps(repeats, gflops, _REFERENCE.value)
     bench_student_step(repeats)
   if 'fusion' in only:
     bench_fusion(repeats)
