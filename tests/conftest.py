@@ -11,12 +11,34 @@ evaluation episodes cut to a few steps.
 """
 
 import os
+import shutil
+import tempfile
 
-import numpy as np
-import pytest
 
-from configs import mt_distill
-from distill.data import d4rl
+# The tests compile the same small programs many times over, in-process and
+# in the command-line runs they start; caching the executables on disk
+# roughly halves a smoke run and changes no result (the same executable is
+# loaded). One cache per pytest run: the process that loads this file first
+# (pytest-xdist's controller) makes it, before JAX is imported; the workers
+# and every subprocess inherit it, and the maker removes it at the end.
+_OWN_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _OWN_CACHE = tempfile.mkdtemp(prefix='distill-test-jax-cache-')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _OWN_CACHE
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  if _OWN_CACHE:
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
+import pytest  # noqa: E402  pylint: disable=g-import-not-at-top
+
+from configs import mt_distill  # noqa: E402
+from distill.data import d4rl  # noqa: E402
 
 # Observation and action sizes of the smoke config's tasks.
 SMOKE_DIMS = {'hopper': (11, 3), 'walker2d': (17, 6)}
