@@ -10,7 +10,10 @@ Prints JSON lines, one per figure, each naming the device:
   the same members distilled one after another (one program each), the same
   `--steps` steps of the config's student on the same synthetic 4-task data
   (the suite's sizes), compilation included, as a run would pay it. Target:
-  ratio <= 0.5.
+  ratio <= 0.5. Printed twice: the population on one device, and (in a
+  child process with one forced CPU device per core, `--population_devices`)
+  with its population axis split over those devices, each member group on
+  its own core; the sequential runs use one device in both.
 - `devices`: the distillation step on 1, 2 and 4 forced CPU devices (data
   parallel over 'data'), each in a child process. Forced CPU devices share
   the same cores, so this checks that the sharded step runs, not speed.
@@ -40,8 +43,15 @@ _STEPS = flags.DEFINE_integer('steps', 200, 'Distillation steps per member.')
 _MEMBERS = flags.DEFINE_integer('members', 4, 'Population size.')
 _DEVICES = flags.DEFINE_string('devices', '1,2,4',
                                'Forced CPU device counts for the step.')
+_POP_DEVICES = flags.DEFINE_integer(
+    'population_devices', os.cpu_count() or 1,
+    'Forced CPU devices for the sharded population figure (one per core; 1'
+    ' or less: not measured).')
 _CHILD = flags.DEFINE_integer('child_devices', 0,
                               'Internal: time the sharded step here.')
+_CHILD_POP = flags.DEFINE_integer(
+    'child_population_devices', 0,
+    'Internal: time the population split over this many devices here.')
 
 # The suite's observation / action sizes.
 DIMS = ((17, 6), (17, 6), (11, 3), (17, 6))
@@ -94,7 +104,8 @@ def _line(**kw):
                     'platform': jax.default_backend(), **kw}), flush=True)
 
 
-def bench_population(config, source):
+def bench_population(config, source, shards=1):
+  """Sequential members vs one population program (on `shards` devices)."""
   members = _MEMBERS.value
   built = [_member(config, source, seed) for seed in range(members)]
   jax.block_until_ready([b[1:] for b in built])
@@ -106,13 +117,24 @@ def bench_population(config, source):
   stack = lambda *xs: jnp.stack(xs)
   states, teachers, pools = (jax.tree.map(stack, *[b[i] for b in built])
                              for i in (1, 2, 3))
+  population_step = student_lib.make_population_step(built[0][0])
+  if shards > 1:
+    place = parallel.Placement(parallel.make_mesh(population=shards))
+    member, rep = place.member_sharding, place.replicated_sharding
+    fn = jax.jit(population_step, in_shardings=(member, member, rep, member),
+                 out_shardings=(member, member))
+    args = (place.per_member(states), place.per_member(teachers),
+            place.replicated(source), place.per_member(pools))
+    jax.block_until_ready(args)
+  else:
+    fn, args = jax.jit(population_step), (states, teachers, source, pools)
   start = time.perf_counter()
-  out, _ = jax.jit(student_lib.make_population_step(built[0][0]))(
-      states, teachers, source, pools)
+  out, _ = fn(*args)
   jax.block_until_ready(out)
   population = time.perf_counter() - start
   _line(figure='population', members=members, steps=_STEPS.value,
-        sequential_s=round(sequential, 3), population_s=round(population, 3),
+        population_devices=shards, sequential_s=round(sequential, 3),
+        population_s=round(population, 3),
         ratio=round(population / sequential, 3), target='<= 0.5',
         met=population / sequential <= 0.5)
 
@@ -144,17 +166,25 @@ def main(argv):
   if _CHILD.value:
     bench_devices_child(config)
     return
+  if _CHILD_POP.value:
+    bench_population(config, _source(config), shards=_CHILD_POP.value)
+    return
   bench_population(config, _source(config))
-  for n in (int(x) for x in _DEVICES.value.split(',')):
+  children = [(n, f'--child_population_devices={n}')
+              for n in [_POP_DEVICES.value] if n > 1 and jax.default_backend()
+              == 'cpu' and _MEMBERS.value % n == 0]
+  children += [(int(x), f'--child_devices={x}')
+               for x in _DEVICES.value.split(',')]
+  for n, child in children:
     env = dict(os.environ,
                XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
     proc = subprocess.run(
-        [sys.executable, '-m', 'experiments.bench_scale',
-         f'--child_devices={n}', f'--steps={_STEPS.value}',
+        [sys.executable, '-m', 'experiments.bench_scale', child,
+         f'--steps={_STEPS.value}', f'--members={_MEMBERS.value}',
          *[a for a in sys.argv[1:] if a.startswith('--config')]],
         env=env, capture_output=True, text=True, check=False)
     if proc.returncode:
-      raise RuntimeError(f'bench_scale: {n} devices failed:\n'
+      raise RuntimeError(f'bench_scale: {child} failed:\n'
                          f'{proc.stderr[-3000:]}')
     print(proc.stdout.strip().splitlines()[-1], flush=True)
 
