@@ -25,12 +25,16 @@ Executors (submitit): `local` (subprocesses on this machine, the default),
 `slurm` (`sbatch`; needs SLURM), `debug` (in this process, one at a time: for
 tests). A job's output goes to `<its workdir>/sweep_job.log`; the sweep's
 state (each job's command, status, log, wall time) to
-`DIR/sweep_state.json`. A rerun skips finished jobs and reruns the others,
-which resume from their checkpoints; a failed job is reported with its log
-and does not stop the others (members of a failed teacher job fail without
-running), and the sweep then exits with status 1. At the end the finished
-members are aggregated (`python -m experiments.aggregate DIR`: `sweep.json`,
-`sweep.md`, plots).
+`DIR/sweep_state.json`. The jobs share one JAX compilation cache,
+`DIR/jax_cache` (`--compilation_cache`; an inherited
+`JAX_COMPILATION_CACHE_DIR` wins): members of one configuration and seeds of
+one method compile the same programs, and a cached executable is the same
+executable, so results do not change. A rerun skips finished jobs and reruns
+the others, which resume from their checkpoints; a failed job is reported with
+its log and does not stop the others (members of a failed teacher job fail
+without running), and the sweep then exits with status 1. At the end the
+finished members are aggregated (`python -m experiments.aggregate DIR`:
+`sweep.json`, `sweep.md`, plots).
 """
 
 import os
@@ -75,6 +79,9 @@ _PUBLISH = flags.DEFINE_string(
 _PUBLISH_COMMIT = flags.DEFINE_bool(
     'publish_commit', False, 'git-commit --publish after each member, so'
     ' the results of an interrupted sweep are kept.')
+_CACHE = flags.DEFINE_bool(
+    'compilation_cache', True, "Give the jobs one JAX compilation cache in"
+    ' DIR/jax_cache (unless JAX_COMPILATION_CACHE_DIR is set).')
 _BASELINE = flags.DEFINE_string('baseline', None, 'Configuration the others'
                                 " are compared with (default: the sweep's).")
 
@@ -126,14 +133,27 @@ def make_executor(folder: str) -> submitit.Executor:
   return executor
 
 
-def job_env() -> dict[str, str | None]:
-  """Environment fixes for the jobs' commands (None unsets a variable)."""
-  if _EXECUTOR.value != 'local':
-    return {}
+def job_env(executor: str, parallel: int, cache_dir: str | None
+            ) -> dict[str, str | None]:
+  """Environment updates for the jobs' commands (None unsets a variable).
+
+  Args:
+    executor: --executor.
+    parallel: --parallel.
+    cache_dir: the shared JAX compilation cache, or None for none.
+
+  Returns:
+    The variables to set or unset.
+  """
+  env = {}
+  if cache_dir and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    env['JAX_COMPILATION_CACHE_DIR'] = cache_dir
+  if executor != 'local':
+    return env
   # submitit's local executor hides every GPU from a job that asks for none;
   # give the command this process's view back.
-  env = {'CUDA_VISIBLE_DEVICES': os.environ.get('CUDA_VISIBLE_DEVICES')}
-  if _PARALLEL.value > 1 and 'XLA_PYTHON_CLIENT_PREALLOCATE' not in os.environ:
+  env['CUDA_VISIBLE_DEVICES'] = os.environ.get('CUDA_VISIBLE_DEVICES')
+  if parallel > 1 and 'XLA_PYTHON_CLIENT_PREALLOCATE' not in os.environ:
     # Several JAX processes on one GPU: each must not claim 75% of it.
     env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
   return env
@@ -435,7 +455,9 @@ def main(argv):
         sweep.on_done(job)
   start = time.time()
   executor = make_executor(os.path.join(root, 'submitit', '%j'))
-  run_jobs(sweep, executor, _PARALLEL.value, job_env())
+  cache = os.path.join(root, 'jax_cache') if _CACHE.value else None
+  run_jobs(sweep, executor, _PARALLEL.value,
+           job_env(_EXECUTOR.value, _PARALLEL.value, cache))
   failed = [sweep.by_name[k] for k, s in sweep.status.items()
             if s == 'failed']
   logging.info('sweep finished in %s: %s', _fmt_s(time.time() - start),

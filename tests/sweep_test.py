@@ -257,6 +257,28 @@ def _teacher_trainings(root):
   return sorted(found)
 
 
+def test_jobs_get_the_sweeps_compilation_cache_unless_one_is_set(tmp_path):
+  code = ('import json, sys; from experiments import sweep;'
+          ' print(json.dumps([sweep.job_env("local", 2, "/s/jax_cache"),'
+          ' sweep.job_env("slurm", 1, "/s/jax_cache"),'
+          ' sweep.job_env("slurm", 1, None)]))')
+  env = dict(os.environ)
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  env.pop('XLA_PYTHON_CLIENT_PREALLOCATE', None)
+  run = lambda e: json.loads(subprocess.run(
+      [sys.executable, '-c', code], cwd=ROOT, env=e, capture_output=True,
+      text=True, check=True).stdout)
+  local, slurm, none = run(env)
+  assert local['JAX_COMPILATION_CACHE_DIR'] == '/s/jax_cache'
+  assert local['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'
+  assert slurm == {'JAX_COMPILATION_CACHE_DIR': '/s/jax_cache'}
+  assert none == {}
+  # A cache the user set is inherited, not replaced.
+  local, slurm, _ = run(dict(env, JAX_COMPILATION_CACHE_DIR=str(tmp_path)))
+  assert 'JAX_COMPILATION_CACHE_DIR' not in local
+  assert slurm == {}
+
+
 @pytest.mark.slow
 # arch deprecates the RandomState that rliable passes; the recomputation
 # below uses it on purpose (distill.aggregate does the same).
@@ -266,12 +288,16 @@ def test_smoke_sweep_end_to_end(tmp_path):
   # XLA code unoptimized, as in smoke_reference: the models are tiny and
   # compiling is most of a member's time; nothing here compares numbers
   # with a run compiled otherwise.
+  # The sweep's own compilation cache, not the test session's.
   env = dict(os.environ, DISTILL_DATA_DIR=str(tmp_path / 'data'),
              XLA_FLAGS='--xla_backend_optimization_level=0')
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)
   args = (f'--config={SMOKE}', f'--workdir={root}', '--executor=debug')
   proc = _cli('experiments.sweep', *args, env=env)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert 'ETA' in proc.stderr
+  # The jobs shared one compilation cache in the sweep directory.
+  assert len(os.listdir(root / 'jax_cache')) > 10
 
   # Teachers trained once per seed, in the sweep's teachers/ directory.
   assert _teacher_trainings(root) == ['teachers/seed=0', 'teachers/seed=1']
