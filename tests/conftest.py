@@ -12,6 +12,7 @@ evaluation episodes cut to a few steps.
 
 import os
 import shutil
+import sys
 import tempfile
 
 
@@ -21,8 +22,9 @@ import tempfile
 # loaded). One cache per pytest run: the process that loads this file first
 # (pytest-xdist's controller) makes it, before JAX is imported; the workers
 # and every subprocess inherit it, and the maker removes it at the end.
+# (Worker scripts that import this file outside pytest make none.)
 _OWN_CACHE = None
-if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+if 'pytest' in sys.modules and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _OWN_CACHE = tempfile.mkdtemp(prefix='distill-test-jax-cache-')
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _OWN_CACHE
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
