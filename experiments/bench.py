@@ -586,12 +586,10 @@ def _policy_cost(model, params):
   key = jax.random.key(0)
   compiled = jax.jit(lambda *x: fn(params, *x, key)).lower(
       *model_lib.dummy_inputs(model)).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   entry = compiled.as_text().split('ENTRY', 1)[1].split('\n}', 1)[0]
   thunks = sum(1 for line in entry.splitlines()
                if ' fusion(' in line or ' dot(' in line)
-  return float(cost.get('flops', float('nan'))), thunks
+  return _flops(compiled), thunks
 
 
 def _exported_student_call(student, params):
