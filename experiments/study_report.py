@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from configs import study as study_config
 from distill import aggregate
 from distill import fileio
 from distill import sweeps
@@ -44,6 +45,23 @@ CURVE_VARIANTS = ('curriculum=max_kl,surgery=previous',
                   'curriculum=uniform,surgery=none',
                   'curriculum=mixture,surgery=none')
 SIZE_FIELDS = ('student.model.num_layers', 'student.model.width')
+FOUND_MARK = ' †'  # rows added after seeing the data (configs/study.py)
+
+
+def found_after_data() -> dict[str, str]:
+  """Configuration added after seeing the data -> the row it varies.
+
+  The parent is the configuration without the found row's extra fields
+  (`curriculum.temperature`, `surgery.decay`): each found row is compared
+  with it.
+  """
+  out = {}
+  for overrides in study_config.found_after_data():
+    name = sweeps.configuration_name(overrides)
+    parent = {k: v for k, v in overrides.items()
+              if k not in ('curriculum.temperature', 'surgery.decay')}
+    out[name] = sweeps.configuration_name(parent)
+  return out
 
 
 def _load(path: str) -> Any:
@@ -101,6 +119,38 @@ def improvement_table(summary: dict[str, Any], reps: int
     lines.append(f'| `{base}` | {configs[base]["n"]} |'
                  f' {aggregate.format_estimate(est, n, 2)} |')
   return lines, estimates
+
+
+def found_table(summary: dict[str, Any], found: dict[str, str], reps: int
+                ) -> list[str]:
+  """Each row found after the data against the row it varies."""
+  configs, tasks = summary['configurations'], summary['tasks']
+  rows = [(n, p) for n, p in found.items() if n in configs and p in configs]
+  if not rows:
+    return []
+  lines = ['### Rows found after seeing the data', '',
+           'Each against the configuration it varies (the same method'
+           ' without the changed field). These rows were chosen after'
+           ' looking at the first 60 members, so an interval here is weaker'
+           ' evidence than the same interval for a row fixed in advance.',
+           '', '| row | varies | IQM of the row | IQM of the parent |'
+           ' P(row > parent) |', '|---|---|---|---|---|']
+
+  def matrix(name):
+    return np.array([[r['student_scores'][t] for t in tasks]
+                     for r in configs[name]['runs']])
+
+  def iqm(name):
+    return aggregate.format_estimate(configs[name]['student']['iqm'],
+                                     configs[name]['n'])
+
+  for name, parent in rows:
+    est = aggregate.probability_of_improvement(matrix(name), matrix(parent),
+                                               reps=reps)
+    n = min(configs[name]['n'], configs[parent]['n'])
+    lines.append(f'| `{name}` | `{parent}` | {iqm(name)} | {iqm(parent)}'
+                 f' | {aggregate.format_estimate(est, n, 2)} |')
+  return lines + ['']
 
 
 def _plot_curves(path: str, curves: dict[str, list[dict[str, Any]]],
@@ -206,9 +256,11 @@ def render(study: str, out_path: str, reps: int) -> str:
 
   # The table.
   lines += ['## Students per configuration', '',
-            '| configuration | seeds | IQM | mean | kept of teachers |'
-            ' surgery projected | params | ' + ' | '.join(tasks) + ' |',
-            '|---|---:|---|---|---:|---|---:|' + '---:|' * len(tasks)]
+            '| configuration | seeds | IQM | mean | P(X > baseline) |'
+            ' kept of teachers | surgery projected | params | '
+            + ' | '.join(tasks) + ' |',
+            '|---|---:|---|---|---|---:|---|---:|' + '---:|' * len(tasks)]
+  found = found_after_data()
   for name, c in configs.items():
     n = c['n']
     projected = [m['results'].get('surgery', {}).get('projected_fraction')
@@ -216,21 +268,31 @@ def render(study: str, out_path: str, reps: int) -> str:
     projected = [p for p in projected if p is not None]
     cells = [f'{c["per_task"][t]["student_mean"]:.1f}' for t in tasks]
     iqm = aggregate.format_estimate(c['student']['iqm'], n)
+    imp = c.get('probability_of_improvement')
+    imp = ('(baseline)' if name == summary.get('baseline') else
+           aggregate.format_estimate(imp, n, 2) if imp else '-')
+    mark = FOUND_MARK if name in found else ''
     lines.append(
-        f'| `{name}` | {n} | {iqm}'
+        f'| `{name}`{mark} | {n} | {iqm}'
         f' | {aggregate.format_estimate(c["student"]["mean"], n)}'
-        f' | {c["student_teacher_ratio"]:.2f} | {_mean_sd(projected)}'
+        f' | {imp} | {c["student_teacher_ratio"]:.2f}'
+        f' | {_mean_sd(projected)}'
         f' | {c["student_params"]:,} | ' + ' | '.join(cells) + ' |')
   teacher = [np.mean([c['per_task'][t]['teacher_mean']
                       for c in configs.values()]) for t in tasks]
   t_params = next(iter(configs.values()))['teacher_params'] or {}
-  lines += ['| teachers (mean over seeds) | | | | 1.00 | | '
+  lines += ['| teachers (mean over seeds) | | | | | 1.00 | | '
             + f'{sum(t_params.values()):,} ({len(t_params)} teachers) | '
             + ' | '.join(f'{x:.1f}' for x in teacher) + ' |', '',
             '*kept of teachers*: mean student score / mean teacher score'
             ' over tasks x seeds. *surgery projected*: fraction of steps'
             ' whose gradient was projected (mean ± sd over seeds). Per-task'
-            ' cells are means over seeds.', '']
+            ' cells are means over seeds. *P(X > baseline)*: the'
+            ' probability that a run of the row beats a run of the'
+            f' baseline `{summary.get("baseline")}` on a task (rliable).'
+            f'{FOUND_MARK.strip()}: added after seeing the data'
+            ' (`configs/study.py` `found_after_data`, which says why).', '']
+  lines += found_table(summary, found, reps)
 
   # Improvement and profiles.
   imp_lines, estimates = improvement_table(summary, reps)

@@ -125,7 +125,12 @@ def test_plan_of_the_full_study_shares_teachers_per_seed():
   for m in members:  # pcgrad only with the mixture
     if m.config['surgery']['name'] == 'pcgrad':
       assert m.config['curriculum']['name'] == 'mixture'
-  assert len(members) == len({m.name for m in members}) == 23 * 5
+  # 23 planned configurations and 3 added after seeing the data.
+  assert len(members) == len({m.name for m in members}) == 26 * 5
+  found = set(study.found_after_data_names())
+  assert found <= configurations
+  assert [m.configuration for m in members[-15:]] == [
+      n for n in study.found_after_data_names() for _ in range(5)]
   # Configuration by configuration, the main comparison first.
   assert [m.configuration for m in members[:10]] == (
       ['curriculum=max_kl,surgery=previous'] * 5
