@@ -44,7 +44,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seeds = (0,)
   # Devices: `population` devices on the mesh's 'population' axis (0: as
   # many as divide both the members and the devices), the rest on 'data'.
-  config.mesh = ml_collections.ConfigDict(dict(population=0))
+  # `members`: how a population's members share one program: 'vmap'
+  # (batched), 'map' (in turn on each device) or 'auto' ('map' on CPU,
+  # 'vmap' on accelerators; docs/scale.md has the measurements).
+  config.mesh = ml_collections.ConfigDict(dict(population=0, members='auto'))
   config.stages = ('datasets', 'teachers', 'teacher_eval')
   config.tasks = TASKS
   # Another workdir whose teachers (and their evaluation) this run uses and

@@ -82,6 +82,89 @@ def population_shards(mesh_config: Any, num_members: int) -> int:
   return max(d for d in range(1, n + 1) if n % d == 0 and num_members % d == 0)
 
 
+MODES = ('auto', 'vmap', 'map')
+
+
+def population_mode(mesh_config: Any) -> str:
+  """'vmap' or 'map': how a population's members share one program.
+
+  Args:
+    mesh_config: `config.mesh`; its `members` is 'vmap' (the members batched
+      into every operation), 'map' (each device group runs its members one
+      after another inside the program) or 'auto' (absent: 'auto'): 'map' on
+      CPU, 'vmap' on accelerators. On XLA:CPU a member's step already keeps
+      the cores busy, and batched matmuls with per-member weights run at a
+      third of the FLOP rate of the same matmuls one at a time, so members in
+      turn are cheaper (docs/scale.md); an accelerator is far from full with
+      one small member and gains from the batch.
+
+  Returns:
+    The mode.
+
+  Raises:
+    ValueError: naming `config.mesh.members` when it is not one of MODES.
+  """
+  mode = (mesh_config.get('members', 'auto') if mesh_config is not None
+          else 'auto')
+  if mode not in MODES:
+    raise ValueError(f'config.mesh.members={mode!r}: one of {MODES}')
+  if mode == 'auto':
+    return 'map' if jax.default_backend() == 'cpu' else 'vmap'
+  return mode
+
+
+def over_members(fn, in_axes: Sequence[int | None], mode: str = 'vmap',
+                 groups: int = 1):
+  """`fn` applied to every member of a population, in one program.
+
+  Args:
+    fn: one member's function; its outputs are pytrees of arrays.
+    in_axes: per positional argument, 0 (carries a leading population axis
+      P) or None (shared by all members).
+    mode: 'vmap' (`jax.vmap`: every operation batched over P) or 'map'
+      (`lax.map`: members in turn, each the same computation as a run of its
+      own).
+    groups: the mesh's 'population' size G (dividing P). With 'map', the
+      members are split into G groups, one per device along 'population'
+      (vmapped there, so each device holds one group), and each group's
+      members run in turn; with 'vmap' it changes nothing.
+
+  Returns:
+    `f(*args)` with outputs carrying the leading [P] axis.
+  """
+  if mode == 'vmap':
+    return jax.vmap(fn, in_axes=tuple(in_axes), spmd_axis_name='population')
+  if mode != 'map':
+    raise ValueError(f'parallel.over_members: mode={mode!r}: one of'
+                     ' vmap, map')
+  mapped = [i for i, ax in enumerate(in_axes) if ax == 0]
+
+  def in_turn(*args):
+    def one(xs):
+      full = list(args)
+      for i, x in zip(mapped, xs):
+        full[i] = x
+      return fn(*full)
+    return jax.lax.map(one, [args[i] for i in mapped])
+
+  if groups == 1:
+    return in_turn
+
+  def grouped(*args):
+    num = jax.tree.leaves(args[mapped[0]])[0].shape[0]
+    if num % groups:
+      raise ValueError(f'parallel.over_members: {num} members do not split'
+                       f' into {groups} groups')
+    split = lambda x: x.reshape((groups, num // groups) + x.shape[1:])
+    args = [jax.tree.map(split, a) if ax == 0 else a
+            for a, ax in zip(args, in_axes)]
+    out = jax.vmap(in_turn, in_axes=tuple(in_axes),
+                   spmd_axis_name='population')(*args)
+    return jax.tree.map(lambda x: x.reshape((num,) + x.shape[2:]), out)
+
+  return grouped
+
+
 class Placement:
   """Shardings on one mesh, for trees with or without a population axis."""
 

@@ -10,10 +10,13 @@ Prints JSON lines, one per figure, each naming the device:
   the same members distilled one after another (one program each), the same
   `--steps` steps of the config's student on the same synthetic 4-task data
   (the suite's sizes), compilation included, as a run would pay it. Target:
-  ratio <= 0.5. Printed twice: the population on one device, and (in a
-  child process with one forced CPU device per core, `--population_devices`)
-  with its population axis split over those devices, each member group on
-  its own core; the sequential runs use one device in both.
+  ratio <= 0.5. The population program is built both ways
+  (`config.mesh.members`): 'map' (members in turn; the CPU default) and
+  'vmap' (batched; the accelerators' default), each line saying which is
+  the default here. Printed on one device, and (in a child process with one
+  forced CPU device per core, `--population_devices`) with the population
+  axis split over those devices, each member group on its own core; the
+  sequential runs use one device in both.
 - `devices`: the distillation step on 1, 2 and 4 forced CPU devices (data
   parallel over 'data'), each in a child process. Forced CPU devices share
   the same cores, so this checks that the sharded step runs, not speed.
@@ -42,7 +45,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _STEPS = flags.DEFINE_integer('steps', 200, 'Distillation steps per member.')
 _MEMBERS = flags.DEFINE_integer('members', 4, 'Population size.')
 _DEVICES = flags.DEFINE_string('devices', '1,2,4',
-                               'Forced CPU device counts for the step.')
+                               'Forced CPU device counts for the step (empty:'
+                               ' not measured).')
 _POP_DEVICES = flags.DEFINE_integer(
     'population_devices', os.cpu_count() or 1,
     'Forced CPU devices for the sharded population figure (one per core; 1'
@@ -105,7 +109,8 @@ def _line(**kw):
 
 
 def bench_population(config, source, shards=1):
-  """Sequential members vs one population program (on `shards` devices)."""
+  """Sequential members vs one population program (on `shards` devices),
+  the program built both ways (`config.mesh.members`: 'map', 'vmap')."""
   members = _MEMBERS.value
   built = [_member(config, source, seed) for seed in range(members)]
   jax.block_until_ready([b[1:] for b in built])
@@ -117,26 +122,31 @@ def bench_population(config, source, shards=1):
   stack = lambda *xs: jnp.stack(xs)
   states, teachers, pools = (jax.tree.map(stack, *[b[i] for b in built])
                              for i in (1, 2, 3))
-  population_step = student_lib.make_population_step(built[0][0])
-  if shards > 1:
-    place = parallel.Placement(parallel.make_mesh(population=shards))
-    member, rep = place.member_sharding, place.replicated_sharding
-    fn = jax.jit(population_step, in_shardings=(member, member, rep, member),
-                 out_shardings=(member, member))
-    args = (place.per_member(states), place.per_member(teachers),
-            place.replicated(source), place.per_member(pools))
-    jax.block_until_ready(args)
-  else:
-    fn, args = jax.jit(population_step), (states, teachers, source, pools)
-  start = time.perf_counter()
-  out, _ = fn(*args)
-  jax.block_until_ready(out)
-  population = time.perf_counter() - start
-  _line(figure='population', members=members, steps=_STEPS.value,
-        population_devices=shards, sequential_s=round(sequential, 3),
-        population_s=round(population, 3),
-        ratio=round(population / sequential, 3), target='<= 0.5',
-        met=population / sequential <= 0.5)
+  default = parallel.population_mode(config.get('mesh'))
+  for mode in ('map', 'vmap'):
+    population_step = student_lib.make_population_step(built[0][0], mode,
+                                                       shards)
+    if shards > 1:
+      place = parallel.Placement(parallel.make_mesh(population=shards))
+      member, rep = place.member_sharding, place.replicated_sharding
+      fn = jax.jit(population_step,
+                   in_shardings=(member, member, rep, member),
+                   out_shardings=(member, member))
+      args = (place.per_member(states), place.per_member(teachers),
+              place.replicated(source), place.per_member(pools))
+      jax.block_until_ready(args)
+    else:
+      fn, args = jax.jit(population_step), (states, teachers, source, pools)
+    start = time.perf_counter()
+    out, _ = fn(*args)
+    jax.block_until_ready(out)
+    population = time.perf_counter() - start
+    _line(figure='population', members=members, steps=_STEPS.value,
+          population_devices=shards, members_mode=mode,
+          default_mode=mode == default, sequential_s=round(sequential, 3),
+          population_s=round(population, 3),
+          ratio=round(population / sequential, 3), target='<= 0.5',
+          met=population / sequential <= 0.5)
 
 
 def bench_devices_child(config):
@@ -174,7 +184,7 @@ def main(argv):
               for n in [_POP_DEVICES.value] if n > 1 and jax.default_backend()
               == 'cpu' and _MEMBERS.value % n == 0]
   children += [(int(x), f'--child_devices={x}')
-               for x in _DEVICES.value.split(',')]
+               for x in _DEVICES.value.split(',') if x.strip()]
   for n, child in children:
     env = dict(os.environ,
                XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
@@ -186,7 +196,9 @@ def main(argv):
     if proc.returncode:
       raise RuntimeError(f'bench_scale: {child} failed:\n'
                          f'{proc.stderr[-3000:]}')
-    print(proc.stdout.strip().splitlines()[-1], flush=True)
+    lines = proc.stdout.strip().splitlines()
+    for line in lines[-2:] if 'population' in child else lines[-1:]:
+      print(line, flush=True)
 
 
 if __name__ == '__main__':

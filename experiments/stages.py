@@ -246,7 +246,8 @@ def _teachers(ctx: Context) -> None:
       stats=ctx.stats, directory=dirs if ctx.population else dirs[0],
       seed=list(ctx.seeds) if ctx.population else ctx.seeds[0],
       writer=writers if ctx.population else writers[0],
-      placement=ctx.placement)
+      placement=ctx.placement,
+      members=parallel.population_mode(config.get('mesh')))
 
 
 def _check_result(r: dict[str, Any], who: str, task: str, directory: str
@@ -532,6 +533,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
           f'config.mesh.population={want} must divide both the'
           f' {len(seeds)} members (config.seeds={seeds}) and the {n}'
           ' devices')
+  if mesh is not None:
+    parallel.population_mode(mesh)  # names config.mesh.members if bad
   preflight.check_config(config)
   if 'student' in config:
     student_lib.check_config(config)

@@ -44,6 +44,16 @@ def test_population_of_two_equals_two_single_seed_runs(measured):
 
 
 @pytest.mark.slow
+def test_population_in_turn_equals_single_seed_runs(measured):
+  # `config.mesh.members='map'` (the CPU default): members one after
+  # another, on one device and split over the two 'population' devices.
+  assert measured['population_map1_max_diff'] < 1e-5
+  assert measured['population_map2_max_diff'] < 1e-5
+  assert measured['population_map1_devices'] == 1
+  assert measured['population_map2_devices'] == 4  # the (2, 2) mesh
+
+
+@pytest.mark.slow
 def test_sharded_teacher_update_equals_one_device(measured):
   # Two teachers (vmapped) with every batch split over the 4 devices. The
   # population of teachers is checked end to end in pipeline_test.py.

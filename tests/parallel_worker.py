@@ -110,6 +110,21 @@ def main():
                 singles[i].params) for i in range(2))
   out['population_members_differ'] = _max_diff(singles[0].params,
                                                singles[1].params)
+  # The members in turn ('map'): in one group on one device, and in two
+  # groups of one on the mesh's two 'population' devices.
+  for groups in (1, 2):
+    fn = student_lib.make_population_step(step, 'map', groups)
+    args = (jax.tree.map(stack, *states), jax.tree.map(stack, *teachers),
+            source, jax.tree.map(stack, *pools))
+    if groups > 1:
+      args = (place.per_member(args[0]), place.per_member(args[1]),
+              place.replicated(args[2]), place.per_member(args[3]))
+    map_states, _ = jax.jit(fn)(*args)
+    out[f'population_map{groups}_max_diff'] = max(
+        _max_diff(jax.tree.map(lambda x, i=i: x[i], map_states.params),
+                  singles[i].params) for i in range(2))
+    out[f'population_map{groups}_devices'] = len(
+        map_states.params['embed_return']['kernel'].sharding.device_set)
   out.update(_teachers())
   print(json.dumps(out))
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from distill import checkpointing
+from distill import parallel
 from distill import pipeline
 from experiments import stages
 import smoke_reference  # tests/ is on sys.path under pytest
@@ -117,11 +118,16 @@ def _params_max_diff(a, b):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('members', ['map', 'vmap'])
 def test_population_member_equals_the_single_seed_run(shared, smoke,
-                                                      tmp_path):
+                                                      tmp_path, members):
   # Seeds (0, 1) in one program; member 0 against the reference (seed 0).
+  # 'map' (the CPU default) runs the members in turn, each the computation
+  # of a single run: equal to the last bit. 'vmap' batches them: equal
+  # within float tolerance.
   workdir = str(tmp_path / 'pop')
-  proc = smoke_reference.run(shared, workdir, '--config.seeds=(0,1)')
+  proc = smoke_reference.run(shared, workdir, '--config.seeds=(0,1)',
+                             f'--config.mesh.members={members}')
   assert proc.returncode == 0, proc.stderr[-4000:]
   for rel in ('teachers/hopper', 'teachers/walker2d', 'student/last',
               'student/best'):
@@ -131,6 +137,8 @@ def test_population_member_equals_the_single_seed_run(shared, smoke,
         os.path.join(smoke, rel))
     assert meta['step'] == single_meta['step'], rel
     assert _params_max_diff(member, single) < 1e-5, rel
+    if members == 'map':
+      assert _params_max_diff(member, single) == 0.0, rel
   _, other, _ = checkpointing.load_policy(
       os.path.join(workdir, 'seed_1', 'student', 'last'))
   assert _params_max_diff(member, other) > 1e-3  # Really another member.
@@ -181,3 +189,18 @@ def test_seed_and_seeds(smoke_config):
   config.seeds, config.mesh.population = (1, 2), 3
   with pytest.raises(ValueError, match='config.mesh.population=3'):
     stages.check_config(config)
+  config.mesh.population = 0
+  stages.check_config(config)
+  # How members share the program: the backend's choice, or a named one.
+  assert parallel.population_mode(config.mesh) == 'map'  # CPU
+  config.mesh.members = 'vmap'
+  assert parallel.population_mode(config.mesh) == 'vmap'
+  config.mesh.members = 'batched'
+  with pytest.raises(ValueError, match="config.mesh.members='batched'"):
+    stages.check_config(config)
+  # The hashed stage config ignores it: a finished run stays finished.
+  hashes = set()
+  for members in ('map', 'vmap'):
+    config.mesh.members = members
+    hashes.add(stages.stage_hash(config, 'distill', with_inputs=False))
+  assert len(hashes) == 1

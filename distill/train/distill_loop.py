@@ -295,7 +295,9 @@ def train_student(
     if n not in compiled:
       fn = student_lib.make_multi_step(step_fn, n)
       if population:
-        fn = student_lib.make_population_step(fn)
+        fn = student_lib.make_population_step(
+            fn, parallel.population_mode(config.get('mesh')),
+            1 if placement is None else placement.mesh.shape['population'])
       shardings = {} if placement is None else dict(
           in_shardings=(member_sh, member_sh, rep, member_sh),
           out_shardings=(member_sh, rep))

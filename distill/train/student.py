@@ -436,20 +436,23 @@ def make_multi_step(step_fn, num_steps: int):
   return multi_step
 
 
-def make_population_step(step_fn):
+def make_population_step(step_fn, mode: str = 'vmap', groups: int = 1):
   """One step of every member of a population, in one program.
 
   Args:
     step_fn: from `make_distill_step` (or `make_multi_step`).
+    mode: 'vmap' (every operation batched over the members) or 'map' (the
+      members in turn, each the computation of a single run);
+      `parallel.population_mode(config.mesh)` picks one for the backend.
+    groups: the mesh's 'population' size (`parallel.over_members`).
 
   Returns:
-    `step(states_P, teacher_params_PxT, source, pools_P)`: `step_fn`
-    vmapped over a leading population axis of the state, the teachers and
-    the probe pools (each member has its own); the datasets are shared. On a
-    mesh the population axis maps to its 'population' axis.
+    `step(states_P, teacher_params_PxT, source, pools_P)`: `step_fn` over a
+    leading population axis of the state, the teachers and the probe pools
+    (each member has its own); the datasets are shared. On a mesh the
+    population axis maps to its 'population' axis.
   """
-  return jax.vmap(step_fn, in_axes=(0, 0, None, 0),
-                  spmd_axis_name='population')
+  return parallel.over_members(step_fn, (0, 0, None, 0), mode, groups)
 
 
 def init_state(student: model_lib.DecisionTransformer, selector, optimizer,

@@ -257,6 +257,7 @@ def train_teachers(
     seed: int | Sequence[int],
     writer: logs.MetricWriter | Sequence[logs.MetricWriter] | None = None,
     placement: parallel.Placement | None = None,
+    members: str | None = None,
 ) -> dict[str, TrainState] | list[dict[str, TrainState]]:
   """Trains one teacher per task of `source`, resuming from checkpoints.
 
@@ -270,9 +271,9 @@ def train_teachers(
   parameters as a run that was never interrupted.
 
   A population (`seed` and `directory` sequences, one entry per member P)
-  trains every member's teachers in the same compiled step, vmapped over a
-  leading member axis that the mesh's 'population' axis splits; member p
-  gets what a single run with `seed[p]` and `directory[p]` gets.
+  trains every member's teachers in the same compiled step, over a leading
+  member axis that the mesh's 'population' axis splits (`members`); member
+  p gets what a single run with `seed[p]` and `directory[p]` gets.
 
   Args:
     config: `config.teacher` (model, optimizer, entropy, steps, batch_size,
@@ -291,6 +292,9 @@ def train_teachers(
     placement: the device mesh: batches split over 'data', states created
       and kept replicated (members split over 'population'); None: plain
       `jax.jit` on the default device.
+    members: how a population's members share the step, 'vmap' or 'map'
+      (`parallel.population_mode(config.mesh)`); None: the backend's
+      default.
 
   Returns:
     The final `TrainState` of each task (a list of them, one per member, in
@@ -391,8 +395,9 @@ def train_teachers(
       if config.vmap:
         fn = jax.vmap(fn, in_axes=(0, None, 0))
       if population:
-        fn = jax.vmap(fn, in_axes=(0, None, None),
-                      spmd_axis_name='population')
+        fn = parallel.over_members(
+            fn, (0, None, None), members or parallel.population_mode(None),
+            1 if placement is None else placement.mesh.shape['population'])
       shardings = {} if placement is None else dict(
           in_shardings=(state_sharding, rep, rep),
           out_shardings=(state_sharding, rep))
