@@ -37,6 +37,7 @@ finished members are aggregated (`python -m experiments.aggregate DIR`:
 `sweep.json`, `sweep.md`, plots).
 """
 
+import math
 import os
 import shlex
 import shutil
@@ -79,6 +80,12 @@ _PUBLISH = flags.DEFINE_string(
 _PUBLISH_COMMIT = flags.DEFINE_bool(
     'publish_commit', False, 'git-commit --publish after each member, so'
     ' the results of an interrupted sweep are kept.')
+_PUBLISH_AGGREGATE_S = flags.DEFINE_float(
+    'publish_aggregate_s', 0.0, 'Re-aggregate the --publish directory at'
+    ' most once per this many seconds (0: after every member); the end of'
+    " the sweep always does. Aggregating a large study costs about a"
+    " minute of CPU, which a member's publishing otherwise takes from the"
+    ' running jobs.')
 _CACHE = flags.DEFINE_bool(
     'compilation_cache', True, "Give the jobs one JAX compilation cache in"
     ' DIR/jax_cache (unless JAX_COMPILATION_CACHE_DIR is set).')
@@ -97,6 +104,9 @@ def check_flags() -> None:
     raise app.UsageError(f'--timeout_min={_TIMEOUT_MIN.value}: must be >= 1')
   if _GPUS.value < 0:
     raise app.UsageError(f'--gpus_per_job={_GPUS.value}: must be >= 0')
+  if _PUBLISH_AGGREGATE_S.value < 0:
+    raise app.UsageError(f'--publish_aggregate_s={_PUBLISH_AGGREGATE_S.value}:'
+                         ' must be >= 0')
   if _PUBLISH_COMMIT.value and not _PUBLISH.value:
     raise app.UsageError('--publish_commit needs --publish=DIR')
   if _PUBLISH.value:
@@ -384,9 +394,15 @@ def aggregate_sweep(root: str, baseline: str, reps: int, *,
 
 
 def make_publisher(sweep: Sweep, dest: str, baseline: str, reps: int,
-                   commit: bool):
-  """The `on_done` of a sweep with --publish: copy, aggregate, commit."""
+                   commit: bool, aggregate_every_s: float = 0.0):
+  """The `on_done` of a sweep with --publish: copy, aggregate, commit.
+
+  The published aggregate is recomputed after a member when
+  `aggregate_every_s` seconds have passed since it last was (0: always);
+  `finish_publishing` recomputes it at the end.
+  """
   os.makedirs(dest, exist_ok=True)
+  last = [-math.inf]
 
   def on_done(job: sweeps.Job) -> None:
     if job.kind != 'member':
@@ -395,7 +411,9 @@ def make_publisher(sweep: Sweep, dest: str, baseline: str, reps: int,
       publish.publish_member(job, sweep.root, dest)
       sweep.write_state()
       publish.publish_state(sweep.root, dest)
-      aggregate_sweep(dest, baseline, reps, strict=False)
+      if time.monotonic() - last[0] >= aggregate_every_s:
+        aggregate_sweep(dest, baseline, reps, strict=False)
+        last[0] = time.monotonic()
     except (OSError, ValueError, KeyError) as e:
       logging.error('publish %s to %s failed: %s', job.name, dest, e)
       return
@@ -403,6 +421,19 @@ def make_publisher(sweep: Sweep, dest: str, baseline: str, reps: int,
                                  f' ({os.path.basename(dest)})'):
       logging.info('published and committed %s', job.name)
   return on_done
+
+
+def finish_publishing(dest: str, baseline: str, reps: int,
+                      commit: bool) -> None:
+  """The published aggregate over every published member, committed."""
+  try:
+    aggregate_sweep(dest, baseline, reps, strict=False)
+  except (OSError, ValueError, KeyError) as e:
+    logging.error('publish: aggregate of %s failed: %s', dest, e)
+    return
+  if commit and publish.commit(dest, f'study: aggregate'
+                               f' ({os.path.basename(dest)})'):
+    logging.info('published and committed the aggregate of %s', dest)
 
 
 def main(argv):
@@ -447,7 +478,8 @@ def main(argv):
   if _PUBLISH.value:
     dest = os.path.abspath(_PUBLISH.value)
     sweep.on_done = make_publisher(sweep, dest, baseline, reps,
-                                   _PUBLISH_COMMIT.value)
+                                   _PUBLISH_COMMIT.value,
+                                   _PUBLISH_AGGREGATE_S.value)
     for job in members:  # finished in an earlier sweep, not yet published
       if (sweep.status[(job.kind, job.name)] == 'skipped'
           and not os.path.exists(os.path.join(dest, 'members', job.name,
@@ -465,6 +497,9 @@ def main(argv):
   report = aggregate_sweep(root, baseline, reps, strict=False)
   if report:
     logging.info('aggregate: %s', report)
+  if _PUBLISH.value and _PUBLISH_AGGREGATE_S.value > 0:
+    finish_publishing(os.path.abspath(_PUBLISH.value), baseline, reps,
+                      _PUBLISH_COMMIT.value)
   if failed:
     for job in failed:
       logging.error('FAILED %s %s: %s; log: %s', job.kind, job.name,

@@ -204,6 +204,7 @@ def test_print_lists_the_commands():
     (['--executor=pbs'], 'executor'),
     (['--baseline=curriculum=nope'], '--baseline'),
     (['--config=configs/mt_distill.py'], 'get_sweep'),
+    (['--publish_aggregate_s=-1'], '--publish_aggregate_s=-1'),
 ])
 def test_bad_flags_are_refused_before_work(tmp_path, args, message):
   proc = _cli('experiments.sweep', f'--config={SMOKE}',
@@ -282,6 +283,48 @@ def test_jobs_get_the_sweeps_compilation_cache_unless_one_is_set(tmp_path):
   local, slurm, _ = run(dict(env, JAX_COMPILATION_CACHE_DIR=str(tmp_path)))
   assert 'JAX_COMPILATION_CACHE_DIR' not in local
   assert slurm == {}
+
+
+def test_publisher_aggregates_at_most_once_per_interval(tmp_path):
+  # Publishing copies every member at once; the aggregate of the published
+  # directory (about a minute of CPU for the study) waits for its interval,
+  # and `finish_publishing` always makes it.
+  code = '''
+import json, sys, time, types
+from experiments import publish, sweep
+calls = []
+sweep.aggregate_sweep = lambda dest, *a, **k: calls.append(('aggregate',
+                                                             dest))
+publish.publish_member = lambda job, root, dest: calls.append(('member',
+                                                               job.name))
+publish.publish_state = lambda root, dest: None
+publish.commit = lambda dest, message: calls.append(('commit', message))
+state = types.SimpleNamespace(root='/r', write_state=lambda: None)
+job = lambda n: types.SimpleNamespace(kind='member', name=n)
+every = float(sys.argv[1])
+on_done = sweep.make_publisher(state, sys.argv[2], 'b', 10, True, every)
+for name in ('m0', 'm1', 'm2'):
+  on_done(job(name))
+on_done(types.SimpleNamespace(kind='teacher', name='t'))
+sweep.finish_publishing(sys.argv[2], 'b', 10, True)
+print(json.dumps(calls))
+'''
+  run = lambda every: json.loads(subprocess.run(
+      [sys.executable, '-c', code, str(every), str(tmp_path / 'pub')],
+      cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+  pub = str(tmp_path / 'pub')
+  agg = ['aggregate', pub]
+  commits = lambda calls: [c[1] for c in calls if c[0] == 'commit']
+  calls = run(3600)
+  assert [c for c in calls if c[0] != 'commit'] == [
+      ['member', 'm0'], agg, ['member', 'm1'], ['member', 'm2'], agg]
+  assert commits(calls) == [f'study: {m} finished (pub)'
+                            for m in ('m0', 'm1', 'm2')] + [
+                                'study: aggregate (pub)']
+  calls = run(0)  # after every member (the default)
+  assert [c for c in calls if c[0] != 'commit'] == [
+      ['member', 'm0'], agg, ['member', 'm1'], agg, ['member', 'm2'], agg,
+      agg]
 
 
 @pytest.mark.slow
