@@ -245,7 +245,8 @@ def render(study: str, out_path: str, reps: int) -> str:
       ' One seed has no interval (n=1).', '',
       'Reproduce: `python -m experiments.sweep --config=configs/study.py'
       ' --workdir=runs/study --parallel=2 --publish=docs/study'
-      ' --publish_commit` (a rerun skips finished members), then'
+      ' --publish_commit --publish_aggregate_s=1800` (a rerun skips'
+      ' finished members), then'
       ' `python -m experiments.study_report`. Each member\'s own command is'
       ' in `docs/study/members/<name>/sweep_job.json`; the intervals are'
       ' recomputed from `docs/study/sweep.json` by `python -m'
