@@ -337,22 +337,39 @@ def render(study: str, out_path: str, reps: int) -> str:
 
   # Size curve.
   points: dict[str, list[tuple[int, dict, int]]] = {}
+  names: dict[tuple[str, int], str] = {}
   for name, c in configs.items():
     method, _ = _size_key(name)
     label = {'curriculum=max_kl,surgery=previous': 'distilled (max_kl +'
              ' previous)', 'curriculum=scratch,surgery=none':
              'from scratch'}.get(method)
-    if label:
+    if label and name not in found:
       points.setdefault(label, []).append((c['student_params'],
                                            c['student']['iqm'], c['n']))
+      names[(method, c['student_params'])] = name
   if points:
     _plot_sizes(plot('results_sizes.png'), points)
-    lines += ['## Size curve', '', '| student | params | IQM |',
-              '|---|---:|---|']
+    lines += ['## Size curve', '',
+              '| student | params | IQM | P(distilled > from scratch) |',
+              '|---|---:|---|---|']
+
+    def matrix(name):
+      return np.array([[r['student_scores'][t] for t in tasks]
+                       for r in configs[name]['runs']])
+
     for label, pts in points.items():
       for params, est, n in sorted(pts, key=lambda p: p[0]):
+        pair = [names.get((m, params)) for m in (
+            'curriculum=max_kl,surgery=previous',
+            'curriculum=scratch,surgery=none')]
+        cell = '-'
+        if label.startswith('distilled') and all(pair):
+          cell = aggregate.format_estimate(
+              aggregate.probability_of_improvement(
+                  matrix(pair[0]), matrix(pair[1]), reps=reps),
+              min(configs[pair[0]]['n'], configs[pair[1]]['n']), 2)
         lines.append(f'| {label} | {params:,} |'
-                     f' {aggregate.format_estimate(est, n)} |')
+                     f' {aggregate.format_estimate(est, n)} | {cell} |')
     lines += ['', f'![size curve]({rel(plot("results_sizes.png"))})', '']
   if summary.get('missing'):
     lines += [f'{len(summary["missing"])} members have no results yet.', '']

@@ -87,6 +87,10 @@ def test_report_lists_every_configuration_with_its_numbers(tmp_path):
     assert (study_dir / png).read_bytes()[:4] == b'\x89PNG'
   if any(n in summary['configurations'] for n in found):
     assert '### Rows found after seeing the data' in text
+  sized = [n for n in summary['configurations'] if 'student.model' in n]
+  if sized:  # distilled against from scratch at each size
+    assert '| P(distilled > from scratch) |' in text
+    assert (study_dir / 'results_sizes.png').read_bytes()[:4] == b'\x89PNG'
 
 
 def test_found_table_compares_each_row_with_its_parent():
