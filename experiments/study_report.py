@@ -153,6 +153,33 @@ def found_table(summary: dict[str, Any], found: dict[str, str], reps: int
   return lines + ['']
 
 
+def surgery_table(summary: dict[str, Any], reps: int) -> list[str]:
+  """P(X with surgery > X without) for every configuration run both ways."""
+  configs, tasks = summary['configurations'], summary['tasks']
+  rows = []
+  for name in configs:
+    for surgery in ('previous', 'pcgrad'):
+      other = name.replace(f'surgery={surgery}', 'surgery=none')
+      if f'surgery={surgery}' in name and other in configs:
+        rows.append((name, other))
+  if not rows:
+    return []
+
+  def matrix(name):
+    return np.array([[r['student_scores'][t] for t in tasks]
+                     for r in configs[name]['runs']])
+
+  lines = ['### The surgery\'s own effect', '',
+           '| with surgery | without | P(with > without) |', '|---|---|---|']
+  for name, other in rows:
+    est = aggregate.probability_of_improvement(matrix(name), matrix(other),
+                                               reps=reps)
+    n = min(configs[name]['n'], configs[other]['n'])
+    lines.append(f'| `{name}` | `{other}` |'
+                 f' {aggregate.format_estimate(est, n, 2)} |')
+  return lines + ['']
+
+
 def _plot_curves(path: str, curves: dict[str, list[dict[str, Any]]],
                  tasks: list[str]) -> None:
   """KL per teacher over steps, one panel per variant (mean over seeds)."""
@@ -314,6 +341,8 @@ def render(study: str, out_path: str, reps: int) -> str:
     lines += ['Performance profiles (fraction of runs x tasks above a score,'
               ' 95% bands):', '',
               f'![profiles]({rel(plot("results_profiles.png"))})', '']
+
+  lines += surgery_table(summary, reps)
 
   # Choices and curves.
   curves = {name: [m['curves'] for m in ms if 'curves' in m]

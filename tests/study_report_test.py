@@ -87,6 +87,12 @@ def test_report_lists_every_configuration_with_its_numbers(tmp_path):
     assert (study_dir / png).read_bytes()[:4] == b'\x89PNG'
   if any(n in summary['configurations'] for n in found):
     assert '### Rows found after seeing the data' in text
+  # The surgery's own effect: each configuration against its twin without.
+  surgery_rows = [line for line in text.splitlines()
+                  if line.startswith('| `curriculum=round_robin,surgery='
+                                     'previous` | `curriculum=round_robin,'
+                                     'surgery=none` |')]
+  assert len(surgery_rows) == 1
   sized = [n for n in summary['configurations'] if 'student.model' in n]
   if sized:  # distilled against from scratch at each size
     assert '| P(distilled > from scratch) |' in text
