@@ -134,7 +134,8 @@ def found_table(summary: dict[str, Any], found: dict[str, str], reps: int
            ' looking at the first 60 members, so an interval here is weaker'
            ' evidence than the same interval for a row fixed in advance.',
            '', '| row | varies | IQM of the row | IQM of the parent |'
-           ' P(row > parent) |', '|---|---|---|---|---|']
+           ' P(row > parent) | P(row > its curriculum without surgery) |',
+           '|---|---|---|---|---|---|']
 
   def matrix(name):
     return np.array([[r['student_scores'][t] for t in tasks]
@@ -148,8 +149,16 @@ def found_table(summary: dict[str, Any], found: dict[str, str], reps: int
     est = aggregate.probability_of_improvement(matrix(name), matrix(parent),
                                                reps=reps)
     n = min(configs[name]['n'], configs[parent]['n'])
+    rest = [p for p in parent.split(',') if not p.startswith('surgery')]
+    bare = ','.join(rest[:1] + ['surgery=none'] + rest[1:])
+    cell = '-'
+    if bare in configs and bare != parent:
+      cell = aggregate.format_estimate(
+          aggregate.probability_of_improvement(matrix(name), matrix(bare),
+                                               reps=reps),
+          min(configs[name]['n'], configs[bare]['n']), 2) + f' (`{bare}`)'
     lines.append(f'| `{name}` | `{parent}` | {iqm(name)} | {iqm(parent)}'
-                 f' | {aggregate.format_estimate(est, n, 2)} |')
+                 f' | {aggregate.format_estimate(est, n, 2)} | {cell} |')
   return lines + ['']
 
 

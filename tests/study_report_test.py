@@ -120,5 +120,7 @@ def test_found_table_compares_each_row_with_its_parent():
   assert len(rows) == 1  # a row without results (or parent) is left out
   assert rows[0].startswith('| `curriculum=x,surgery.decay=0.9` |'
                             ' `curriculum=x` |')
-  assert rows[0].rstrip(' |').endswith('1.00 [1.00, 1.00]')
+  cells = [c.strip() for c in rows[0].split('|')]
+  assert cells[5] == '1.00 [1.00, 1.00]'  # P(row > parent)
+  assert cells[6] == '-'  # no twin without surgery in this summary
   assert study_report.found_table(summary, {}, reps=50) == []
