@@ -95,36 +95,44 @@ def _mean_sd(values: list[float]) -> str:
   return f'{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}'
 
 
+def _scores(summary: dict[str, Any], name: str) -> np.ndarray:
+  """[runs, tasks] student scores of one configuration in `sweep.json`."""
+  return np.array([[r['student_scores'][t] for t in summary['tasks']]
+                   for r in summary['configurations'][name]['runs']])
+
+
+def _improvement(summary: dict[str, Any], x: str, y: str, reps: int
+                 ) -> tuple[dict[str, float], str]:
+  """P(X > Y) and its table cell (n: the smaller of the two run counts)."""
+  configs = summary['configurations']
+  est = aggregate.probability_of_improvement(_scores(summary, x),
+                                             _scores(summary, y), reps=reps)
+  n = min(configs[x]['n'], configs[y]['n'])
+  return est, aggregate.format_estimate(est, n, 2)
+
+
 def improvement_table(summary: dict[str, Any], reps: int
                       ) -> tuple[list[str], dict[str, Any]]:
   """P(METHOD > baseline) for each baseline that has results."""
-  configs, tasks = summary['configurations'], summary['tasks']
+  configs = summary['configurations']
   lines, estimates = [], {}
   if METHOD not in configs:
     return ['`max_kl + previous` has no finished runs yet.'], estimates
-
-  def matrix(name):
-    return np.array([[r['student_scores'][t] for t in tasks]
-                     for r in configs[name]['runs']])
 
   lines += ['| X | runs of X | P(max_kl + previous > X) |', '|---|---:|---|']
   for base in BASELINES:
     if base not in configs:
       lines.append(f'| `{base}` | 0 | not run yet |')
       continue
-    est = aggregate.probability_of_improvement(matrix(METHOD), matrix(base),
-                                               reps=reps)
-    estimates[base] = est
-    n = min(configs[METHOD]['n'], configs[base]['n'])
-    lines.append(f'| `{base}` | {configs[base]["n"]} |'
-                 f' {aggregate.format_estimate(est, n, 2)} |')
+    estimates[base], cell = _improvement(summary, METHOD, base, reps)
+    lines.append(f'| `{base}` | {configs[base]["n"]} | {cell} |')
   return lines, estimates
 
 
 def found_table(summary: dict[str, Any], found: dict[str, str], reps: int
                 ) -> list[str]:
   """Each row found after the data against the row it varies."""
-  configs, tasks = summary['configurations'], summary['tasks']
+  configs = summary['configurations']
   rows = [(n, p) for n, p in found.items() if n in configs and p in configs]
   if not rows:
     return []
@@ -137,34 +145,25 @@ def found_table(summary: dict[str, Any], found: dict[str, str], reps: int
            ' P(row > parent) | P(row > its curriculum without surgery) |',
            '|---|---|---|---|---|---|']
 
-  def matrix(name):
-    return np.array([[r['student_scores'][t] for t in tasks]
-                     for r in configs[name]['runs']])
-
   def iqm(name):
     return aggregate.format_estimate(configs[name]['student']['iqm'],
                                      configs[name]['n'])
 
   for name, parent in rows:
-    est = aggregate.probability_of_improvement(matrix(name), matrix(parent),
-                                               reps=reps)
-    n = min(configs[name]['n'], configs[parent]['n'])
     rest = [p for p in parent.split(',') if not p.startswith('surgery')]
     bare = ','.join(rest[:1] + ['surgery=none'] + rest[1:])
     cell = '-'
     if bare in configs and bare != parent:
-      cell = aggregate.format_estimate(
-          aggregate.probability_of_improvement(matrix(name), matrix(bare),
-                                               reps=reps),
-          min(configs[name]['n'], configs[bare]['n']), 2) + f' (`{bare}`)'
+      cell = _improvement(summary, name, bare, reps)[1] + f' (`{bare}`)'
     lines.append(f'| `{name}` | `{parent}` | {iqm(name)} | {iqm(parent)}'
-                 f' | {aggregate.format_estimate(est, n, 2)} | {cell} |')
+                 f' | {_improvement(summary, name, parent, reps)[1]}'
+                 f' | {cell} |')
   return lines + ['']
 
 
 def surgery_table(summary: dict[str, Any], reps: int) -> list[str]:
   """P(X with surgery > X without) for every configuration run both ways."""
-  configs, tasks = summary['configurations'], summary['tasks']
+  configs = summary['configurations']
   rows = []
   for name in configs:
     for surgery in ('previous', 'pcgrad'):
@@ -174,18 +173,11 @@ def surgery_table(summary: dict[str, Any], reps: int) -> list[str]:
   if not rows:
     return []
 
-  def matrix(name):
-    return np.array([[r['student_scores'][t] for t in tasks]
-                     for r in configs[name]['runs']])
-
   lines = ['### The surgery\'s own effect', '',
            '| with surgery | without | P(with > without) |', '|---|---|---|']
   for name, other in rows:
-    est = aggregate.probability_of_improvement(matrix(name), matrix(other),
-                                               reps=reps)
-    n = min(configs[name]['n'], configs[other]['n'])
     lines.append(f'| `{name}` | `{other}` |'
-                 f' {aggregate.format_estimate(est, n, 2)} |')
+                 f' {_improvement(summary, name, other, reps)[1]} |')
   return lines + ['']
 
 
@@ -390,11 +382,6 @@ def render(study: str, out_path: str, reps: int) -> str:
     lines += ['## Size curve', '',
               '| student | params | IQM | P(distilled > from scratch) |',
               '|---|---:|---|---|']
-
-    def matrix(name):
-      return np.array([[r['student_scores'][t] for t in tasks]
-                       for r in configs[name]['runs']])
-
     for label, pts in points.items():
       for params, est, n in sorted(pts, key=lambda p: p[0]):
         pair = [names.get((m, params)) for m in (
@@ -402,10 +389,7 @@ def render(study: str, out_path: str, reps: int) -> str:
             'curriculum=scratch,surgery=none')]
         cell = '-'
         if label.startswith('distilled') and all(pair):
-          cell = aggregate.format_estimate(
-              aggregate.probability_of_improvement(
-                  matrix(pair[0]), matrix(pair[1]), reps=reps),
-              min(configs[pair[0]]['n'], configs[pair[1]]['n']), 2)
+          cell = _improvement(summary, pair[0], pair[1], reps)[1]
         lines.append(f'| {label} | {params:,} |'
                      f' {aggregate.format_estimate(est, n)} | {cell} |')
     lines += ['', f'![size curve]({rel(plot("results_sizes.png"))})', '']
