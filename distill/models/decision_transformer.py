@@ -28,6 +28,7 @@ References:
 """
 
 from collections.abc import Sequence
+import functools
 
 import flax.linen as nn
 import jax
@@ -210,6 +211,117 @@ class _LinearParams(nn.Module):
     return kernel, bias
 
 
+def _attend_forward(q_GxQxD, k_GxLxD, v_GxLxD, allowed_GxQxL, keep_1xQxL):
+  logits_GxQxL = jnp.einsum('gqd,gkd->gqk', q_GxQxD, k_GxLxD)
+  logits_GxQxL = jnp.where(allowed_GxQxL, logits_GxQxL,
+                           jnp.finfo(jnp.float32).min)
+  probs_GxQxL = jax.nn.softmax(logits_GxQxL)
+  weights_GxQxL = (probs_GxQxL if keep_1xQxL is None
+                   else probs_GxQxL * keep_1xQxL)
+  out_GxQxD = jnp.einsum('gqk,gkd->gqd', weights_GxQxL, v_GxLxD)
+  return out_GxQxD, probs_GxQxL
+
+
+@jax.custom_vjp
+def attend(q_GxQxD, k_GxLxD, v_GxLxD, allowed_GxQxL, keep_1xQxL):
+  """`softmax(q k^T where allowed) * keep @ v` for G = batch x heads.
+
+  Three-dimensional (heads folded into the batch axis): XLA:CPU runs these
+  batched matmuls without the transposed copies a [B, Q, H, D] einsum
+  makes. The backward pass is written out: the softmax's row sums
+  `sum_k dP_k P_k` are taken as `sum_d dO_d O_d` (the same quantity, since
+  `O = (P * keep) @ v`), a reduction over the head size instead of over
+  the L keys, and no gradient flows through the mask's `where`.
+
+  Args:
+    q_GxQxD: queries, already scaled by 1/sqrt(D).
+    k_GxLxD: keys.
+    v_GxLxD: values.
+    allowed_GxQxL: bool, which keys each query sees (each row has one).
+    keep_1xQxL: dropout multipliers of the weights (0 or 1/keep_prob),
+      or None.
+
+  Returns:
+    [G, Q, D].
+  """
+  return _attend_forward(q_GxQxD, k_GxLxD, v_GxLxD, allowed_GxQxL,
+                         keep_1xQxL)[0]
+
+
+def _attend_fwd(q, k, v, allowed, keep):
+  out, probs = _attend_forward(q, k, v, allowed, keep)
+  return out, (q, k, v, keep, probs, out)
+
+
+def _attend_bwd(res, d_out_GxQxD):
+  q, k, v, keep, probs_GxQxL, out_GxQxD = res
+  weights = probs_GxQxL if keep is None else probs_GxQxL * keep
+  d_weights_GxQxL = jnp.einsum('gqd,gkd->gqk', d_out_GxQxD, v)
+  d_v = jnp.einsum('gqk,gqd->gkd', weights, d_out_GxQxD)
+  d_probs = d_weights_GxQxL if keep is None else d_weights_GxQxL * keep
+  row_GxQ = jnp.sum(d_out_GxQxD * out_GxQxD, axis=-1)
+  d_logits = probs_GxQxL * (d_probs - row_GxQ[..., None])
+  d_q = jnp.einsum('gqk,gkd->gqd', d_logits, k)
+  d_k = jnp.einsum('gqk,gqd->gkd', d_logits, q)
+  return d_q, d_k, d_v, None, None
+
+
+attend.defvjp(_attend_fwd, _attend_bwd)
+
+
+def _layer_norm_forward(x, scale, bias, epsilon):
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  mean2 = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+  var = jnp.maximum(0.0, mean2 - jnp.square(mean))
+  rstd = jax.lax.rsqrt(var + epsilon)
+  return (x - mean) * (rstd * scale) + bias, rstd
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x, scale, bias, epsilon):
+  """`flax.linen.LayerNorm`'s function over the last axis (epsilon inside
+  the square root, the fast variance E[x^2] - E[x]^2 clipped at 0), with
+  its backward pass written out: `dx = rstd * (g - mean(g) - xhat *
+  mean(g * xhat))` for `g = dy * scale`, one fusion instead of autodiff's
+  chain of reductions. (Where the variance is clipped, a constant row,
+  autodiff would differ; the model's rows never are.)"""
+  return _layer_norm_forward(x, scale, bias, epsilon)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, epsilon):
+  y, rstd = _layer_norm_forward(x, scale, bias, epsilon)
+  return y, (x, scale, rstd)
+
+
+def _layer_norm_bwd(epsilon, res, dy):
+  del epsilon
+  x, scale, rstd = res
+  xhat = (x - jnp.mean(x, axis=-1, keepdims=True)) * rstd
+  lead = tuple(range(x.ndim - 1))
+  d_bias = jnp.sum(dy, axis=lead)
+  d_scale = jnp.sum(dy * xhat, axis=lead)
+  g = dy * scale
+  dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
+               - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
+  return dx, d_scale, d_bias
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nn.Module):
+  """`flax.linen.LayerNorm` (same parameters, names and function)."""
+
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x):
+    w = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (w,))
+    bias = self.param('bias', nn.initializers.zeros, (w,))
+    return layer_norm(x, scale, bias, self.epsilon)
+
+
 class SelfAttention(nn.Module):
   """Causal self-attention with the parameters and function of
   `flax.linen.MultiHeadDotProductAttention` (query/key/value/out kernels
@@ -248,25 +360,25 @@ class SelfAttention(nn.Module):
       k_BxLxW, v_BxLxW = jnp.split(kv_BxLx2W, 2, axis=-1)
       q_BxQxW = linear(h_BxLxW[:, rows], flat(wq), bq.reshape(-1))
     q = q_BxQxW.shape[1]
-    q_BxQxHxD = q_BxQxW.reshape(b, q, nh, d) / jnp.sqrt(d).astype(
-        jnp.float32)
-    logits_BxHxQxL = jnp.einsum('bqhd,bkhd->bhqk', q_BxQxHxD,
-                                k_BxLxW.reshape(b, n_tok, nh, d))
-    logits_BxHxQxL = jnp.where(allowed_BxQxL[:, None], logits_BxHxQxL,
-                               jnp.finfo(jnp.float32).min)
-    weights_BxHxQxL = jax.nn.softmax(logits_BxHxQxL)
+    # Heads folded into the batch: [B, N, H*D] -> [B*H, N, D].
+    heads = lambda x: x.reshape(b, x.shape[1], nh, d).transpose(
+        0, 2, 1, 3).reshape(b * nh, x.shape[1], d)
+    q_GxQxD = heads(q_BxQxW) / jnp.sqrt(d).astype(jnp.float32)
+    allowed_GxQxL = jnp.broadcast_to(
+        allowed_BxQxL[:, None], (b, nh, q, n_tok)).reshape(b * nh, q, n_tok)
+    keep_1xQxL = None
     if train and self.dropout > 0.0:
       keep_prob = 1.0 - self.dropout
       q_rows = slice(0, n_tok) if rows is None else rows
-      keep_1x1xQxL = bernoulli(self.make_rng('dropout'), keep_prob,
-                               (1, 1, full_len, full_len))[:, :, q_rows,
-                                                           :n_tok]
-      weights_BxHxQxL = weights_BxHxQxL * (
-          keep_1x1xQxL.astype(jnp.float32)
-          / jnp.asarray(keep_prob, jnp.float32))
-    out_BxQxHxD = jnp.einsum('bhqk,bkhd->bqhd', weights_BxHxQxL,
-                             v_BxLxW.reshape(b, n_tok, nh, d))
-    return linear(out_BxQxHxD.reshape(b, q, w), wo.reshape(nh * d, w), bo)
+      keep_1xQxL = bernoulli(self.make_rng('dropout'), keep_prob,
+                             (1, full_len, full_len))[:, q_rows, :n_tok]
+      keep_1xQxL = (keep_1xQxL.astype(jnp.float32)
+                    / jnp.asarray(keep_prob, jnp.float32))
+    out_GxQxD = attend(q_GxQxD, heads(k_BxLxW), heads(v_BxLxW),
+                       allowed_GxQxL, keep_1xQxL)
+    out_BxQxW = out_GxQxD.reshape(b, nh, q, d).transpose(0, 2, 1, 3).reshape(
+        b, q, w)
+    return linear(out_BxQxW, wo.reshape(nh * d, w), bo)
 
 
 class MLP(nn.Module):
@@ -306,7 +418,7 @@ class Block(nn.Module):
     b, n_tok, w = x_BxLxW.shape
     full_len = n_tok if full_len is None else full_len
     full_shape = (b, full_len, w)
-    h = nn.LayerNorm()(x_BxLxW)
+    h = LayerNorm()(x_BxLxW)
     h = SelfAttention(self.num_heads, self.dropout,
                       name='MultiHeadDotProductAttention_0')(
                           h, allowed_BxQxL, train=train, rows=rows,
@@ -315,7 +427,7 @@ class Block(nn.Module):
     x_BxQxW = x_BxLxW if rows is None else x_BxLxW[:, rows]
     x_BxQxW = x_BxQxW + Dropout(self.dropout)(
         h, train=train, full_shape=full_shape, rows=rows_or_all)
-    h = nn.LayerNorm()(x_BxQxW)
+    h = LayerNorm()(x_BxQxW)
     return x_BxQxW + MLP(self.width, self.dropout)(
         h, train=train, full_shape=full_shape, rows=rows_or_all)
 
@@ -446,7 +558,7 @@ class DecisionTransformer(nn.Module):
     # from state tokens. It is left out; L = 3K - 1 tokens remain.
     full_len, n_tok = 3 * k, 3 * k - 1
     x_BxLxW = tokens_BxKx3xW.reshape(b, full_len, w)[:, :n_tok]
-    x_BxLxW = nn.LayerNorm(name='embed_ln')(x_BxLxW)
+    x_BxLxW = LayerNorm(name='embed_ln')(x_BxLxW)
     x_BxLxW = Dropout(self.dropout)(x_BxLxW, train=train,
                                     full_shape=(b, full_len, w),
                                     rows=slice(0, n_tok))
@@ -465,7 +577,7 @@ class DecisionTransformer(nn.Module):
           train=train, rows=out_rows if last else None, full_len=full_len)
     if self.num_layers == 0:
       x_BxLxW = x_BxLxW[:, out_rows]
-    h_BxKxW = nn.LayerNorm(name='final_ln')(x_BxLxW)
+    h_BxKxW = LayerNorm(name='final_ln')(x_BxLxW)
 
     if self.head == 'tanh_gaussian':
       return heads.TanhGaussianHead(
