@@ -13,7 +13,7 @@ same config, so a second distillation run reuses the teachers:
   python -m experiments.run --config=configs/mt_distill.py --workdir=runs/default \
       --config.curriculum.name=round_robin --config.surgery.name=none
 
-Variants (`:arg`): '' (CPU default; 6 min 58 s measured on 2 quiet cores),
+Variants (`:arg`): '' (CPU default; 5 min 11 s measured on 2 quiet cores),
 'smoke' (tiny sizes, two tasks, small datasets: a first look; 1 min 20 s
 measured on 2 quiet cores),
 'paper' (Chen et al. 2021 teacher sizes and optimizer, for a GPU).

@@ -278,7 +278,12 @@ def render(study: str, out_path: str, reps: int) -> str:
       ' `python -m experiments.study_report`. Each member\'s own command is'
       ' in `docs/study/members/<name>/sweep_job.json`; the intervals are'
       ' recomputed from `docs/study/sweep.json` by `python -m'
-      ' experiments.aggregate docs/study`.', '']
+      ' experiments.aggregate docs/study`.'
+      + (f' The members ran the code of commit `{state["code_commit"][:7]}`'
+         f' (`{sweeps.STATE}`); check it out to reproduce their scores to the'
+         ' last digit: later commits change results in the last float bits'
+         ' (docs/performance.md).' if state.get('code_commit') else ''),
+      '']
   if os.path.exists(os.path.join(study, 'conclusion.md')):
     with open(os.path.join(study, 'conclusion.md'), encoding='utf-8') as f:
       lines += ['## Conclusion', '', f.read().strip(), '']
