@@ -16,7 +16,12 @@ INSTALL_REQUIRES = [
     "numpy>=2.0,<2.5",
     "h5py>=3.10",
     "gymnasium[mujoco]==1.4.0",
-    "mujoco>=3.2",
+    # One MuJoCo for both suites: Meta-World 3.1.1 (MT10) pins 3.3.0 and fails
+    # on 4.x; the locomotion suite's digests (README) are measured under it.
+    "mujoco==3.3.0",
+    "metaworld==3.1.1",
+    # metaworld imports it without declaring it.
+    "packaging>=23",
     "rliable==1.2.0",
     # rliable's bootstrap imports `arch`, whose 7.x release breaks on pandas 3.
     "pandas>=2.2,<3",

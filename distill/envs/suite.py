@@ -21,8 +21,9 @@ Same task, quality, size and seed give the same data on any x86-64 machine
 machine-independent sums and its actions are rounded to multiples of 2**-16
 (`behavior_actions`), and its noise comes from NumPy's PCG64 streams, one per
 sub-environment. The file name holds
-a hash of the snapshots and of the generator version, so new snapshots never
-reuse an old cache.
+a hash of the snapshots, of the generator version and of the installed MuJoCo
+version (MuJoCo's releases step the same policy into different bytes), so new
+snapshots or another MuJoCo never reuse an old cache.
 
 Episode ends: a fall sets terminals=1; an episode cut by the 1000-step limit,
 or by the end of a sub-environment's share of the budget, sets timeouts=1.
@@ -129,6 +130,7 @@ def _snapshot_files(task: str, quality: str, snap_dir: str) -> list[str]:
 
 def _fingerprint(prefixes: list[str]) -> str:
   h = hashlib.sha256(f"v{GENERATOR_VERSION}".encode())
+  h.update(f"mujoco-{_versions()['mujoco']}".encode())
   for p in prefixes:
     for ext in (".msgpack", ".json"):
       with open(p + ext, "rb") as f:
