@@ -26,6 +26,34 @@ REF_RETURNS: dict[str, tuple[float, float]] = {
     'halfcheetah-backward': (-116.4, 12135.0),
 }
 
+# Normalized score of the best behaviour policy that generated each task's
+# data, by exact task name: the best deterministic snapshot of the embedded
+# suite, as measured in distill/envs/SNAPSHOTS.md (the 'final' snapshot's
+# 'deterministic normalized' column: mean of 10 episodes, seed 12345,
+# evaluated 2026-11-29 by `python -m experiments.collect
+# --config=configs/collect.py:evaluate`). Reports show it beside each task's
+# dataset score, so a student is read against what the data could teach; a
+# task without an entry (e.g. D4RL's own files) shows '-'.
+BEHAVIOUR_SCORES: dict[str, float] = {
+    'halfcheetah-forward': 42.9,
+    'halfcheetah-backward': 41.4,
+    'hopper': 69.9,
+    'walker2d': 46.7,
+}
+
+
+def behaviour_score(task: str) -> float | None:
+  """The best behaviour policy's normalized score for `task`, if measured.
+
+  Args:
+    task: a task name as in the config's `tasks` (exact match).
+
+  Returns:
+    `BEHAVIOUR_SCORES[task]`, or None for a task without a measurement.
+  """
+  return BEHAVIOUR_SCORES.get(task)
+
+
 _PREFIXES = ('d4rl:', 'suite:', 'minari:')
 
 
