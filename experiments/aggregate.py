@@ -6,14 +6,17 @@ r"""Aggregates a sweep directory: `sweep.json`, `sweep.md` and plots.
 
 Reads `DIR/sweep_state.json` (written by `experiments.sweep`, which also
 runs this at its end) and every finished member's `results.json`. Members
-that differ only by seed form one configuration; per configuration:
-interquartile mean and mean of the normalized student score over tasks x
-seeds with 95% stratified bootstrap intervals (rliable; none for a single
-run, which says n=1), the probability of improvement over `--baseline`
-(default: the sweep's declared baseline), performance profiles, per-task
-means, the student / teacher score ratio and the parameter count.
-`sweep.json` keeps each run's per-task scores, so the aggregates can be
-recomputed from it (see `distill.aggregate.summarize`).
+that differ only by seed form one configuration; per configuration: the
+mean of the normalized student score over tasks x seeds (the primary
+aggregate) and each task's mean, with 95% stratified bootstrap intervals
+(rliable; none for a single run, which says n=1), the probability of
+improvement over `--baseline` (default: the sweep's declared baseline)
+overall and per task, the IQM (secondary; with four tasks its kept values
+can come from a subset of them, which `sweep.md` names), performance
+profiles, the student / teacher score ratio and the parameter count; and
+each task's dataset score and best behaviour policy. `sweep.json` keeps each
+run's per-task scores, so the aggregates can be recomputed from it (see
+`distill.sweep_summary.summarize`).
 """
 
 import os
@@ -23,6 +26,7 @@ from absl import flags
 from absl import logging
 
 from distill import aggregate
+from distill import sweep_summary
 from distill import sweeps
 
 _BASELINE = flags.DEFINE_string(
@@ -63,12 +67,13 @@ def main(argv):
                     ' improvement', baseline)
     baseline = ''
   reps = _REPS.value or state.get('reps', 2000)
-  summary = aggregate.summarize(runs, baseline=baseline, reps=reps,
+  summary = sweep_summary.summarize(runs, baseline=baseline, reps=reps,
                                 seed=_SEED.value, missing=missing)
-  aggregate.write_sweep_report(
+  sweep_summary.write_sweep_report(
       root, summary, title=f'Sweep {os.path.basename(os.path.abspath(root))}')
   for name, c in summary['configurations'].items():
-    logging.info('%s: IQM %s', name,
+    logging.info('%s: mean %s, IQM %s', name,
+                 aggregate.format_estimate(c['student']['mean'], c['n']),
                  aggregate.format_estimate(c['student']['iqm'], c['n']))
   if missing:
     logging.warning('%d members without results: %s', len(missing),

@@ -27,6 +27,7 @@ import numpy as np
 from configs import study as study_config
 from distill import aggregate
 from distill import fileio
+from distill import plots
 from distill import sweeps
 
 _STUDY = flags.DEFINE_string('study', 'docs/study', 'Published study.')
@@ -187,7 +188,7 @@ def _plot_curves(path: str, curves: dict[str, list[dict[str, Any]]],
   names = [n for n in CURVE_VARIANTS if curves.get(n)]
   if not names:
     return
-  fig = aggregate._figure(width=3.2 * len(names), height=3.0)  # pylint: disable=protected-access
+  fig = plots.figure(width=3.2 * len(names), height=3.0)
   for i, name in enumerate(names):
     ax = fig.add_subplot(1, len(names), i + 1)
     runs = [c for c in curves[name] if c.get('kl_mean')]
@@ -203,7 +204,7 @@ def _plot_curves(path: str, curves: dict[str, list[dict[str, Any]]],
       ax.set_ylabel('KL(teacher || student), probes', fontsize=8)
       ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
-  aggregate._save_png(fig, path)  # pylint: disable=protected-access
+  plots.save_png(fig, path)
 
 
 def _plot_choices(path: str, runs: list[dict[str, Any]],
@@ -215,19 +216,19 @@ def _plot_choices(path: str, runs: list[dict[str, Any]],
   share = np.mean([np.asarray(c['choices'], float)
                    / np.asarray(c['choices']).sum(1, keepdims=True)
                    for c in runs], axis=0)
-  fig = aggregate._figure(width=6.0, height=3.2)  # pylint: disable=protected-access
+  fig = plots.figure(width=6.0, height=3.2)
   ax = fig.add_subplot(1, 1, 1)
   ax.stackplot(runs[0]['step_end'], share.T, labels=tasks)
   ax.set_xlabel('step')
   ax.set_ylabel('share of steps per teacher')
   ax.set_ylim(0, 1)
   ax.legend(fontsize=7, loc='upper right')
-  aggregate._save_png(fig, path)  # pylint: disable=protected-access
+  plots.save_png(fig, path)
 
 
 def _plot_sizes(path: str, points: dict[str, list[tuple[int, dict, int]]]
                 ) -> None:
-  fig = aggregate._figure(width=6.0, height=3.5)  # pylint: disable=protected-access
+  fig = plots.figure(width=6.0, height=3.5)
   ax = fig.add_subplot(1, 1, 1)
   for i, (label, pts) in enumerate(points.items()):
     pts = sorted(pts, key=lambda p: p[0])
@@ -243,7 +244,7 @@ def _plot_sizes(path: str, points: dict[str, list[tuple[int, dict, int]]]
   ax.set_ylabel('IQM normalized score (95% CI)')
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
-  aggregate._save_png(fig, path)  # pylint: disable=protected-access
+  plots.save_png(fig, path)
 
 
 def render(study: str, out_path: str, reps: int) -> str:
@@ -333,7 +334,7 @@ def render(study: str, out_path: str, reps: int) -> str:
   lines += ['## Does `max_kl + previous` improve on the baselines?', '']
   lines += imp_lines + ['']
   if estimates:
-    aggregate.plot_estimates(plot('results_improvement.png'), {
+    plots.plot_estimates(plot('results_improvement.png'), {
         k.replace('curriculum=', '').replace(',surgery=', ' + '): v
         for k, v in estimates.items()},
                              xlabel='P(max_kl + previous > X)', reference=0.5)
@@ -343,7 +344,7 @@ def render(study: str, out_path: str, reps: int) -> str:
   main = {k: v for k, v in prof['configurations'].items()
           if k in CURVE_VARIANTS or k == 'curriculum=scratch,surgery=none'}
   if main:
-    aggregate.plot_profiles(plot('results_profiles.png'), prof['taus'], main)
+    plots.plot_profiles(plot('results_profiles.png'), prof['taus'], main)
     lines += ['Performance profiles (fraction of runs x tasks above a score,'
               ' 95% bands):', '',
               f'![profiles]({rel(plot("results_profiles.png"))})', '']

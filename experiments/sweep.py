@@ -51,9 +51,9 @@ from absl import flags
 from absl import logging
 import submitit
 
-from distill import aggregate
 from experiments import publish
 from distill import fileio
+from distill import sweep_summary
 from distill import sweeps
 
 _CONFIG = flags.DEFINE_string(
@@ -386,10 +386,10 @@ def aggregate_sweep(root: str, baseline: str, reps: int, *,
     logging.warning('aggregate: baseline %s has no results; no probability'
                     ' of improvement', baseline)
     baseline = ''
-  summary = aggregate.summarize(runs, baseline=baseline, reps=reps,
-                                missing=missing)
-  aggregate.write_sweep_report(root, summary,
-                               title=f'Sweep {os.path.basename(root)}')
+  summary = sweep_summary.summarize(runs, baseline=baseline, reps=reps,
+                                    missing=missing)
+  sweep_summary.write_sweep_report(root, summary,
+                                   title=f'Sweep {os.path.basename(root)}')
   return os.path.join(root, 'sweep.md')
 
 

@@ -1,4 +1,4 @@
-"""distill/aggregate.py against hand-computed values, and sweep.json."""
+"""distill/aggregate.py and distill/sweep_summary.py against hand values."""
 
 import itertools
 import json
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from distill import aggregate
+from distill import sweep_summary
 
 X_2x2 = np.array([[10.0, 20.0], [30.0, 40.0]])
 
@@ -143,7 +144,7 @@ def test_summarize_and_write_sweep_report(tmp_path):
           _run('b,seed=0', 'b', 0, (110.0, 120.0)),
           _run('b,seed=1', 'b', 1, (130.0, 140.0)),
           _run('c,seed=0', 'c', 0, (5.0, 60.0))]
-  summary = aggregate.summarize(runs, baseline='a', reps=300, seed=1,
+  summary = sweep_summary.summarize(runs, baseline='a', reps=300, seed=1,
                                 missing=[{'name': 'c,seed=1',
                                           'status': 'failed', 'log': 'x.log'}])
   a, b, c = (summary['configurations'][k] for k in 'abc')
@@ -159,25 +160,44 @@ def test_summarize_and_write_sweep_report(tmp_path):
   # Student / teacher: mean 25 over mean 55.
   assert a['student_teacher_ratio'] == pytest.approx(25.0 / 55.0)
   assert a['student_params'] == 1000
-  assert a['per_task']['hopper'] == {'student_mean': 20.0,
-                                     'student_std': pytest.approx(
-                                         np.std([10.0, 30.0], ddof=1)),
-                                     'teacher_mean': 50.0}
+  hopper = a['per_task']['hopper']
+  assert hopper == {'student_mean': 20.0,
+                    'student_std': pytest.approx(np.std([10.0, 30.0], ddof=1)),
+                    'teacher_mean': 50.0,
+                    'student_mean_estimate': hopper['student_mean_estimate'],
+                    'probability_of_improvement': None}  # the baseline
+  # Hopper's two runs, 10 and 30: resampled means 10, 20 or 30.
+  assert hopper['student_mean_estimate']['value'] == 20.0
+  assert hopper['student_mean_estimate']['ci_low'] == 10.0
+  assert hopper['student_mean_estimate']['ci_high'] == 30.0
+  assert b['per_task']['walker2d']['probability_of_improvement'] == {
+      'value': 1.0, 'ci_low': 1.0, 'ci_high': 1.0}
+  assert 'ci_low' not in c['per_task']['hopper']['student_mean_estimate']
+  # Four values per configuration: the IQM keeps the middle two, one of each
+  # task for a (20, 30), so it is even.
+  assert a['iqm_kept'] == {'hopper': 1, 'walker2d': 1}
+  assert not a['iqm_uneven']
+  assert summary['datasets'] == {
+      'hopper': {'dataset_mean': 40.0, 'behaviour_score': 69.9},
+      'walker2d': {'dataset_mean': 40.0, 'behaviour_score': 46.7}}
   assert c['per_task']['walker2d']['student_std'] is None
   assert [r['student_scores'] for r in a['runs']] == [
       {'hopper': 10.0, 'walker2d': 20.0}, {'hopper': 30.0, 'walker2d': 40.0}]
   prof = summary['performance_profile']
   assert len(prof['taus']) == len(prof['configurations']['b']['fraction'])
 
-  aggregate.write_sweep_report(str(tmp_path), summary, title='Sweep t')
+  sweep_summary.write_sweep_report(str(tmp_path), summary, title='Sweep t')
   with open(tmp_path / 'sweep.json') as f:
     assert json.load(f) == json.loads(json.dumps(summary))
   text = (tmp_path / 'sweep.md').read_text()
-  assert '| `a` | 2 | 25.0 [' in text
+  assert '| `a` | 2 | 25.0 [' in text  # the mean comes first
+  assert '| dataset | 40.0 | 40.0 |' in text
+  assert '| best behaviour policy | 69.9 | 46.7 |' in text
+  assert '| `b` | 120.0 [110.0, 130.0]; P 1.00 [1.00, 1.00] |' in text
   assert '| `c` | 1 | ' in text and '(n=1)' in text
   assert 'baseline' in text and '| `c,seed=1` | failed | x.log |' in text
-  for png in ('sweep_iqm.png', 'sweep_improvement.png', 'sweep_profiles.png',
-              'sweep_tasks.png'):
+  for png in ('sweep_mean.png', 'sweep_iqm.png', 'sweep_improvement.png',
+              'sweep_profiles.png', 'sweep_tasks.png'):
     assert (tmp_path / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert f'({png})' in text
 
@@ -185,8 +205,55 @@ def test_summarize_and_write_sweep_report(tmp_path):
 def test_summarize_refuses_a_baseline_without_runs_and_mixed_tasks():
   runs = [_run('a,seed=0', 'a', 0, (1.0, 2.0))]
   with pytest.raises(ValueError, match="baseline 'z'"):
-    aggregate.summarize(runs, baseline='z', reps=10)
+    sweep_summary.summarize(runs, baseline='z', reps=10)
   other = _run('b,seed=0', 'b', 0, (1.0, 2.0))
   other['tasks'] = {'hopper': other['tasks']['hopper']}
   with pytest.raises(ValueError, match='has tasks'):
-    aggregate.summarize(runs + [other], reps=10)
+    sweep_summary.summarize(runs + [other], reps=10)
+
+
+def test_per_task_means_and_improvement():
+  est = aggregate.per_task_means(X_2x2, reps=500)
+  assert [e['value'] for e in est] == [20.0, 30.0]
+  assert (est[0]['ci_low'], est[0]['ci_high']) == (10.0, 30.0)
+  assert aggregate.per_task_means(X_2x2[:1]) == [{'value': 10.0},
+                                                 {'value': 20.0}]
+  # Task 0: 2 of 4 pairs better; task 1: 4 of 4 (their mean is the 0.75 of
+  # probability_of_improvement).
+  x = np.array([[15.0, 50.0], [25.0, 60.0]])
+  per_task = aggregate.per_task_improvement(x, X_2x2, reps=50)
+  assert [p['value'] for p in per_task] == [0.5, 1.0]
+  assert per_task[1]['ci_low'] == per_task[1]['ci_high'] == 1.0
+
+
+def test_mean_difference():
+  diff = aggregate.mean_difference(X_2x2 + 4.0, X_2x2, reps=500)
+  assert diff['value'] == pytest.approx(4.0)
+  assert diff['ci_low'] < 4.0 < diff['ci_high']
+  assert aggregate.mean_difference(X_2x2[:1], X_2x2) == {
+      'value': pytest.approx(-10.0)}
+  with pytest.raises(ValueError, match='same tasks'):
+    aggregate.mean_difference(X_2x2, X_2x2[:, :1])
+
+
+def test_iqm_kept_names_the_tasks_when_they_differ_in_scale():
+  # Five seeds of four tasks as in the study: hopper high, walker2d low, the
+  # two halfcheetah tasks in between. The IQM drops 5 values at each end:
+  # all of hopper's and walker2d's.
+  rng = np.random.default_rng(0)
+  x = np.stack([41 + rng.normal(size=5) * 0.3, 40 + rng.normal(size=5) * 0.3,
+                70 + rng.normal(size=5) * 5, 20 + rng.normal(size=5) * 5],
+               axis=1)
+  kept = aggregate.iqm_kept(x)
+  assert kept == [5, 5, 0, 0]
+  assert aggregate.iqm(x) == pytest.approx(np.mean(x[:, :2]))
+  assert aggregate.iqm_uneven(kept)
+  tasks = ['hc-b', 'hc-f', 'hopper', 'walker2d']
+  assert aggregate.format_iqm_kept(tasks, kept) == (
+      'hc-b 5, hc-f 5; none of hopper, walker2d')
+  # Tasks of one scale: each keeps about half its values.
+  even = rng.normal(size=(5, 4))
+  assert sum(aggregate.iqm_kept(even)) == 10
+  assert aggregate.iqm_uneven([3, 2, 3, 2]) is False
+  assert aggregate.iqm_uneven([4, 1, 3, 2]) is True  # 1 < 0.5 x 2.5
+  assert aggregate.format_iqm_kept(tasks, [3, 2, 3, 2]) == 'even'
