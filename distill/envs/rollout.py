@@ -21,6 +21,12 @@ The vector environment must use Gymnasium's SAME_STEP autoreset (as
 is already the first of the next episode and the last one is in
 `info['final_obs']`.
 
+Environments that report `info['success']` (Meta-World) get it recorded: an
+episode succeeds when any of its steps reports success. Meta-World's own
+evaluation ends an episode at its first success and counts the last step's
+`success`, which is the same number, while the episodes here keep their
+full length (so their returns stay comparable).
+
 Shape letters: E sub-environments, S observation size, A action size,
 T vector steps.
 """
@@ -35,7 +41,7 @@ Policy = Callable[[int, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 # Keys of `Rollout.transitions`.
 TRANSITION_KEYS = ('observations', 'actions', 'rewards', 'next_observations',
-                   'terminals', 'truncations')
+                   'terminals', 'truncations', 'successes')
 
 
 class Rollout(NamedTuple):
@@ -49,8 +55,12 @@ class Rollout(NamedTuple):
     transitions: with `record=True`, arrays [E, T, ...] under
       `TRANSITION_KEYS`: the observation the policy saw, its action, the
       reward, the true next observation (the episode's last one where it
-      ended, not the reset), terminated, and truncated (by the environment's
-      time limit or `max_episode_steps`); else None.
+      ended, not the reset), terminated, truncated (by the environment's
+      time limit or `max_episode_steps`), and the step's `info['success']`
+      (float64, NaN where the environment reports none); else None.
+    successes: [episodes] float64, 1.0 for an episode in which some step
+      reported success, 0.0 for one in which none did, NaN where the
+      environment reports no success.
   """
 
   returns: np.ndarray
@@ -58,6 +68,33 @@ class Rollout(NamedTuple):
   env_index: np.ndarray
   steps: int
   transitions: dict[str, np.ndarray] | None
+  successes: np.ndarray | None = None
+
+
+def step_successes(info: dict, ended_E: np.ndarray) -> np.ndarray:
+  """Each sub-environment's `success` of one vector step, NaN if absent.
+
+  With SAME_STEP autoreset an ended episode's own info is in
+  `info['final_info']` (the top level then holds the reset's).
+
+  Args:
+    info: the vector step's info dict (Gymnasium's '_key' masks honored).
+    ended_E: sub-environments whose episode ended at this step.
+
+  Returns:
+    [E] float64.
+  """
+  e = len(ended_E)
+  final = info.get('final_info')
+  out_E = np.full(e, np.nan)
+  # An env without final_info (not a Gymnasium vector) reports the ended
+  # episode's success at the top level.
+  for src, rows_E in ((info, ~ended_E if final else np.ones(e, bool)),
+                      (final or {}, ended_E)):
+    if 'success' in src:
+      take_E = np.asarray(src.get('_success', np.ones(e, bool))) & rows_E
+      out_E[take_E] = np.asarray(src['success'], np.float64)[take_E]
+  return out_E
 
 
 def run(envs: gymnasium.vector.VectorEnv, policy: Policy, *,
@@ -105,7 +142,9 @@ def run(envs: gymnasium.vector.VectorEnv, policy: Policy, *,
   done_E = np.zeros(e, np.int64)
   t_E = np.zeros(e, np.int64)
   ret_E = np.zeros(e, np.float64)
-  returns, lengths, env_index = [], [], []
+  # Any step's success so far (NaN until the environment reports one).
+  won_E = np.full(e, np.nan)
+  returns, lengths, env_index, successes = [], [], [], []
   cols = {k: [] for k in TRANSITION_KEYS}
   step = 0
 
@@ -127,6 +166,8 @@ def run(envs: gymnasium.vector.VectorEnv, policy: Policy, *,
     cut_E = np.zeros(e, bool)
     if max_episode_steps is not None:
       cut_E = ~ended_E & (t_E >= max_episode_steps)
+    success_E = step_successes(info, ended_E)
+    won_E = np.fmax(won_E, success_E)
     if record:
       true_next_ExS = next_ExS
       if 'final_obs' in info:
@@ -136,7 +177,7 @@ def run(envs: gymnasium.vector.VectorEnv, policy: Policy, *,
           true_next_ExS[i] = info['final_obs'][i]
       for k, x in zip(TRANSITION_KEYS, (obs_ExS, act_ExA, reward_E,
                                         true_next_ExS, term_E,
-                                        trunc_E | cut_E)):
+                                        trunc_E | cut_E, success_E)):
         cols[k].append(x)
     first_E = ended_E | cut_E
     for i in np.flatnonzero(first_E):
@@ -144,8 +185,9 @@ def run(envs: gymnasium.vector.VectorEnv, policy: Policy, *,
         returns.append(ret_E[i])
         lengths.append(t_E[i])
         env_index.append(i)
+        successes.append(won_E[i])
         done_E[i] += 1
-      t_E[i], ret_E[i] = 0, 0.0
+      t_E[i], ret_E[i], won_E[i] = 0, 0.0, np.nan
     if np.any(cut_E) and unfinished():
       reset_ExS, _ = envs.reset(options={'reset_mask': cut_E})
       next_ExS = np.where(cut_E[:, None], reset_ExS, next_ExS)
@@ -156,4 +198,5 @@ def run(envs: gymnasium.vector.VectorEnv, policy: Policy, *,
   return Rollout(returns=np.asarray(returns, np.float64),
                  lengths=np.asarray(lengths, np.int64),
                  env_index=np.asarray(env_index, np.int64), steps=step,
-                 transitions=transitions)
+                 transitions=transitions,
+                 successes=np.asarray(successes, np.float64))

@@ -32,15 +32,8 @@ Shape letters: E sub-environments, S observation size, A action size.
 """
 
 import hashlib
-from importlib import metadata
-import json
 import math
 import os
-import pickle
-import subprocess
-import sys
-import tempfile
-import warnings
 from typing import Any
 
 import gymnasium
@@ -49,6 +42,7 @@ import numpy as np
 from distill import fileio
 from distill.data import d4rl
 from distill.data import scores
+from distill.envs import generated
 from distill.envs import rollout
 from distill.envs import sac
 from distill.envs import tasks as tasks_lib
@@ -70,10 +64,7 @@ DEFAULTS = {
 }
 
 
-def data_dir() -> str:
-  """Returns the cache root: `$DISTILL_DATA_DIR` or `~/.cache/distill`."""
-  return os.path.expanduser(
-      os.environ.get("DISTILL_DATA_DIR") or "~/.cache/distill")
+data_dir = generated.data_dir
 
 
 def snapshot_dir() -> str:
@@ -215,10 +206,7 @@ def behavior_actions(params: dict, obs_ExS: np.ndarray,
   return np.round(out / ACTION_QUANTUM) * ACTION_QUANTUM
 
 
-def _noise(seed: int, env_id: int) -> np.random.Generator:
-  """Sub-environment `env_id`'s noise stream (independent of the grouping)."""
-  return np.random.Generator(np.random.PCG64(
-      np.random.SeedSequence([int(seed), int(env_id)])))
+_noise = generated.noise_stream
 
 
 def _rollout_streams(task: str, params: Any, hidden: tuple[int, ...],
@@ -227,7 +215,7 @@ def _rollout_streams(task: str, params: Any, hidden: tuple[int, ...],
   """Steps the given sub-environments; returns one stream dict per env.
 
   Sub-env i is reset with seed `seed + i` and keeps its first `quotas` steps.
-  Top-level so that a worker process can run it.
+  Top-level so that a worker process can run it (`generated.run_groups`).
   """
   spec = tasks_lib.get_task(task)
   del hidden  # The layers are in `params`.
@@ -262,69 +250,6 @@ def _rollout_streams(task: str, params: Any, hidden: tuple[int, ...],
     stream["timeouts"][-1] |= not stream["terminals"][-1]
     streams.append(stream)
   return streams
-
-
-def _worker_main(in_path: str, out_path: str) -> None:
-  """Entry point of a worker process: `_rollout_streams` on pickled jobs."""
-  with open(in_path, "rb") as f:
-    jobs = pickle.load(f)
-  streams = [_rollout_streams(*job) for job in jobs]
-  with open(out_path, "wb") as f:
-    pickle.dump(streams, f, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _run_groups(groups: list[list[tuple]]) -> list[list[list[dict]]]:
-  """Runs group 0's jobs here and every other group in a fresh process.
-
-  A group is a list of `_rollout_streams` argument tuples (one per policy);
-  the result is, per group and job, the list of per-env streams. Workers are
-  plain subprocesses (not multiprocessing), so the caller's main module is
-  never re-imported and JAX is never forked; one process per group serves
-  all of a dataset's policies. A worker that fails is rerun here, with a
-  warning.
-  """
-
-  def run_here(jobs):
-    return [_rollout_streams(*job) for job in jobs]
-
-  if len(groups) == 1:
-    return [run_here(groups[0])]
-  with tempfile.TemporaryDirectory(prefix="distill-suite-") as tmp:
-    procs = []
-    try:
-      for k, jobs in enumerate(groups[1:]):
-        in_path = os.path.join(tmp, f"in{k}.pkl")
-        out_path = os.path.join(tmp, f"out{k}.pkl")
-        with open(in_path, "wb") as f:
-          pickle.dump(jobs, f, protocol=pickle.HIGHEST_PROTOCOL)
-        err = open(os.path.join(tmp, f"err{k}.txt"), "wb")
-        procs.append((subprocess.Popen(
-            [sys.executable, "-c",
-             "import sys; from distill.envs import suite;"
-             " suite._worker_main(sys.argv[1], sys.argv[2])",
-             in_path, out_path],
-            stdout=subprocess.DEVNULL, stderr=err), out_path, err, jobs))
-      results = [run_here(groups[0])]
-      for proc, out_path, err, jobs in procs:
-        proc.wait()
-        err.close()
-        if proc.returncode == 0 and os.path.isfile(out_path):
-          with open(out_path, "rb") as f:
-            results.append(pickle.load(f))
-        else:
-          with open(err.name, "rb") as f:
-            tail = f.read()[-2000:].decode(errors="replace")
-          warnings.warn(f"suite: a rollout worker failed (exit"
-                        f" {proc.returncode}); rerunning it in this process."
-                        f" Its stderr ends with:\n{tail}", stacklevel=2)
-          results.append(run_here(jobs))
-    finally:
-      for proc, _, err, _ in procs:
-        if proc.poll() is None:
-          proc.kill()
-          proc.wait()
-        err.close()
-  return results
 
 
 def roll_out_policies(
@@ -362,7 +287,7 @@ def roll_out_policies(
     for g, ids in enumerate(split):
       groups[g].append((task, params, tuple(hidden), ids.tolist(),
                         [int(quota_E[i]) for i in ids], seed))
-  results = _run_groups(groups)
+  results = generated.run_groups(_rollout_streams, groups)
   outs = []
   for j in range(len(policies)):
     streams = [st for g in range(num_groups) for st in results[g][j]]
@@ -460,14 +385,7 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
 
 
 def _versions() -> dict:
-  out = {}
-  for pkg in ("distill", "gymnasium", "mujoco", "jax", "flax", "numpy",
-              "h5py"):
-    try:
-      out[pkg] = metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-      out[pkg] = None
-  return out
+  return generated.versions()
 
 
 def _resolve(task, quality, num_transitions, seed, num_envs, snap_dir):
@@ -505,49 +423,13 @@ def load(task: str, quality: str, *, num_transitions: int | None = None,
   Raises:
     d4rl.DatasetError: unknown task or quality, or missing snapshots.
   """
-  n, seed, num_envs, path, card_path = _resolve(
+  n, seed, num_envs, path, _ = _resolve(
       task, quality, num_transitions, seed, num_envs, snap_dir)
-  problem = _cache_problem(path, card_path)
-  if problem is not None:
-    if problem:
-      moved = [fileio.move_aside(p, "damaged") for p in (path, card_path)
-               if os.path.exists(p)]
-      warnings.warn(f"suite: the cached dataset {path} {problem}; moved it to"
-                    f" {', '.join(moved)} and generating it again",
-                    stacklevel=2)
-    if num_workers is None:
-      num_workers = min(DEFAULTS["num_workers"], os.cpu_count() or 1)
-    data, card = generate(task, quality, num_transitions=n, seed=seed,
-                          num_envs=num_envs, num_workers=num_workers,
-                          snap_dir=snap_dir)
-    data["metadata/card"] = json.dumps(card, sort_keys=True)
-    d4rl.write_hdf5(path, data, attrs=dict(name=card["name"]))
-    # The card holds the file's digest, so it is written last: a file
-    # without its card is generated again.
-    fileio.write_json(card_path, {**card,
-                                  "file_sha256": fileio.sha256_file(path)})
-  return d4rl.load_hdf5(path)
-
-
-def _cache_problem(path: str, card_path: str) -> str | None:
-  """None for an intact cache entry, '' for a missing one, else what is wrong.
-
-  An entry is intact when both files exist, the card reads as JSON and the
-  HDF5 file's SHA-256 equals the card's `file_sha256`.
-  """
-  if not os.path.isfile(path):
-    return ""
-  if not os.path.isfile(card_path):
-    return "has no dataset card"
-  try:
-    expected = fileio.read_json(card_path).get("file_sha256")
-  except (fileio.DamagedFileError, AttributeError) as e:
-    return f"has a damaged card ({e})"
-  if expected is None:
-    return "has a card without a checksum"
-  if fileio.sha256_file(path) != expected:
-    return f"is damaged (its SHA-256 differs from {card_path})"
-  return None
+  if num_workers is None:
+    num_workers = min(DEFAULTS["num_workers"], os.cpu_count() or 1)
+  return generated.load_or_generate(path, lambda: generate(
+      task, quality, num_transitions=n, seed=seed, num_envs=num_envs,
+      num_workers=num_workers, snap_dir=snap_dir))
 
 
 def read_card(task: str, quality: str, *, num_transitions: int | None = None,
