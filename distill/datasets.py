@@ -1,13 +1,15 @@
 """Loads an offline dataset from any spec, the generated suite included.
 
     data = datasets.load_dataset('suite:hopper-medium')
+    data = datasets.load_dataset('suite:mt10/push-v3-medium')
     data = datasets.load_dataset('~/.d4rl/datasets/hopper_medium-v2.hdf5')
 
 Specs are those of `distill.data.sources` (a D4RL HDF5 path, 'd4rl:<name>',
-'minari:<id>') plus 'suite:<task>-<quality>', which `distill.envs.suite`
-generates on first use. Generating needs the environments and the behavior
-policies, so this dispatch lives here, above both `distill.data` and
-`distill.envs`; the data package never imports the environments.
+'minari:<id>') plus 'suite:<task>-<quality>' and 'suite:mt10/<task>-<quality>'
+(Meta-World MT10), which `distill.envs.suite` generates on first use.
+Generating needs the environments and the behavior policies, so this
+dispatch lives here, above both `distill.data` and `distill.envs`; the data
+package never imports the environments.
 """
 
 import hashlib
@@ -62,9 +64,9 @@ def fingerprint(spec: str, *, suite_transitions: int | None = None
     SHA-256 of its files; for 'd4rl:', the spec (the package owns the file).
   """
   if spec.startswith(suite.PREFIX):
-    task, _, quality = spec.removeprefix(suite.PREFIX).rpartition('-')
-    n = suite_transitions or suite.DEFAULTS['num_transitions']
-    path = suite.dataset_path(task, quality, num_transitions=n,
+    task, quality = suite.parse_name(spec.removeprefix(suite.PREFIX))
+    path = suite.dataset_path(task, quality,
+                              num_transitions=suite_transitions,
                               seed=suite.DEFAULTS['seed'],
                               num_envs=suite.DEFAULTS['num_envs'])
     return {'spec': spec, 'suite_file': os.path.basename(path)}

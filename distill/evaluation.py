@@ -232,7 +232,8 @@ def evaluate(
     A dict with 'returns' and 'normalized' (per episode, lists), 'lengths',
     'return_mean', 'return_std', 'normalized_mean', 'normalized_std' (NaN
     when the task has no reference returns), 'episodes', 'target_return',
-    'env_steps'.
+    'env_steps'; for a task that reports success (Meta-World), also
+    'successes' (per episode, 0/1: some step succeeded) and 'success_rate'.
   """
   if episodes < 1 or num_envs < 1:
     raise ValueError(f'evaluate: need episodes >= 1 and num_envs >= 1, got'
@@ -264,12 +265,12 @@ def evaluate(
   finally:
     envs.close()
   return _result(task, episodes, target_return, out.returns, out.lengths,
-                 out.steps * n)
+                 out.steps * n, out.successes)
 
 
 def _result(task: str, episodes: int, target_return: float,
             returns: np.ndarray, lengths: np.ndarray,
-            env_steps: int) -> dict[str, Any]:
+            env_steps: int, successes: np.ndarray) -> dict[str, Any]:
   """The result dict of `evaluate` from one task's episodes."""
   refs = scores.reference_returns(task)
   if refs is None:
@@ -278,7 +279,7 @@ def _result(task: str, episodes: int, target_return: float,
     normalized = np.full_like(returns, np.nan)
   else:
     normalized = scores.normalized_score(returns, refs)
-  return {
+  out = {
       'task': task,
       'episodes': int(episodes),
       'target_return': float(target_return),
@@ -291,6 +292,10 @@ def _result(task: str, episodes: int, target_return: float,
       'normalized_std': float(normalized.std()),
       'env_steps': int(env_steps),
   }
+  if len(successes) and not np.any(np.isnan(successes)):
+    out['successes'] = successes.tolist()
+    out['success_rate'] = float(successes.mean())
+  return out
 
 
 def default_env_threads() -> int:
@@ -321,7 +326,9 @@ class _SideBySide(gymnasium.vector.VectorEnv):
   is reset at once, without a seed) but without its per-step info dicts,
   split over `threads` threads (MuJoCo's `mj_step` releases the GIL). Each
   sub-environment still gets the same calls in the same order, so results
-  are those of stepping the groups one after another. `info` is empty.
+  are those of stepping the groups one after another. `info` holds only
+  `success` (with its `_success` mask) where environments report it
+  (Meta-World), each ended episode's own.
   """
 
   def __init__(self, groups: Sequence[gymnasium.vector.VectorEnv],
@@ -394,11 +401,16 @@ class _SideBySide(gymnasium.vector.VectorEnv):
     rew = [np.zeros(g.num_envs, np.float64) for g in self.groups]
     term = [np.zeros(g.num_envs, bool) for g in self.groups]
     trunc = [np.zeros(g.num_envs, bool) for g in self.groups]
+    # NaN: the environment reports no success.
+    won = [np.full(g.num_envs, np.nan) for g in self.groups]
 
     def work(chunk):
       for i, j in chunk:
         env = self.subs[i][j]
-        o, rew[i][j], term[i][j], trunc[i][j], _ = env.step(actions[i][j])
+        o, rew[i][j], term[i][j], trunc[i][j], info = env.step(
+            actions[i][j])
+        if 'success' in info:
+          won[i][j] = float(info['success'])
         if term[i][j] or trunc[i][j]:
           o, _ = env.reset()
         obs[i][j, :self.obs_dims[i]] = o
@@ -412,8 +424,14 @@ class _SideBySide(gymnasium.vector.VectorEnv):
       if out is not None:
         obs[i][:, :self.obs_dims[i]] = out[0]
         rew[i], term[i], trunc[i] = out[1:4]
+        won[i] = rollout.step_successes(out[4], term[i] | trunc[i])
+    won_N = self._gather(won)
+    info = {}
+    if not np.all(np.isnan(won_N)):
+      info = {'success': np.nan_to_num(won_N) > 0,
+              '_success': ~np.isnan(won_N)}
     return (self._gather(obs), *(self._gather(x) for x in (rew, term, trunc)),
-            {})
+            info)
 
   def close(self, **kwargs):
     if self.pool is not None:
@@ -534,7 +552,7 @@ def evaluate_tasks(
   group_E = group_C[order][out.env_index]
   return {task: _result(task, episodes, target_returns[i],
                         out.returns[group_E == i], out.lengths[group_E == i],
-                        out.steps * n)
+                        out.steps * n, out.successes[group_E == i])
           for i, task in enumerate(tasks)}
 
 

@@ -164,11 +164,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   tasks = list(config.tasks)
   if not tasks:
     raise ValueError('--config.tasks: needs at least one task')
-  unknown = [t for t in tasks if t not in tasks_lib.TASKS]
+  unknown = [t for t in tasks if t not in tasks_lib.ALL_TASKS]
   if unknown or len(set(tasks)) != len(tasks):
     problem = f'unknown tasks {unknown}' if unknown else 'repeats a task'
     raise _refuse('tasks', tuple(tasks),
-                  f'{problem}; valid: {", ".join(tasks_lib.TASKS)}')
+                  f'{problem}; valid: {", ".join(tasks_lib.ALL_TASKS)}')
   for task in tasks:
     value = pipeline.task_value(config.eval.target_return, task,
                                 'eval.target_return')

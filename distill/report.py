@@ -19,6 +19,12 @@ from distill.fileio import write_atomic
 from distill.fileio import write_json
 
 
+# (aggregate name, per-task key); the success rates where tasks report them.
+_AGGREGATED = (("teacher", "teacher_score"), ("student", "student_score"),
+               ("teacher_success", "teacher_success_rate"),
+               ("student_success", "student_success_rate"))
+
+
 def assemble_results(
     *,
     tasks: Sequence[str],
@@ -74,6 +80,14 @@ def assemble_results(
         "teacher_return": teachers[t]["return_mean"],
         "student_return": students[which][t]["return_mean"],
     }
+    # Tasks that report success (Meta-World): the success rates beside.
+    for key, r in (("dataset_success_rate", datasets[t]),
+                   ("teacher_success_rate", teachers[t]),
+                   ("student_success_rate", students[which][t]),
+                   ("student_last_success_rate", students["last"][t]),
+                   ("student_best_success_rate", students["best"][t])):
+      if r.get("success_rate") is not None:
+        per_task[t][key] = r["success_rate"]
   counts_T = history.get("curriculum/counts")
   counts_T = (np.zeros(len(tasks), np.int64) if counts_T is None
               or not len(counts_T) else counts_T[-1])
@@ -96,8 +110,8 @@ def assemble_results(
       "aggregate": {
           who: aggregate.interval_estimates(
               np.array([[per_task[t][key] for t in tasks]]), reps=reps)
-          for who, key in (("teacher", "teacher_score"),
-                           ("student", "student_score"))},
+          for who, key in _AGGREGATED
+          if all(key in per_task[t] for t in tasks)},
   }
 
 
@@ -193,6 +207,26 @@ def _aggregate_table(aggregates: Mapping[str, Any]) -> list[str]:
   return lines + [""]
 
 
+def _success_table(tasks: Mapping[str, Any]) -> list[str]:
+  """Markdown rows of the success rates, where the tasks report success."""
+  keys = ("dataset_success_rate", "teacher_success_rate",
+          "student_success_rate")
+  if not any(k in r for r in tasks.values() for k in keys):
+    return []
+  lines = ["## Success rate per task", "",
+           "Fraction of episodes in which some step reported success"
+           " (Meta-World's success rate).", "",
+           "| task | dataset | teacher | student |", "|---|---:|---:|---:|"]
+  for task, r in tasks.items():
+    lines.append(f"| {task} | " + " | ".join(
+        _fmt(r.get(k), 2) for k in keys) + " |")
+  means = [[r[k] for r in tasks.values() if r.get(k) is not None]
+           for k in keys]
+  lines.append("| **mean** | " + " | ".join(
+      _fmt(float(np.mean(m)) if m else None, 2) for m in means) + " |")
+  return lines + [""]
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
   """The contents of `results.json` as Markdown tables."""
   tasks = results["tasks"]
@@ -225,6 +259,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                f"| {_fmt(mean('student_score'))}"
                f" | {_fmt(ratio, 2)} |")
   lines.append("")
+  lines += _success_table(tasks)
   if "aggregate" in results:
     runs = min(a.get("runs", 1) for a in results["aggregate"].values())
     title = ("95% stratified bootstrap CI, rliable" if runs > 1 else
@@ -309,6 +344,10 @@ def population_results(members: Sequence[Mapping[str, Any]], *,
       per_task[t][f"{who}_scores"] = values
       per_task[t][f"{who}_score"] = (
           None if any(v is None for v in values) else float(np.mean(values)))
+      rates = [m["tasks"][t].get(f"{who}_success_rate") for m in members]
+      if all(v is not None for v in rates):
+        per_task[t][f"{who}_success_rates"] = rates
+        per_task[t][f"{who}_success_rate"] = float(np.mean(rates))
   shared = {k: members[0][k] for k in (
       "teacher_params", "student_params", "latency_ms", "student_checkpoint",
       "student_steps", "teacher_steps", "wall_s")}
@@ -323,8 +362,8 @@ def population_results(members: Sequence[Mapping[str, Any]], *,
           who: aggregate.interval_estimates(
               np.array([[m["tasks"][t][key] for t in tasks]
                         for m in members]), reps=reps)
-          for who, key in (("teacher", "teacher_score"),
-                           ("student", "student_score"))},
+          for who, key in _AGGREGATED
+          if all(key in m["tasks"][t] for m in members for t in tasks)},
   }
 
 
@@ -356,6 +395,7 @@ def render_population_markdown(results: Mapping[str, Any]) -> str:
                    [results["tasks"][t]["teacher_score"] for t in tasks])))
                + " |")
   lines.append("")
+  lines += _success_table(results["tasks"])
   runs = min(a.get("runs", 1) for a in results["aggregate"].values())
   title = ("95% stratified bootstrap CI over seeds, rliable" if runs > 1
            else "n=1 run: no interval")

@@ -26,7 +26,8 @@ def summarize(data: dict[str, Any], name: str) -> dict[str, Any]:
     trailing unfinished one included), 'length_min' / '_max', 'terminals',
     'timeouts', 'last_episode_unfinished', 'action_min' / '_max', and
     'normalized_return_mean' when `name` has D4RL reference returns (see
-    `scores.reference_returns`).
+    `scores.reference_returns`), 'success_rate' when the data have
+    'infos/success' (Meta-World: an episode succeeds when any step does).
   """
   bounds_Ex2 = d4rl.episode_bounds(data['terminals'], data['timeouts'])
   lengths_E = bounds_Ex2[:, 1] - bounds_Ex2[:, 0]
@@ -55,4 +56,8 @@ def summarize(data: dict[str, Any], name: str) -> dict[str, Any]:
   if refs is not None:
     info['normalized_return_mean'] = float(
         scores.normalized_score(returns_E, refs).mean())
+  if 'infos/success' in data:
+    success = np.asarray(data['infos/success'], np.float64)
+    info['success_rate'] = float(
+        np.maximum.reduceat(success, bounds_Ex2[:, 0]).mean())
   return info

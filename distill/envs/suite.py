@@ -1,7 +1,10 @@
 """The embedded suite's datasets, generated on first use.
 
 `load(task, quality)` returns a D4RL-format dict for 'suite:<task>-<quality>'
-(`load_spec` takes the spec string itself). The first call rolls out the
+(`load_spec` takes the spec string itself). 'suite:mt10/<task>-<quality>'
+names Meta-World MT10's datasets (`distill.envs.mt10_suite`); `load_spec`,
+`parse_name`, `dataset_path`, `load` and `read_card` hand MT10 names and
+tasks to it. The first call rolls out the
 shipped SAC behavior snapshots (`distill/envs/snapshots/`) in Gymnasium vector
 environments (`distill.envs.rollout`) and caches the result as a D4RL HDF5
 file plus a JSON dataset card in `$DISTILL_DATA_DIR/suite/` (default
@@ -43,6 +46,7 @@ from distill import fileio
 from distill.data import d4rl
 from distill.data import scores
 from distill.envs import generated
+from distill.envs import mt10_suite
 from distill.envs import rollout
 from distill.envs import sac
 from distill.envs import tasks as tasks_lib
@@ -72,11 +76,16 @@ def snapshot_dir() -> str:
   return os.path.join(os.path.dirname(__file__), "snapshots")
 
 
+def _is_mt10(task: str) -> bool:
+  return task in mt10_suite.mt10.TASK_NAMES
+
+
 def parse_name(name: str) -> tuple[str, str]:
   """Splits '<task>-<quality>' on the last '-' and checks both parts.
 
   Args:
-    name: e.g. 'halfcheetah-backward-medium'.
+    name: e.g. 'halfcheetah-backward-medium', or 'mt10/push-v3-medium'
+      (then the task is 'push-v3').
 
   Returns:
     (task, quality).
@@ -84,6 +93,8 @@ def parse_name(name: str) -> tuple[str, str]:
   Raises:
     d4rl.DatasetError: unknown task or quality (the message lists valid ones).
   """
+  if name.startswith(mt10_suite.NAME_PREFIX):
+    return mt10_suite.parse_name(name)
   task, _, quality = name.rpartition("-")
   _check(task, quality)
   return task, quality
@@ -97,6 +108,8 @@ def _check(task: str, quality: str) -> None:
   if quality not in QUALITIES:
     problems.append(
         f"unknown quality {quality!r} (valid: {', '.join(QUALITIES)})")
+  if task in mt10_suite.mt10.TASK_NAMES:
+    problems.append(f"MT10 datasets are suite:mt10/{task}-<quality>")
   if problems:
     raise d4rl.DatasetError(
         f"suite:{task}-{quality}: " + "; ".join(problems)
@@ -129,14 +142,14 @@ def _fingerprint(prefixes: list[str]) -> str:
   return h.hexdigest()[:10]
 
 
-def dataset_path(task: str, quality: str, *, num_transitions: int, seed: int,
-                 num_envs: int, snap_dir: str | None = None) -> str:
+def dataset_path(task: str, quality: str, *, num_transitions: int | None,
+                 seed: int, num_envs: int, snap_dir: str | None = None) -> str:
   """Returns the cache path of a dataset's HDF5 file (it may not exist).
 
   Args:
-    task: suite task.
+    task: suite task (an MT10 task: `mt10_suite.dataset_path`).
     quality: 'medium' or 'mixed'.
-    num_transitions: dataset size.
+    num_transitions: dataset size (None: the suite's default).
     seed: generation seed.
     num_envs: vector environment size.
     snap_dir: snapshot directory (default: the shipped ones).
@@ -145,6 +158,12 @@ def dataset_path(task: str, quality: str, *, num_transitions: int, seed: int,
     `<data_dir>/suite/<task>-<quality>-n<N>-s<seed>-e<E>-<hash>.hdf5`; the
     card is the same path with '.json'.
   """
+  if _is_mt10(task):
+    return mt10_suite.dataset_path(task, quality,
+                                   num_transitions=num_transitions,
+                                   seed=seed, num_envs=num_envs)
+  if num_transitions is None:
+    num_transitions = DEFAULTS["num_transitions"]
   _check(task, quality)
   prefixes = _snapshot_files(task, quality, snap_dir or snapshot_dir())
   name = (f"{task}-{quality}-n{num_transitions}-s{seed}-e{num_envs}-"
@@ -423,6 +442,10 @@ def load(task: str, quality: str, *, num_transitions: int | None = None,
   Raises:
     d4rl.DatasetError: unknown task or quality, or missing snapshots.
   """
+  if _is_mt10(task):
+    return mt10_suite.load(task, quality, num_transitions=num_transitions,
+                           seed=seed, num_envs=num_envs,
+                           num_workers=num_workers)
   n, seed, num_envs, path, _ = _resolve(
       task, quality, num_transitions, seed, num_envs, snap_dir)
   if num_workers is None:
@@ -443,6 +466,10 @@ def read_card(task: str, quality: str, *, num_transitions: int | None = None,
   Returns:
     The card dict.
   """
+  if _is_mt10(task):
+    return mt10_suite.read_card(task, quality,
+                                num_transitions=num_transitions, seed=seed,
+                                num_envs=num_envs)
   load(task, quality, num_transitions=num_transitions, seed=seed,
        num_envs=num_envs, snap_dir=snap_dir)
   card_path = _resolve(task, quality, num_transitions, seed, num_envs,
@@ -468,10 +495,15 @@ def load_spec(spec: str, *, clip_actions: bool = False,
     d4rl.DatasetError: a malformed spec, unknown task or quality, missing
       snapshots, or bad data.
   """
-  task, sep, quality = spec.removeprefix(PREFIX).rpartition("-")
+  name = spec.removeprefix(PREFIX)
+  task, sep, quality = name.rpartition("-")
   if not spec.startswith(PREFIX) or not sep or not task or not quality:
     raise d4rl.DatasetError(
         f"{spec}: expected suite:<task>-<quality>, e.g."
-        " suite:halfcheetah-backward-medium")
+        " suite:halfcheetah-backward-medium or suite:mt10/push-v3-medium")
+  if name.startswith(mt10_suite.NAME_PREFIX):
+    task, quality = mt10_suite.parse_name(name)
+  elif _is_mt10(task):
+    _check(task, quality)  # Says the MT10 spec form.
   data = load(task, quality, num_transitions=num_transitions)
   return d4rl.validate(data, source=spec, clip_actions=clip_actions)

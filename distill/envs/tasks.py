@@ -16,8 +16,14 @@ Reference returns for normalized scores live in one place,
 from there (D4RL's values for the three D4RL bodies, measured values for
 halfcheetah-backward, see `distill/envs/SNAPSHOTS.md`).
 
-Lookup by name goes through the one explicit dict `TASKS`; nothing registers
-itself at import.
+Meta-World MT10 (`distill.envs.mt10`: reach-v3, push-v3, ..., 39 / 4, 500
+steps) is the second table, `MT10_TASKS`; `get_task`, `make_env` and
+`make_vector_env` consult both (`ALL_TASKS`), so MT10 names work wherever
+the locomotion names do. Meta-World is imported only when an MT10
+environment is built.
+
+Lookup by name goes through these explicit dicts; nothing registers itself
+at import.
 """
 
 import dataclasses
@@ -26,6 +32,7 @@ from typing import Any
 import gymnasium
 
 from distill.data import scores
+from distill.envs import mt10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +118,30 @@ TASKS: dict[str, Task] = {
 }
 
 
+# Meta-World MT10: one entry per task, the same sizes and episode length;
+# references are measured (distill/data/scores.py).
+MT10_TASKS: dict[str, Task] = {
+    name: Task(
+        name=name,
+        env_id=f"metaworld:{name}",
+        env_kwargs=(),
+        obs_dim=mt10.OBS_DIM,
+        act_dim=mt10.ACT_DIM,
+        max_episode_steps=mt10.EPISODE_STEPS,
+        ref_key=name,
+    )
+    for name in mt10.TASK_NAMES
+}
+
+# Every task of both tables.
+ALL_TASKS: dict[str, Task] = {**TASKS, **MT10_TASKS}
+
+
 def get_task(task_name: str) -> Task:
   """Returns the task named `task_name`.
 
   Args:
-    task_name: a key of `TASKS`.
+    task_name: a key of `TASKS` or `MT10_TASKS`.
 
   Returns:
     The `Task`.
@@ -123,27 +149,32 @@ def get_task(task_name: str) -> Task:
   Raises:
     KeyError: unknown task, the message lists the valid ones.
   """
-  if task_name not in TASKS:
+  if task_name not in ALL_TASKS:
     raise KeyError(
         f"distill/envs/tasks.py: unknown task {task_name!r}; valid tasks:"
-        f" {', '.join(TASKS)}"
+        f" {', '.join(ALL_TASKS)}"
     )
-  return TASKS[task_name]
+  return ALL_TASKS[task_name]
 
 
 def make_env(task_name: str, **kwargs) -> gymnasium.Env:
   """Builds one environment of a task.
 
   Args:
-    task_name: a key of `TASKS`.
+    task_name: a key of `TASKS` or `MT10_TASKS`.
     **kwargs: extra keyword arguments for `gymnasium.make` (override the
-      task's own).
+      task's own; none for an MT10 task).
 
   Returns:
     The environment, with the task's time limit (a cut episode reports
     `truncated=True`).
   """
   task = get_task(task_name)
+  if task_name in MT10_TASKS:
+    if kwargs:
+      raise TypeError(f"make_env: MT10 task {task_name!r} takes no keyword"
+                      f" arguments, got {sorted(kwargs)}")
+    return mt10.make_env(task_name)
   env_kwargs = dict(task.env_kwargs)
   env_kwargs.update(kwargs)
   return gymnasium.make(
@@ -172,7 +203,7 @@ def make_vector_env(
   `step` call on the reset and ignore its action).
 
   Args:
-    task_name: a key of `TASKS`.
+    task_name: a key of `TASKS` or `MT10_TASKS`.
     num_envs: number of sub-environments.
     seed: seed of the first reset (and the action spaces).
     autoreset_mode: Gymnasium autoreset mode.

@@ -1,0 +1,173 @@
+"""Meta-World MT10: the ten tasks, seeded goals, noisy scripted policies.
+
+| task                    | Meta-World class (metaworld 3.1.1)  | obs/act |
+|-------------------------|-------------------------------------|---------|
+| reach-v3                | SawyerReachEnvV3                    | 39 / 4  |
+| push-v3                 | SawyerPushEnvV3                     | 39 / 4  |
+| pick-place-v3           | SawyerPickPlaceEnvV3                | 39 / 4  |
+| door-open-v3            | SawyerDoorEnvV3                     | 39 / 4  |
+| drawer-open-v3          | SawyerDrawerOpenEnvV3               | 39 / 4  |
+| drawer-close-v3         | SawyerDrawerCloseEnvV3              | 39 / 4  |
+| button-press-topdown-v3 | SawyerButtonPressTopdownEnvV3       | 39 / 4  |
+| peg-insert-side-v3      | SawyerPegInsertionSideEnvV3         | 39 / 4  |
+| window-open-v3          | SawyerWindowOpenEnvV3               | 39 / 4  |
+| window-close-v3         | SawyerWindowCloseEnvV3              | 39 / 4  |
+
+Episodes last 500 steps (Meta-World truncates them itself); nothing
+terminates. The goal is observed (the last three observation entries), as in
+MT10. `info['success']` of an episode's last step is the episode's success,
+as Meta-World reports it.
+
+Goals. A Meta-World task has a random goal (and object) position per
+episode, drawn from the task's own random-reset space. MT10's task list
+fixes 50 such draws per task from NumPy's global stream; building it takes
+8 s per process, so this module draws the goals the same way itself:
+`reset(seed=s)` seeds the environment's own generator (`env.seed(s)`) and
+every reset draws the next goal from it (the Meta-World procedure that made
+MT10's list, resampling positions that violate the task's constraints). A
+vector of environments reset with seed s gives sub-environment i seed s + i,
+so the goals of every episode follow from the seed alone.
+
+The behavior policies are Meta-World's scripted policies
+(`metaworld.policies.ENV_POLICY_MAP`) with Gaussian action noise of a given
+std, clipped to [-1, 1] and rounded to multiples of 2**-16 (as the
+locomotion suite rounds its actions). The noise comes from the caller's
+streams, so the actions are reproducible.
+
+Meta-World is imported inside the functions, so importing `distill` stays
+cheap.
+
+Shape letters: E sub-environments, S observation size (39), A action size
+(4).
+"""
+
+from collections.abc import Callable
+import functools
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+TASK_NAMES = ('reach-v3', 'push-v3', 'pick-place-v3', 'door-open-v3',
+              'drawer-open-v3', 'drawer-close-v3', 'button-press-topdown-v3',
+              'peg-insert-side-v3', 'window-open-v3', 'window-close-v3')
+OBS_DIM = 39
+ACT_DIM = 4
+EPISODE_STEPS = 500
+# Actions are multiples of 2**-16, as in `distill.envs.suite`.
+ACTION_QUANTUM = 2.0**-16
+
+
+class SeededGoals(gymnasium.Wrapper):
+  """A Meta-World environment whose every reset draws a seeded goal.
+
+  `reset(seed=s)` reseeds the environment's generator; a reset without a
+  seed draws the next goal of the same stream. Observations are float64;
+  `info['success']` is Meta-World's (0.0 or 1.0).
+  """
+
+  def __init__(self, env: Any, task_name: str):
+    super().__init__(env)
+    self.task_name = task_name
+    self._seeded = False
+
+  def reset(self, *, seed: int | None = None,
+            options: dict[str, Any] | None = None):
+    del options  # Meta-World takes none.
+    if seed is not None or not self._seeded:
+      self.env.unwrapped.seed(0 if seed is None else int(seed))
+      self._seeded = True
+    return self.env.reset()
+
+
+def _env_class(task_name: str) -> type:
+  import metaworld  # pylint: disable=g-import-not-at-top  # Lazy: slow.
+  return metaworld.env_dict.ALL_V3_ENVIRONMENTS[task_name]
+
+
+def make_env(task_name: str) -> gymnasium.Env:
+  """Builds one MT10 environment with seeded goals.
+
+  Args:
+    task_name: one of `TASK_NAMES`.
+
+  Returns:
+    A `SeededGoals` environment (goal observable, 500-step episodes that
+    end with `truncated=True`).
+  """
+  if task_name not in TASK_NAMES:
+    raise KeyError(f'distill/envs/mt10.py: unknown MT10 task {task_name!r};'
+                   f' valid: {", ".join(TASK_NAMES)}')
+  env = _env_class(task_name)()
+  raw = env.unwrapped
+  # What `metaworld.MT10`'s tasks set, but with goals drawn per reset from
+  # the seeded generator instead of a frozen list.
+  raw._partially_observable = False  # pylint: disable=protected-access
+  raw._set_task_called = True  # pylint: disable=protected-access
+  raw._freeze_rand_vec = False  # pylint: disable=protected-access
+  raw.seeded_rand_vec = True
+  # The observation space depends on observability (a cached property).
+  raw.__dict__.pop('sawyer_observation_space', None)
+  raw.observation_space = raw.sawyer_observation_space
+  return SeededGoals(env, task_name)
+
+
+@functools.cache
+def scripted_policy(task_name: str) -> Callable[[np.ndarray], np.ndarray]:
+  """Meta-World's scripted policy of a task: obs_S -> action_A."""
+  from metaworld import policies  # pylint: disable=g-import-not-at-top
+  return policies.ENV_POLICY_MAP[task_name]().get_action
+
+
+def noisy_actions(task_name: str, obs_ExS: np.ndarray, eps_ExA: np.ndarray,
+                  noise_std: float) -> np.ndarray:
+  """The scripted policy's actions with Gaussian noise, reproducibly.
+
+  Args:
+    task_name: one of `TASK_NAMES`.
+    obs_ExS: observations.
+    eps_ExA: standard normal noise (float64).
+    noise_std: the noise's standard deviation (0: the scripted policy).
+
+  Returns:
+    float64 actions `clip(policy(obs) + noise_std * eps, -1, 1)`, rounded
+    to multiples of `ACTION_QUANTUM`.
+  """
+  act = scripted_policy(task_name)
+  mean_ExA = np.stack([np.asarray(act(o), np.float64) for o in obs_ExS])
+  out = np.clip(mean_ExA + noise_std * np.asarray(eps_ExA, np.float64),
+                -1.0, 1.0)
+  return np.round(out / ACTION_QUANTUM) * ACTION_QUANTUM
+
+
+def noise_stream(seed: int, env_id: int) -> np.random.Generator:
+  """Sub-environment `env_id`'s noise stream (as the locomotion suite's)."""
+  return np.random.Generator(np.random.PCG64(
+      np.random.SeedSequence([int(seed), int(env_id)])))
+
+
+def behavior_policy(task_name: str, noise_std: float | None, seed: int,
+                    env_ids: list[int]) -> Callable[..., np.ndarray]:
+  """A `distill.envs.rollout.Policy` of the noisy scripted policy.
+
+  Args:
+    task_name: one of `TASK_NAMES`.
+    noise_std: the Gaussian noise's std; None acts uniformly at random in
+      [-1, 1] (the random reference policy).
+    seed: seed of the noise streams.
+    env_ids: the global index of each sub-environment (its stream).
+
+  Returns:
+    `policy(step, obs_ExS, reward_E, first_E) -> actions_ExA` (float64).
+  """
+  noise_E = [noise_stream(seed, i) for i in env_ids]
+
+  def policy(step, obs_ExS, reward_E, first_E):
+    del step, reward_E, first_E  # Memoryless; the noise streams advance.
+    if noise_std is None:
+      out = np.stack([g.uniform(-1.0, 1.0, ACT_DIM) for g in noise_E])
+      return np.round(out / ACTION_QUANTUM) * ACTION_QUANTUM
+    eps_ExA = np.stack([g.standard_normal(ACT_DIM) for g in noise_E])
+    return noisy_actions(task_name, obs_ExS, eps_ExA, noise_std)
+
+  return policy
