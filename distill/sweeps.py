@@ -52,6 +52,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from distill import fileio
+from distill import provenance
 
 # Config fields the `teachers` and `teacher_eval` stages depend on.
 TEACHER_FIELDS = ('seed', 'seeds', 'mesh', 'tasks', 'data', 'teacher', 'eval')
@@ -432,8 +433,8 @@ def is_finished(job: Job) -> bool:
 
 
 def run_job(job: Job, *, cwd: str,
-            env_updates: Mapping[str, str | None] | None = None
-            ) -> dict[str, Any]:
+            env_updates: Mapping[str, str | None] | None = None,
+            ignore_dirty: Sequence[str] = ()) -> dict[str, Any]:
   """Runs a job's command; the function a sweep submits to its executor.
 
   Appends the command's stdout and stderr to `job.log`, and writes the
@@ -444,10 +445,14 @@ def run_job(job: Job, *, cwd: str,
     job: the job.
     cwd: directory the command runs in (the config path is relative to it).
     env_updates: environment variables to set (None: unset) for the command.
+    ignore_dirty: paths whose uncommitted changes are not code (the
+      directory a sweep publishes into), for `provenance.code_state`.
 
   Returns:
     The final record: name, kind, command, config, status, returncode,
-    error, log, wall_s, started, finished, host.
+    error, log, wall_s, started, finished, host, and what ran: `code`
+    (`provenance.code_state` of `cwd` when the job started: commit, dirty,
+    dirty_files) and `config_sha256` (`provenance.config_hash`).
   """
   os.makedirs(job.workdir, exist_ok=True)
   env = dict(os.environ)
@@ -460,7 +465,9 @@ def run_job(job: Job, *, cwd: str,
             'config': job.config, 'status': 'running', 'returncode': None,
             'error': '', 'log': job.log, 'wall_s': None,
             'started': time.time(), 'finished': None,
-            'host': os.uname().nodename, 'pid': os.getpid()}
+            'host': os.uname().nodename, 'pid': os.getpid(),
+            'code': provenance.code_state(cwd, ignore_dirty),
+            'config_sha256': provenance.config_hash(job.config)}
   fileio.write_json(os.path.join(job.workdir, RECORD), record)
   start = time.time()
   with open(job.log, 'a', encoding='utf-8') as log:

@@ -2,15 +2,23 @@
 
 `python -m experiments.sweep ... --publish=docs/study --publish_commit`
 calls `publish_member` as each member finishes: its `results.json`, its job
-record (the command that reproduces it) and `curves.json` (its distillation
-history in windows: KL per teacher, the curriculum's choices, the surgery's
-projections) go to `<dest>/members/<name>/`, `<dest>/sweep_state.json` is
+record (the command that reproduces it, the commit and state of the tree it
+ran in, its config's hash) and `curves.json` (its distillation history in
+windows: KL per teacher, the curriculum's choices, the surgery's
+projections, with the tasks of its columns) go to
+`<dest>/members/<name>/`, `<dest>/sweep_state.json` is
 rewritten with paths relative to the repository, the sweep is aggregated
 there (`sweep.json`, `sweep.md`, plots) and, with `--publish_commit`, the
 directory is committed. `<dest>` is itself a sweep directory:
 `python -m experiments.aggregate <dest>` recomputes every interval from it.
+
+Publishing refuses code with uncommitted changes (`check_clean` before the
+sweep, `publish_member` for a member whose record says its tree was dirty)
+unless `--allow_dirty` is given: a published score should name the code
+that produced it.
 """
 
+from collections.abc import Sequence
 import json
 import os
 import subprocess
@@ -22,6 +30,7 @@ from absl import logging
 import numpy as np
 
 from distill import fileio
+from distill import provenance
 from distill import sweeps
 
 CURVES = 'curves.json'
@@ -73,27 +82,66 @@ def curves(history_path: str, windows: int = WINDOWS) -> dict[str, Any]:
   return out
 
 
-def publish_member(job: sweeps.Job, root: str, dest: str) -> None:
+class DirtyTreeError(ValueError):
+  """Code with uncommitted changes would be published as if committed."""
+
+
+def check_clean(cwd: str, ignore: Sequence[str] = ()) -> None:
+  """Refuses to publish from a working tree with uncommitted changes.
+
+  Args:
+    cwd: a directory of the repository whose code the members run.
+    ignore: paths whose changes are results, not code (the publish
+      directory).
+
+  Raises:
+    DirtyTreeError: naming the changed files and `--allow_dirty`.
+  """
+  state = provenance.code_state(cwd, ignore)
+  if state['dirty']:
+    raise DirtyTreeError(
+        provenance.dirty_message('the working tree', state)
+        + '; published results would not name the code that produced them.'
+        ' Commit (or remove) these files, or pass --allow_dirty to publish'
+        ' anyway (each member then records the files in its record).')
+
+
+def publish_member(job: sweeps.Job, root: str, dest: str,
+                   allow_dirty: bool = False) -> None:
   """Copies one finished member's results, record and curves to `dest`.
 
   Args:
     job: the finished member.
     root: the sweep directory.
     dest: the published sweep directory.
+    allow_dirty: publish a member whose record says it ran in a tree with
+      uncommitted changes (its published record lists them).
+
+  Raises:
+    DirtyTreeError: the member ran in a dirty tree and not `allow_dirty`.
   """
+  full = sweeps.read_record(job) or {}
+  code = full.get('code') or {}
+  if code.get('dirty') and not allow_dirty:
+    raise DirtyTreeError(
+        provenance.dirty_message(f'member {job.name} ran in a tree that',
+                                 code)
+        + '; not published (pass --allow_dirty to publish it anyway)')
   out = os.path.join(dest, 'members', job.name)
   os.makedirs(out, exist_ok=True)
   with open(job.output, encoding='utf-8') as f:
     results = json.load(f)
   fileio.write_json(os.path.join(out, 'results.json'), results)
-  record = sweeps.read_record(job) or {}
-  record = {k: record.get(k) for k in ('name', 'status', 'wall_s', 'started',
-                                        'finished', 'host')}
+  record = {k: full.get(k) for k in ('name', 'status', 'wall_s', 'started',
+                                      'finished', 'host', 'code',
+                                      'config_sha256')}
   record['command'] = [_rel(a, root) for a in job.command]
   fileio.write_json(os.path.join(out, sweeps.RECORD), record)
   history = os.path.join(job.workdir, 'student', 'history.npz')
   if os.path.exists(history):
-    fileio.write_json(os.path.join(out, CURVES), curves(history))
+    fileio.write_json(os.path.join(out, CURVES),
+                      {**curves(history),
+                       'tasks': list(job.config.get('tasks') or [])})
 
 
 def publish_state(root: str, dest: str) -> None:
@@ -103,7 +151,9 @@ def publish_state(root: str, dest: str) -> None:
   state = json.loads(_rel(text, root))
   head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True,
                         text=True, check=False)
-  # The code the members ran (the sweep's working directory).
+  # The checkout that published (the sweep's working directory) at this
+  # moment: not evidence of the code each member ran, which its own record
+  # holds (`code` in sweep_job.json).
   state['code_commit'] = head.stdout.strip() if not head.returncode else None
   for job in state['jobs']:
     published = os.path.exists(os.path.join(dest, 'members', job['name'],
@@ -138,3 +188,37 @@ def commit(dest: str, message: str, attempts: int = 5) -> bool:
     time.sleep(2.0 * (attempt + 1))
   return False
 
+
+def provenance_note(state: dict[str, Any],
+                    records: list[dict[str, Any]]) -> str:
+  """What the published records say about the code the members ran.
+
+  Args:
+    state: the published `sweep_state.json`.
+    records: every published member's `sweep_job.json`.
+
+  Returns:
+    A paragraph: the commits, dirty trees and config hashes the members
+    recorded, or that they recorded none (the first study's members ran
+    before the records held them), beside the commit `sweep_state.json`
+    names (the publishing checkout's, not necessarily the members').
+  """
+  code = [r.get('code') for r in records]
+  with_code = [c for c in code if c and c.get('commit')]
+  commit = state.get('code_commit')
+  named = (f'`{sweeps.STATE}` names commit `{commit[:7]}`, the checkout that'
+           ' published them, which is not evidence of the code each member'
+           ' ran' if commit else f'`{sweeps.STATE}` names no commit')
+  if not with_code:
+    return (f'Provenance: none of the {len(records)} members\' records'
+            ' (`sweep_job.json`) holds the commit or the state of the tree'
+            ' it ran (members record them since this study); '
+            + named + '. The code of these members is not recorded.')
+  commits = sorted({c['commit'][:7] for c in with_code})
+  dirty = sum(bool(c.get('dirty')) for c in with_code)
+  hashed = sum(bool(r.get('config_sha256')) for r in records)
+  return (f'Provenance: {len(with_code)} of {len(records)} members record'
+          f' their code: commit(s) {", ".join(f"`{c}`" for c in commits)};'
+          f' {dirty} ran in a tree with uncommitted changes (their'
+          f' `sweep_job.json` lists the files); {hashed} record their'
+          ' config\'s hash (`config_sha256`). ' + named + '.')

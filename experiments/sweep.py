@@ -86,6 +86,12 @@ _PUBLISH_AGGREGATE_S = flags.DEFINE_float(
     " the sweep always does. Aggregating a large study costs about a"
     " minute of CPU, which a member's publishing otherwise takes from the"
     ' running jobs.')
+_ALLOW_DIRTY = flags.DEFINE_bool(
+    'allow_dirty', False, 'Publish (--publish) even when the working tree'
+    ' has uncommitted changes outside the sweep and publish directories;'
+    ' without it the sweep refuses to start and a member that ran in a'
+    ' dirty tree is not published. Each member records its commit and'
+    ' changed files either way (sweep_job.json `code`).')
 _CACHE = flags.DEFINE_bool(
     'compilation_cache', True, "Give the jobs one JAX compilation cache in"
     ' DIR/jax_cache (unless JAX_COMPILATION_CACHE_DIR is set).')
@@ -119,6 +125,11 @@ def check_flags() -> None:
       raise app.UsageError(f'--publish={_PUBLISH.value}: not inside a git'
                            ' repository, so --publish_commit cannot commit'
                            ' it')
+    if not _ALLOW_DIRTY.value and not _PRINT.value:
+      try:
+        publish.check_clean(os.getcwd(), (_PUBLISH.value, _WORKDIR.value))
+      except publish.DirtyTreeError as e:
+        raise app.UsageError(f'--publish={_PUBLISH.value}: {e}') from e
   missing = [c for c in ('sbatch', 'srun') if shutil.which(c) is None]
   if _EXECUTOR.value == 'slurm' and not _PRINT.value and missing:
     raise app.UsageError(f'--executor=slurm: {" and ".join(missing)} not on'
@@ -221,6 +232,7 @@ class Sweep:
       self.status[key] = 'skipped' if sweeps.is_finished(job) else 'pending'
     self.durations = {'teacher': [], 'member': []}
     self.on_done = None  # called with each job that finishes well
+    self.ignore_dirty = []  # paths whose changes are results, not code
 
   def write_state(self) -> None:
     counts = {}
@@ -291,8 +303,9 @@ def _launch(sweep: Sweep, running: dict, executor: submitit.Executor,
         continue
       if t_status not in ('done', 'skipped'):
         continue
-    running[key] = executor.submit(sweeps.run_job, job, cwd=os.getcwd(),
-                                   env_updates=env)
+    running[key] = executor.submit(
+        sweeps.run_job, job, cwd=os.getcwd(), env_updates=env,
+        ignore_dirty=sweep.ignore_dirty)
     sweep.status[key], sweep.started[key] = 'running', time.time()
     logging.info('started %s %s: %s', job.kind, job.name,
                  shell_line(job.command))
@@ -394,12 +407,15 @@ def aggregate_sweep(root: str, baseline: str, reps: int, *,
 
 
 def make_publisher(sweep: Sweep, dest: str, baseline: str, reps: int,
-                   commit: bool, aggregate_every_s: float = 0.0):
+                   commit: bool, aggregate_every_s: float = 0.0,
+                   allow_dirty: bool = False):
   """The `on_done` of a sweep with --publish: copy, aggregate, commit.
 
   The published aggregate is recomputed after a member when
   `aggregate_every_s` seconds have passed since it last was (0: always);
-  `finish_publishing` recomputes it at the end.
+  `finish_publishing` recomputes it at the end. A member that ran in a
+  dirty tree is not published unless `allow_dirty` (the error names its
+  changed files).
   """
   os.makedirs(dest, exist_ok=True)
   last = [-math.inf]
@@ -408,7 +424,7 @@ def make_publisher(sweep: Sweep, dest: str, baseline: str, reps: int,
     if job.kind != 'member':
       return
     try:
-      publish.publish_member(job, sweep.root, dest)
+      publish.publish_member(job, sweep.root, dest, allow_dirty)
       sweep.write_state()
       publish.publish_state(sweep.root, dest)
       if time.monotonic() - last[0] >= aggregate_every_s:
@@ -471,6 +487,9 @@ def main(argv):
       'config': _CONFIG.value, 'workdir': root, 'executor': _EXECUTOR.value,
       'parallel': _PARALLEL.value, 'baseline': baseline, 'reps': reps,
       'python': sys.executable, 'cwd': os.getcwd()})
+  # Results, not code: a member's record ignores changes under these.
+  sweep.ignore_dirty = [root] + ([os.path.abspath(_PUBLISH.value)]
+                                 if _PUBLISH.value else [])
   skipped = sum(s == 'skipped' for s in sweep.status.values())
   logging.info('sweep %s: %d teacher jobs, %d members; %d finished earlier'
                ' (skipped)', root, len(teachers), len(members), skipped)
@@ -479,7 +498,8 @@ def main(argv):
     dest = os.path.abspath(_PUBLISH.value)
     sweep.on_done = make_publisher(sweep, dest, baseline, reps,
                                    _PUBLISH_COMMIT.value,
-                                   _PUBLISH_AGGREGATE_S.value)
+                                   _PUBLISH_AGGREGATE_S.value,
+                                   _ALLOW_DIRTY.value)
     for job in members:  # finished in an earlier sweep, not yet published
       if (sweep.status[(job.kind, job.name)] == 'skipped'
           and not os.path.exists(os.path.join(dest, 'members', job.name,

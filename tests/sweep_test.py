@@ -14,6 +14,7 @@ from rliable import metrics
 import scipy.stats
 
 from configs import study
+from distill import provenance
 from distill import sweeps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -295,8 +296,8 @@ from experiments import publish, sweep
 calls = []
 sweep.aggregate_sweep = lambda dest, *a, **k: calls.append(('aggregate',
                                                              dest))
-publish.publish_member = lambda job, root, dest: calls.append(('member',
-                                                               job.name))
+publish.publish_member = lambda job, root, dest, allow_dirty: calls.append(
+    ('member', job.name))
 publish.publish_state = lambda root, dest: None
 publish.commit = lambda dest, message: calls.append(('commit', message))
 state = types.SimpleNamespace(root='/r', write_state=lambda: None)
@@ -413,8 +414,11 @@ def test_smoke_sweep_end_to_end(tmp_path):
     subprocess.run(['git', '-C', str(repo), 'config', key, value],
                    check=True)
   pub = repo / 'study'
+  # --allow_dirty: the members ran in this checkout, whose tree may hold
+  # uncommitted changes while the test runs (provenance_test checks the
+  # refusal); each record says what it ran either way.
   proc = _cli('experiments.sweep', *args, f'--publish={pub}',
-              '--publish_commit', env=env)
+              '--publish_commit', '--allow_dirty', env=env)
   assert proc.returncode == 0, proc.stderr[-4000:]
   for job in state['jobs'][2:]:
     out = pub / 'members' / job['name']
@@ -423,9 +427,15 @@ def test_smoke_sweep_end_to_end(tmp_path):
                               'results.json')))
     record = json.load(open(out / 'sweep_job.json'))
     assert record['command'][:3] == ['python', '-m', 'experiments.run']
+    # What the member ran: this checkout's commit, its tree, its config.
+    full = json.load(open(root / 'members' / job['name'] / 'sweep_job.json'))
+    assert record['code'] == full['code']
+    assert len(record['code']['commit']) == 40
+    assert record['config_sha256'] == provenance.config_hash(full['config'])
     # The sweep lies outside the working directory: its path stays whole.
     assert f'--workdir={root}/members/{job["name"]}' in record['command']
     curves = json.load(open(out / 'curves.json'))
+    assert curves['tasks'] == full['config']['tasks']  # its columns' order
     assert curves['step_end'][-1] == 40  # smoke: 40 steps
     assert len(curves['kl_mean'][0]) == 2 and len(curves['choices']) == len(
         curves['step_end'])
