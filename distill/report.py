@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from distill import aggregate
+from distill.data import scores as score_refs
 from distill.fileio import write_atomic
 from distill.fileio import write_json
 
@@ -194,17 +195,31 @@ def _fmt(x: float | None, digits: int = 1) -> str:
   return f"{x:.{digits}f}"
 
 
+def _cell(a: Mapping[str, Any]) -> str:
+  return _fmt(a["value"]) + (
+      f" [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if "ci_low" in a
+      else "")
+
+
 def _aggregate_table(aggregates: Mapping[str, Any]) -> list[str]:
-  """Markdown rows: per policy, runs, IQM and mean with their CIs if any."""
-  def cell(a):
-    return _fmt(a["value"]) + (
-        f" [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if "ci_low" in a
-        else "")
-  lines = ["| policy | runs | IQM | mean |", "|---|---:|---|---|"]
+  """Markdown rows: per policy, runs, mean (primary) and IQM with CIs.
+
+  The mean over tasks comes first: with few tasks the IQM can keep values
+  of some tasks only, and a line under the table names them
+  (`aggregate.iqm_kept`, where the aggregate records it).
+  """
+  lines = ["| policy | runs | mean | IQM |", "|---|---:|---|---|"]
+  notes = []
   for who, agg in aggregates.items():
-    lines.append(f"| {who} | {agg.get('runs', 1)} | {cell(agg['iqm'])} "
-                 f"| {cell(agg['mean'])} |")
-  return lines + [""]
+    lines.append(f"| {who} | {agg.get('runs', 1)} | {_cell(agg['mean'])} "
+                 f"| {_cell(agg['iqm'])} |")
+    kept = agg.get("iqm_kept")
+    if kept and aggregate.iqm_uneven(list(kept.values())):
+      notes.append(f"The {who} IQM keeps values of: "
+                   + aggregate.format_iqm_kept(list(kept), list(kept.values()))
+                   + ".")
+  return lines + [""] + ([" ".join(notes + [aggregate.IQM_RULE]), ""]
+                         if notes else [])
 
 
 def _success_table(tasks: Mapping[str, Any]) -> list[str]:
@@ -238,8 +253,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             f"the **{results.get('student_checkpoint', 'last')}** checkpoint.",
             ""]
   lines += ["## Scores per task", "",
-            "| task | dataset | teacher | student | student / teacher |",
-            "|---|---:|---:|---:|---:|"]
+            "| task | dataset | teacher | student | student / teacher |"
+            " best behaviour policy |",
+            "|---|---:|---:|---:|---:|---:|"]
   for task, r in tasks.items():
     ratio = (r["student_score"] / r["teacher_score"]
              if r.get("teacher_score") not in (None, 0) else None)
@@ -248,7 +264,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"| {_fmt(r.get('teacher_score'))} ({_fmt(r.get('teacher_score_std'))})"
         f" | {_fmt(r.get('student_score'))}"
         f" ({_fmt(r.get('student_score_std'))})"
-        f" | {_fmt(ratio, 2)} |")
+        f" | {_fmt(ratio, 2)} | {_fmt(score_refs.behaviour_score(task))} |")
   def mean(k):
     values = [r[k] for r in tasks.values() if r.get(k) is not None]
     return float(np.mean(values)) if values else None
@@ -257,8 +273,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
   lines.append(f"| **mean** | {_fmt(mean('dataset_score'))} "
                f"| {_fmt(mean('teacher_score'))} "
                f"| {_fmt(mean('student_score'))}"
-               f" | {_fmt(ratio, 2)} |")
-  lines.append("")
+               f" | {_fmt(ratio, 2)} | |")
+  lines += ["", "*dataset*: normalized mean return of the episodes learned"
+            " from; *best behaviour policy*: deterministic score of the best"
+            " policy that generated them (distill/envs/SNAPSHOTS.md; - where"
+            " none was measured).", ""]
   lines += _success_table(tasks)
   if "aggregate" in results:
     runs = min(a.get("runs", 1) for a in results["aggregate"].values())
@@ -331,9 +350,11 @@ def population_results(members: Sequence[Mapping[str, Any]], *,
 
   Returns:
     `{'seeds', 'members', 'tasks': {task: {'<who>_score' (mean over seeds),
-    '<who>_scores' (per seed)}}, 'aggregate': {who: interval_estimates over
-    seeds x tasks}, ...}` plus the fields the members share (curriculum
-    name, surgery name, steps, parameters, latency, wall time).
+    '<who>_scores' (per seed), 'student_score_estimate' (the mean with its
+    95% interval)}}, 'aggregate': {who: interval_estimates over seeds x
+    tasks; the student's with 'iqm_kept' (`aggregate.iqm_kept`)}, ...}`
+    plus the fields the members share (curriculum name, surgery name,
+    steps, parameters, latency, wall time).
   """
   tasks = list(members[0]["tasks"])
   per_task = {}
@@ -351,6 +372,20 @@ def population_results(members: Sequence[Mapping[str, Any]], *,
   shared = {k: members[0][k] for k in (
       "teacher_params", "student_params", "latency_ms", "student_checkpoint",
       "student_steps", "teacher_steps", "wall_s")}
+  student_SxT = np.array([[m["tasks"][t]["student_score"] for t in tasks]
+                          for m in members])
+  # Each task's mean over seeds with its interval: with few tasks the
+  # aggregate over tasks hides which task moved.
+  for t, est in zip(tasks, aggregate.per_task_means(student_SxT, reps=reps)):
+    per_task[t]["student_score_estimate"] = est
+  aggregates = {
+      who: aggregate.interval_estimates(
+          np.array([[m["tasks"][t][key] for t in tasks]
+                    for m in members]), reps=reps)
+      for who, key in _AGGREGATED
+      if all(key in m["tasks"][t] for m in members for t in tasks)}
+  aggregates["student"]["iqm_kept"] = dict(
+      zip(tasks, aggregate.iqm_kept(student_SxT)))
   return {
       "seeds": [int(m["seed"]) for m in members],
       "members": list(members),
@@ -358,13 +393,22 @@ def population_results(members: Sequence[Mapping[str, Any]], *,
       "curriculum": {"name": members[0]["curriculum"]["name"]},
       "surgery": {"name": members[0]["surgery"]["name"]},
       **shared,
-      "aggregate": {
-          who: aggregate.interval_estimates(
-              np.array([[m["tasks"][t][key] for t in tasks]
-                        for m in members]), reps=reps)
-          for who, key in _AGGREGATED
-          if all(key in m["tasks"][t] for m in members for t in tasks)},
+      "aggregate": aggregates,
   }
+
+
+def _population_task_table(results: Mapping[str, Any]) -> list[str]:
+  """Per task: the student's mean over seeds with its interval, beside
+  the teacher, the dataset and the best behaviour policy."""
+  lines = ["## Per task, mean over seeds", "",
+           "| task | student (95% CI) | teacher | dataset |"
+           " best behaviour policy |", "|---|---|---:|---:|---:|"]
+  for task, r in results["tasks"].items():
+    est = r.get("student_score_estimate") or {"value": r["student_score"]}
+    lines.append(f"| {task} | {_cell(est)} | {_fmt(r.get('teacher_score'))}"
+                 f" | {_fmt(r.get('dataset_score'))}"
+                 f" | {_fmt(score_refs.behaviour_score(task))} |")
+  return lines + [""]
 
 
 def render_population_markdown(results: Mapping[str, Any]) -> str:
@@ -395,6 +439,7 @@ def render_population_markdown(results: Mapping[str, Any]) -> str:
                    [results["tasks"][t]["teacher_score"] for t in tasks])))
                + " |")
   lines.append("")
+  lines += _population_task_table(results)
   lines += _success_table(results["tasks"])
   runs = min(a.get("runs", 1) for a in results["aggregate"].values())
   title = ("95% stratified bootstrap CI over seeds, rliable" if runs > 1
