@@ -255,5 +255,6 @@ def test_iqm_kept_names_the_tasks_when_they_differ_in_scale():
   even = rng.normal(size=(5, 4))
   assert sum(aggregate.iqm_kept(even)) == 10
   assert aggregate.iqm_uneven([3, 2, 3, 2]) is False
+  assert aggregate.iqm_uneven([2, 4, 2, 2]) is False  # none under 1.25
   assert aggregate.iqm_uneven([4, 1, 3, 2]) is True  # 1 < 0.5 x 2.5
   assert aggregate.format_iqm_kept(tasks, [3, 2, 3, 2]) == 'even'
