@@ -149,6 +149,10 @@ def publish_state(root: str, dest: str) -> None:
   with open(os.path.join(root, sweeps.STATE), encoding='utf-8') as f:
     text = f.read()
   state = json.loads(_rel(text, root))
+  # The commands' paths are relative to the directory the sweep ran in; its
+  # absolute path names this machine, not the published tree.
+  if state.get('cwd') == os.getcwd():
+    state['cwd'] = '.'
   head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True,
                         text=True, check=False)
   # The checkout that published (the sweep's working directory) at this

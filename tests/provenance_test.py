@@ -115,3 +115,16 @@ def test_sweep_publish_refuses_a_dirty_tree_before_work(tmp_path):
   assert 'uncommitted changes: stray.py' in proc.stderr
   assert '--allow_dirty' in proc.stderr
   assert not (repo / 'runs').exists()
+
+
+def test_published_state_names_no_path_of_this_machine(tmp_path,
+                                                        monkeypatch):
+  root, dest = tmp_path / 'runs', tmp_path / 'pub'
+  root.mkdir()
+  dest.mkdir()
+  monkeypatch.chdir(tmp_path)
+  with open(root / sweeps.STATE, 'w') as f:
+    json.dump({'cwd': str(tmp_path), 'workdir': str(root), 'jobs': []}, f)
+  publish.publish_state(str(root), str(dest))
+  state = json.load(open(dest / sweeps.STATE))
+  assert state['cwd'] == '.' and state['workdir'] == 'runs'
