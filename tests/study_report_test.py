@@ -10,6 +10,7 @@ import pytest
 from configs import study
 from distill import aggregate
 from distill import sweeps
+from experiments import study_curves
 from experiments import study_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,18 +72,35 @@ def test_report_lists_every_configuration_with_its_numbers(tmp_path):
           for line in lines[start:end] if line.startswith('| `')}
   assert len(rows) == len(summary['configurations'])
   found = study_report.found_after_data()
+  tasks = summary['tasks']
+  k = 4 + len(tasks)  # the cells after the per-task means
   for name, c in summary['configurations'].items():
     label = f'`{name}`' + (study_report.FOUND_MARK if name in found else '')
     cells = rows[label.strip()]
     assert cells[2].strip() == str(c['n'])
+    # The mean over tasks first, then each task's mean with its interval.
     assert cells[3].strip() == aggregate.format_estimate(
-        c['student']['iqm'], c['n'])
+        c['student']['mean'], c['n'])
+    for i, t in enumerate(tasks):
+      assert cells[4 + i].strip() == aggregate.format_estimate(
+          c['per_task'][t]['student_mean_estimate'], c['n'])
     if name == summary['baseline']:
-      assert cells[5].strip() == '(baseline)'
+      assert cells[k].strip() == '(baseline)'
     else:
-      assert cells[5].strip() == aggregate.format_estimate(
+      assert cells[k].strip() == aggregate.format_estimate(
           c['probability_of_improvement'], c['n'], 2)
-    assert cells[8].strip() == f'{c["student_params"]:,}'
+    assert cells[k + 1].strip() == aggregate.format_estimate(
+        c['student']['iqm'], c['n'])
+    kept = [c['iqm_kept'][t] for t in tasks]
+    assert cells[k + 2].strip() == aggregate.format_iqm_kept(tasks, kept)
+    assert cells[k + 5].strip() == f'{c["student_params"]:,}'
+  # Each task's dataset score and best behaviour policy.
+  dataset = next(line for line in lines[start:end]
+                 if line.startswith('| dataset'))
+  assert [x.strip() for x in dataset.split('|')[4:4 + len(tasks)]] == [
+      f'{summary["datasets"][t]["dataset_mean"]:.1f}' for t in tasks]
+  assert ('| best behaviour policy (deterministic) | | | 41.4 | 42.9 | 69.9'
+          ' | 46.7 |') in text
   for png in ('results_improvement.png', 'results_profiles.png'):
     assert (study_dir / png).read_bytes()[:4] == b'\x89PNG'
   if any(n in summary['configurations'] for n in found):
@@ -121,6 +139,60 @@ def test_found_table_compares_each_row_with_its_parent():
   assert rows[0].startswith('| `curriculum=x,surgery.decay=0.9` |'
                             ' `curriculum=x` |')
   cells = [c.strip() for c in rows[0].split('|')]
-  assert cells[5] == '1.00 [1.00, 1.00]'  # P(row > parent)
-  assert cells[6] == '-'  # no twin without surgery in this summary
+  assert cells[5].startswith('+')  # row - parent, about +10
+  assert 8.0 < float(cells[5].split()[0]) < 12.0
+  assert cells[6] == '1.00 [1.00, 1.00]'  # P(row > parent)
+  assert cells[7] == cells[8] == '-'  # no twin without surgery here
   assert study_report.found_table(summary, {}, reps=50) == []
+
+
+def _member(order, choices_WxT, counts):
+  return {'curves': {'choices': choices_WxT, 'kl_mean': choices_WxT,
+                     'step_end': list(range(len(choices_WxT)))},
+          'results': {'curriculum': {'counts': counts}}}
+
+
+def test_curve_columns_are_labelled_from_each_members_own_task_order():
+  # curves.json columns follow the member's config.tasks (forward first);
+  # results.json and sweep.json list tasks sorted (backward first).
+  config_order = ['halfcheetah-forward', 'halfcheetah-backward', 'hopper']
+  report_order = sorted(config_order)
+  member = _member(config_order, [[3, 1, 0], [4, 1, 1]],
+                   {'halfcheetah-backward': 2, 'halfcheetah-forward': 7,
+                    'hopper': 1})
+  assert study_curves.member_tasks(member) == config_order
+  share, _, _ = study_curves.choice_shares([member], report_order)
+  assert share.tolist() == [0.2, 0.7, 0.1]  # backward 2, forward 7, hopper 1
+  kl, _ = study_curves.mean_kl([member], report_order)
+  assert kl[:, 1].tolist() == [3.0, 4.0]  # forward's column
+  # A member whose counts do not tell its order (round-robin's equal counts)
+  # takes the order of one that does; curves.json's own tasks win.
+  tied = _member(config_order, [[1, 1, 1]], dict.fromkeys(config_order, 1))
+  with pytest.raises(ValueError, match='cannot tell'):
+    study_curves.member_tasks(tied)
+  assert study_curves.curriculum_order([tied, member]) == config_order
+  tied['curves']['tasks'] = config_order
+  assert study_curves.member_tasks(tied) == config_order
+
+
+def test_published_choice_shares_match_the_members_own_counts(tmp_path):
+  # The first study's report labelled the columns with the sorted names and
+  # so swapped the two halfcheetah tasks (forward 0.23, backward 0.17 by the
+  # members' own counts).
+  study_dir = tmp_path / 'study'
+  shutil.copytree(STUDY, study_dir, ignore=shutil.ignore_patterns('*.png'))
+  text = study_report.render(str(study_dir), str(tmp_path / 'r.md'), reps=20)
+  members = [json.load(open(os.path.join(STUDY, 'members', m,
+                                         'results.json')))
+             for m in os.listdir(os.path.join(STUDY, 'members'))
+             if m.startswith(study_report.METHOD + ',seed=')]
+  assert len(members) == 5
+  counts = {t: sum(m['curriculum']['counts'][t] for m in members)
+            for t in members[0]['curriculum']['counts']}
+  total = sum(counts.values())
+  line = next(x for x in text.splitlines()
+              if x.startswith('`max_kl + previous`, all seeds: share'))
+  for t, c in counts.items():
+    assert f'{t} {c / total:.2f}' in line
+  assert 'halfcheetah-forward 0.23' in line
+  assert 'halfcheetah-backward 0.17' in line
