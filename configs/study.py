@@ -29,6 +29,11 @@ Variants (`:arg`):
     round_robin without surgery (Rusu et al. 2016's policy distillation).
   'smoke' (`configs/mt_distill.py:smoke` sizes): 2 seeds x 2 curricula
     (max_kl, round_robin); baseline round_robin.
+  'mt10': the study's members on Meta-World MT10 (`configs/mt10.py`: its
+    datasets, teachers and evaluation, success rates beside the scores);
+    'mt10_smoke' the smoke members on `configs/mt10.py:smoke`. Not run
+    here: at the MT10 default size one member costs several times a
+    locomotion member on this CPU.
 
 Sizing. A member is the default run's distillation unchanged (3000 steps
 of the 2 x 32 student, batch 64, probes of 16) with its evaluation (last and
@@ -55,17 +60,23 @@ member (about a minute of CPU at 70 members, taken from the running jobs);
 
 import ml_collections
 
+from configs import mt10
 from configs import mt_distill
 from distill import sweeps
 
 SEEDS = (0, 1, 2, 3, 4)
 
 
+_ARGS = (None, '', 'smoke', 'mt10', 'mt10_smoke')
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Returns one member's base config; `arg` is None/'' or 'smoke'."""
-  if arg not in (None, '', 'smoke'):
+  """Returns one member's base config; `arg` is one of `_ARGS`."""
+  if arg not in _ARGS:
     raise ValueError(f'configs/study.py: unknown config arg {arg!r}; valid:'
-                     " '', 'smoke'")
+                     " '', 'smoke', 'mt10', 'mt10_smoke'")
+  if arg in ('mt10', 'mt10_smoke'):
+    return mt10.get_config('smoke' if arg == 'mt10_smoke' else None)
   return mt_distill.get_config(arg)
 
 
@@ -136,7 +147,9 @@ def found_after_data_names() -> list[str]:
 
 
 def get_sweep(arg: str | None = None) -> sweeps.Sweep:
-  """Returns the members; `arg` is None/'' or 'smoke'."""
+  """Returns the members; `arg` is one of `_ARGS` (MT10: the same members)."""
+  if arg in ('mt10', 'mt10_smoke'):
+    arg = {'mt10': None, 'mt10_smoke': 'smoke'}[arg]
   if arg == 'smoke':
     return sweeps.Sweep(
         members=sweeps.product(

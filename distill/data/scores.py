@@ -24,6 +24,21 @@ REF_RETURNS: dict[str, tuple[float, float]] = {
     # return, since the body and the speed scale are the same and no
     # backward expert exists.
     'halfcheetah-backward': (-116.4, 12135.0),
+    # Meta-World MT10 (distill/envs/mt10.py), measured 2026-12-05 with
+    # `python -m experiments.mt10_measure --episodes=10 --noise=0 --random
+    # --seed=30000` (metaworld 3.1.1, mujoco 3.3.0): min = mean return of a
+    # uniform-random policy, max = mean return of the task's scripted policy
+    # without noise, 10 full 500-step episodes each (seeded goals).
+    'reach-v3': (868.8, 4839.5),
+    'push-v3': (22.2, 3853.9),
+    'pick-place-v3': (5.9, 4433.7),
+    'door-open-v3': (316.0, 4486.9),
+    'drawer-open-v3': (638.1, 4038.0),
+    'drawer-close-v3': (885.6, 4249.7),
+    'button-press-topdown-v3': (214.5, 3698.0),
+    'peg-insert-side-v3': (7.7, 3841.2),
+    'window-open-v3': (216.8, 2332.5),
+    'window-close-v3': (312.5, 3650.4),
 }
 
 # Normalized score of the best behaviour policy that generated each task's
