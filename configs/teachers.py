@@ -86,7 +86,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.teacher.log_every = 100
   config.teacher.ckpt_every = 500
   config.teacher.keep = 2
-  config.teacher.vmap = True  # all teachers in one compiled step
+  # True: all teachers vmapped in one compiled step; False: one by one;
+  # 'auto': one by one on CPU (faster there: 0.88-0.95x vmapped, 2 cores,
+  # docs/performance.md), vmapped on GPUs and TPUs (`parallel.teacher_vmap`).
+  # An object field so that the command line's True/False stay booleans.
+  config.teacher.vmap = ml_collections.FieldReference('auto',
+                                                      field_type=object)
 
   config.eval = ml_collections.ConfigDict()
   config.eval.episodes = 16

@@ -113,6 +113,37 @@ def population_mode(mesh_config: Any) -> str:
   return mode
 
 
+TEACHER_VMAP = (True, False, 'auto')
+
+
+def teacher_vmap(value: Any) -> bool:
+  """Whether a run's teachers train vmapped in one step or one by one.
+
+  The same choice as `population_mode`, for the teachers of one run: on
+  XLA:CPU one teacher's step already keeps the cores busy and the batched
+  matmuls with per-teacher weights are slower, so four 2 x 64 teachers one
+  by one took 0.88-0.95 of the vmapped step on 2 cores (docs/performance.md);
+  an accelerator is far from full with one small teacher and gains from the
+  batch.
+
+  Args:
+    value: `config.teacher.vmap`: True (vmapped), False (one by one) or
+      'auto' ('auto': one by one on CPU, vmapped on GPUs and TPUs).
+
+  Returns:
+    True when the teachers are vmapped.
+
+  Raises:
+    ValueError: naming `config.teacher.vmap` when it is not one of
+      TEACHER_VMAP.
+  """
+  if isinstance(value, bool):
+    return value
+  if value != 'auto':
+    raise ValueError(f'config.teacher.vmap={value!r}: one of {TEACHER_VMAP}')
+  return jax.default_backend() != 'cpu'
+
+
 def over_members(fn, in_axes: Sequence[int | None], mode: str = 'vmap',
                  groups: int = 1):
   """`fn` applied to every member of a population, in one program.

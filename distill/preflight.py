@@ -52,6 +52,8 @@ def _real(lo: float, hi: float = math.inf, *, lo_open: bool = False,
 
 _BOOL = (lambda v: isinstance(v, bool), 'True or False')
 _POS = _real(0.0, lo_open=True)
+# `parallel.teacher_vmap` resolves 'auto' by backend.
+_VMAP = (lambda v: isinstance(v, bool) or v == 'auto', "True, False or 'auto'")
 _UNIT = _real(0.0, 1.0, hi_open=True)
 
 
@@ -86,7 +88,7 @@ FIELDS = [
     ('teacher.entropy.alpha', _POS),
     ('teacher.entropy.learn', _BOOL),
     ('teacher.entropy.lr', _POS),
-    ('teacher.vmap', _BOOL),
+    ('teacher.vmap', _VMAP),
     *_model_fields('teacher'),
     *_model_fields('student'),
     ('student.optimizer.decay_steps', _int(1)),

@@ -1,5 +1,7 @@
 """Tests of distill/train/teacher.py."""
 
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,8 @@ import pytest
 
 from configs import teachers as teachers_config
 from conftest import make_fake_dataset
+from distill import parallel
+from distill import sweeps
 from distill.data import segments
 from distill.models import model as model_lib
 from distill.train import logs
@@ -16,6 +20,8 @@ from distill.train import optimizer as optimizer_lib
 from distill.train import teacher
 
 K = 4
+TEACHERS_PY = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'configs', 'teachers.py')
 
 
 def make_source():
@@ -124,8 +130,12 @@ def test_metrics_and_nonfinite_abort(tmp_path):
                            directory=str(tmp_path / 'ckpt'), seed=0,
                            writer=writer)
   rows = logs.read_metrics(str(tmp_path))
-  assert [r['step'] for r in rows] == [3, 6]
-  assert {'teacher/a/loss', 'teacher/b/nll', 'teacher/b/alpha'} <= set(rows[0])
+  # One row per logged step (vmapped) or per teacher and step (one by one,
+  # the CPU's 'auto').
+  for task in ('a', 'b'):
+    assert [r['step'] for r in rows if f'teacher/{task}/loss' in r] == [3, 6]
+  assert {'teacher/a/loss', 'teacher/b/nll', 'teacher/b/alpha'} <= set().union(
+      *rows)
   bad = source._replace(states=source.states.at[200:].set(jnp.nan))
   with pytest.raises(FloatingPointError, match="task 'b' at step 3"):
     teacher.train_teachers(make_config(), DATA, tasks=('a', 'b'), source=bad,
@@ -191,3 +201,19 @@ def test_teacher_dispatch_moves_nothing_between_host_and_device():
     states, metrics = update(states, source, tasks)
     jax.block_until_ready(metrics)
   np.testing.assert_array_equal(states.step, [4, 4])
+
+
+def test_vmap_auto_is_one_by_one_on_cpu_and_bools_stay():
+  """`teacher.vmap` 'auto' resolves by backend (here CPU: one by one)."""
+  assert parallel.teacher_vmap('auto') is (jax.default_backend() != 'cpu')
+  assert parallel.teacher_vmap(True) is True
+  assert parallel.teacher_vmap(False) is False
+  with pytest.raises(ValueError, match="config.teacher.vmap='yes'"):
+    parallel.teacher_vmap('yes')
+  # The default is 'auto', and the command line's True/False stay booleans.
+  assert teachers_config.get_config().teacher.vmap == 'auto'
+  for flag, want in (('False', False), ('True', True), ('auto', 'auto')):
+    config = sweeps.resolve_config(TEACHERS_PY,
+                                   [f'--config.teacher.vmap={flag}'])
+    assert config.teacher.vmap == want and type(config.teacher.vmap) is type(
+        want)

@@ -263,12 +263,13 @@ def train_teachers(
 
   Checkpoints go to `<directory>/<task>/` (one per task; the full
   `TrainState` plus `checkpointing.policy_meta`), every `config.ckpt_every`
-  steps and at
-  the end, and when a stop signal arrives. With `config.vmap` all teachers
-  train in one compiled step, vmapped over the teacher axis; otherwise one
-  after another. A run killed at any point resumes from the latest intact
-  step (the same one for teachers trained together) and ends with the same
-  parameters as a run that was never interrupted.
+  steps and at the end, and when a stop signal arrives. With `config.vmap`
+  True all teachers train in one compiled step, vmapped over the teacher
+  axis; with False one after another; 'auto' picks by backend
+  (`parallel.teacher_vmap`: one by one on CPU). A run killed at any point
+  resumes from the latest intact step (the same one for teachers trained
+  together) and ends with the same parameters as a run that was never
+  interrupted.
 
   A population (`seed` and `directory` sequences, one entry per member P)
   trains every member's teachers in the same compiled step, over a leading
@@ -346,7 +347,8 @@ def train_teachers(
   abstract = jax.eval_shape(init_fn, keys[0])
   managers = [checkpointing.make_manager(os.path.join(dirs[p], tasks[i]),
                                          keep=config.keep) for p, i in units]
-  task_groups = [list(range(num_tasks))] if config.vmap else [
+  vmap = parallel.teacher_vmap(config.vmap)
+  task_groups = [list(range(num_tasks))] if vmap else [
       [i] for i in range(num_tasks)]
   groups = [[p * num_tasks + i for p in range(num_members) for i in g]
             for g in task_groups]
@@ -385,14 +387,14 @@ def train_teachers(
 
   # Leading axes of a group's state: [P] in a population, then [N] teachers
   # trained together (vmap).
-  lead = (num_members,) * population + (len(task_groups[0]),) * config.vmap
+  lead = (num_members,) * population + (len(task_groups[0]),) * vmap
   compiled = {}
 
   def get_update(num_steps):
     if num_steps not in compiled:
       fn = make_update_fn(train_step, batch_size=config.batch_size,
                           num_steps=num_steps, placement=placement)
-      if config.vmap:
+      if vmap:
         fn = jax.vmap(fn, in_axes=(0, None, 0))
       if population:
         fn = parallel.over_members(
@@ -424,7 +426,7 @@ def train_teachers(
   with guards.deferred():
     for group in groups:
       state = stack([states[u] for u in group])
-      task_arg = np.asarray(task_groups[0] if config.vmap else
+      task_arg = np.asarray(task_groups[0] if vmap else
                             units[group[0]][1], np.int32)
       task_arg = (jnp.asarray(task_arg) if placement is None
                   else placement.replicated(task_arg))
