@@ -24,7 +24,8 @@ them alike.
   student_step     the default distillation step (configs/mt_distill.py:
                    student 2 x 32, max_kl + project_conflicting, fused
                    dispatches of --student_steps)
-  fusion / vmap    fused updates per dispatch; four teachers vmapped
+  fusion / vmap    fused updates per dispatch; four teachers vmapped vs one
+                   by one (`teacher.vmap`; `--only=vmap` runs this alone)
   eval_teacher     paper-size teacher, HalfCheetah: 16 vector envs vs the
                    same model driving one environment at a time (rounds
                    taking turns, best rate of each)
@@ -74,7 +75,8 @@ _STUDENT_STEPS = flags.DEFINE_integer(
     'student_steps', 10, 'Distillation steps per timed dispatch.')
 _ONLY = flags.DEFINE_list(
     'only', [], 'Sections to run (train, fusion, eval, latency; teacher: '
-    'the teacher steps of train alone); all if empty.')
+    'the teacher steps of train alone; vmap: the vmapped-vs-one-by-one '
+    'teachers of fusion alone); all if empty.')
 _TEACHER_SIZES = flags.DEFINE_list(
     'teacher_sizes', ['3x128', '2x64'], 'Teacher steps timed, as LAYERSxWIDTH.')
 _TEACHER_BATCH = flags.DEFINE_list(
@@ -623,6 +625,7 @@ def main(argv):
     bench_student_step(repeats)
   if 'fusion' in only:
     bench_fusion(repeats)
+  if only & {'fusion', 'vmap'}:
     bench_vmap(repeats)
   if 'latency' in only:
     bench_latency()

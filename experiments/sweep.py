@@ -32,7 +32,11 @@ one method compile the same programs, and a cached executable is the same
 executable, so results do not change. A rerun skips finished jobs and reruns
 the others, which resume from their checkpoints; a failed job is reported with
 its log and does not stop the others (members of a failed teacher job fail
-without running), and the sweep then exits with status 1. At the end the
+without running), and the sweep then exits with status 1. A sweep launched
+again while jobs of an earlier launch still run on this host (their
+records' pids alive) does not start them a second time: it waits for each
+and adopts its result (done: kept; ended unfinished: run again), running
+the other jobs meanwhile. At the end the
 finished members are aggregated (`python -m experiments.aggregate DIR`:
 `sweep.json`, `sweep.md`, plots).
 """
@@ -191,22 +195,37 @@ def shell_line(command: list[str]) -> str:
   return ' '.join(out)
 
 
+def earlier_pid(job: sweeps.Job) -> int | None:
+  """The pid of an earlier launch's process still running `job` here.
+
+  Args:
+    job: a job of this sweep.
+
+  Returns:
+    The pid its record names when the record says running on this host and
+    that process is alive (and is not this one); else None.
+  """
+  rec = sweeps.read_record(job) or {}
+  pid = rec.get('pid')
+  if (rec.get('status') != 'running' or rec.get('host') != os.uname().nodename
+      or not pid or pid == os.getpid()):
+    return None
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return None
+  except PermissionError:
+    pass  # Alive, another user's.
+  return pid
+
+
 def still_running(jobs: list[sweeps.Job]) -> list[str]:
   """Jobs whose process from an earlier sweep still runs on this host."""
   out = []
   for job in jobs:
-    rec = sweeps.read_record(job) or {}
-    pid = rec.get('pid')
-    if (rec.get('status') != 'running' or rec.get('host') != os.uname().nodename
-        or not pid or pid == os.getpid()):
-      continue
-    try:
-      os.kill(pid, 0)
-    except ProcessLookupError:
-      continue
-    except PermissionError:
-      pass
-    out.append(f'{job.kind} {job.name} (pid {pid})')
+    pid = earlier_pid(job)
+    if pid is not None:
+      out.append(f'{job.kind} {job.name} (pid {pid})')
   return out
 
 
@@ -232,6 +251,9 @@ class Sweep:
       self.status[key] = 'skipped' if sweeps.is_finished(job) else 'pending'
     self.durations = {'teacher': [], 'member': []}
     self.on_done = None  # called with each job that finishes well
+    # Jobs an earlier launch still runs on this host: key -> its pid. This
+    # launch waits for them and adopts what they leave (`_adopt`).
+    self.earlier = {}
     self.ignore_dirty = []  # paths whose changes are results, not code
 
   def write_state(self) -> None:
@@ -286,9 +308,19 @@ def _launch(sweep: Sweep, running: dict, executor: submitit.Executor,
   changed = False
   for job in sweep.jobs:
     key = (job.kind, job.name)
-    if len(running) >= parallel:
+    if len(running) + len(sweep.earlier) >= parallel:
       break
     if sweep.status[key] != 'pending':
+      continue
+    pid = earlier_pid(job)
+    if pid is not None:
+      # Running the job again beside the earlier process would write the
+      # same workdir twice; wait for it and take its result instead.
+      sweep.earlier[key] = pid
+      sweep.status[key], sweep.started[key] = 'running', time.time()
+      logging.info('waiting for %s %s: an earlier launch still runs it (pid'
+                   ' %d)', job.kind, job.name, pid)
+      changed = True
       continue
     if job.kind == 'member':
       teacher = sweep.by_name[('teacher', job.teacher)]
@@ -342,6 +374,40 @@ def _collect(sweep: Sweep, running: dict) -> bool:
   return changed
 
 
+def _adopt(sweep: Sweep) -> bool:
+  """Takes the results of the earlier launch's jobs that ended.
+
+  A job whose earlier process ended with its record saying done (same
+  command and config, output there) is done; otherwise it is pending again
+  and this launch runs it (resuming from its checkpoints).
+
+  Returns:
+    True if any ended.
+  """
+  changed = False
+  for key, pid in list(sweep.earlier.items()):
+    job = sweep.by_name[key]
+    if earlier_pid(job) == pid:
+      continue
+    del sweep.earlier[key]
+    record = sweeps.read_record(job) or {}
+    changed = True
+    if sweeps.is_finished(job):
+      sweep.status[key], sweep.records[key] = 'done', record
+      if record.get('wall_s') is not None:
+        sweep.durations[job.kind].append(record['wall_s'])
+      logging.info('%s %s: adopted the result of the earlier launch',
+                   job.kind, job.name)
+      if sweep.on_done is not None:
+        sweep.on_done(job)
+    else:
+      sweep.status[key] = 'pending'
+      logging.warning('%s %s: the earlier launch ended it unfinished'
+                      ' (status %s); running it again', job.kind, job.name,
+                      record.get('status'))
+  return changed
+
+
 def run_jobs(sweep: Sweep, executor: submitit.Executor, parallel: int,
              env: dict[str, str | None]) -> None:
   """Runs the pending jobs, each teacher job before its members.
@@ -358,19 +424,22 @@ def run_jobs(sweep: Sweep, executor: submitit.Executor, parallel: int,
   try:
     while True:
       changed = _collect(sweep, running)
+      changed = _adopt(sweep) or changed
       changed = _launch(sweep, running, executor, parallel, env) or changed
       if changed:
         sweep.write_state()
       if changed or time.time() - last_progress > PROGRESS_EVERY_S:
         logging.info('%s', sweep.progress(parallel))
         last_progress = time.time()
-      if not running:
+      if not running and not sweep.earlier:
         break
       if not changed:
         time.sleep(POLL_S)
   except KeyboardInterrupt:
     for key, sj in running.items():
       sj.cancel(check=False)
+      sweep.status[key] = 'pending'
+    for key in sweep.earlier:  # Not ours to cancel.
       sweep.status[key] = 'pending'
     sweep.write_state()
     logging.error('interrupted; %d running jobs cancelled (a rerun resumes'
@@ -479,8 +548,10 @@ def main(argv):
     return
   busy = still_running(teachers + members)
   if busy:
-    raise app.UsageError(f'{root}: jobs of an earlier sweep are still running:'
-                         f' {busy}; wait for them or kill them, then rerun')
+    # One launch per sweep: this one waits for them and adopts their
+    # results (`_adopt`) while it runs the other jobs.
+    logging.info('%s: jobs of an earlier launch still run here: %s; waiting'
+                 ' for them', root, busy)
   os.makedirs(root, exist_ok=True)
   reps = int(base.report.reps) if 'report' in base else 2000
   sweep = Sweep(root, teachers, members, {

@@ -495,3 +495,49 @@ def test_a_population_member_is_one_run_per_seed(tmp_path):
                ('curriculum=max_kl', 0, 0.0), ('curriculum=max_kl', 1, 1.0),
                ('curriculum=round_robin', 0, 10.0),
                ('curriculum=round_robin', 1, 11.0)]
+
+
+def test_a_relaunch_waits_for_and_adopts_the_earlier_launchs_jobs(tmp_path):
+  # An earlier launch still runs job `a` (its record names a live pid): the
+  # new launch must not start `a` again, but wait for it, take its result,
+  # and run `b` meanwhile.
+  code = r'''
+import json, os, subprocess, sys, time
+import submitit
+from distill import sweeps
+from experiments import sweep
+root = sys.argv[1]
+def job(name, sleep_s):
+  out = os.path.join(root, name, 'results.json')
+  return sweeps.Job(kind='member', name=name,
+                    workdir=os.path.join(root, name),
+                    command=[sys.executable, '-c',
+                             f'import time; time.sleep({sleep_s});'
+                             f' open({out!r}, "w").write("{{}}")'],
+                    config={}, overrides={}, output=out, teacher='t')
+t_out = os.path.join(root, 't', 'o')
+t = sweeps.Job(kind='teacher', name='t', workdir=os.path.join(root, 't'),
+               command=[sys.executable, '-c', f'open({t_out!r}, "w")'],
+               config={}, overrides={}, output=t_out)
+a, b = job('a', 3.0), job('b', 0.0)
+earlier = subprocess.Popen([sys.executable, '-c',
+    'import pickle, sys; from distill import sweeps;'
+    ' sweeps.run_job(pickle.loads(bytes.fromhex(sys.argv[1])), cwd=".")',
+    __import__('pickle').dumps(a).hex()])
+while (sweeps.read_record(a) or {}).get('status') != 'running':
+  time.sleep(0.05)
+assert sweep.still_running([a, b]) == [f'member a (pid {earlier.pid})']
+state = sweep.Sweep(root, [t], [a, b], {})
+sweep.run_jobs(state, submitit.DebugExecutor(os.path.join(root, 's')), 2,
+               {})
+print(json.dumps({'status': {k[1]: v for k, v in state.status.items()},
+                  'earlier_rc': earlier.wait(),
+                  'a_runs': open(a.log).read().count('=== ') // 2}))
+'''
+  out = subprocess.run([sys.executable, '-c', code, str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, check=False,
+                       timeout=120)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result['status'] == {'t': 'done', 'a': 'done', 'b': 'done'}
+  assert result['earlier_rc'] == 0 and result['a_runs'] == 1
