@@ -20,7 +20,10 @@ measured on 2 quiet cores),
 
 Curricula (`--config.curriculum.name`): max_kl (default; `curriculum.mode`
 greedy | softmax | epsilon_greedy), round_robin, uniform, mixture,
-learning_progress, rnd, bi_objective (`curriculum.lam`). Surgery
+learning_progress, rnd, bi_objective (`curriculum.lam`); the baselines
+without teachers: scratch (cloning the datasets) and, with
+`--config.student.bc_top_fraction=0.1`, %BC (cloning the best 10% of
+each task's transitions by episode return). Surgery
 (`--config.surgery.name`): previous (default; `surgery.decay` > 0 uses an
 EMA of past updates), none, pcgrad (with curriculum mixture).
 """
@@ -58,6 +61,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.student.batch_size = 64
   config.student.probe_size = 16  # segments per teacher per step (forward only)
   config.student.probe_pool = 512  # fixed probe segments per teacher
+  # The from-scratch student (`curriculum.name=scratch`) clones the best
+  # episodes by return holding this share of each task's transitions
+  # (Chen et al. 2021's %BC, `distill/data/filtering.py`); 1.0 clones
+  # every episode. Teachers, probes and the other curricula see all data.
+  config.student.bc_top_fraction = 1.0
   config.student.steps_per_dispatch = 50
   config.student.log_every = 100
   config.student.ckpt_every = 1000

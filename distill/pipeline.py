@@ -6,6 +6,7 @@ the sub-configs it names.
     datasets = load_datasets(config)
     stats = [segments.state_stats(d) for d in datasets]
     source = make_source(config.data, datasets, stats)
+    clone_source = make_clone_source(config, datasets, stats)  # %BC or None
     teacher, teacher_params_T = load_teachers(teacher_dirs)
 
 Populations: `member_seeds(config)` are the seeds of the run's members;
@@ -26,6 +27,7 @@ import numpy as np
 from distill import checkpointing
 from distill import datasets as datasets_lib
 from distill.data import d4rl
+from distill.data import filtering
 from distill.data import segments
 from distill.envs import tasks as tasks_lib
 from distill.models import model as model_lib
@@ -119,6 +121,30 @@ def make_source(data_config: ml_collections.ConfigDict,
       datasets, context_len=data_config.context_len,
       rtg_scale=data_config.rtg_scale,
       max_timestep=data_config.max_timestep, stats=stats)
+
+
+def make_clone_source(config: ml_collections.ConfigDict,
+                      datasets: Sequence[dict[str, Any]],
+                      stats: Sequence[tuple[np.ndarray, np.ndarray]]
+                      ) -> segments.SegmentSource | None:
+  """The segments the from-scratch student clones, when %BC filters them.
+
+  Args:
+    config: the whole config (reads `data` and `student.bc_top_fraction`).
+    datasets: from `load_datasets`.
+    stats: per-task (mean, std) of the full datasets' states: the filtered
+      data is normalized as the teachers' and the evaluation's is.
+
+  Returns:
+    None when `student.bc_top_fraction` is 1.0 (clone the training source
+    itself), else a source holding only each task's best episodes by
+    return (`distill.data.filtering.keep_top_fraction`).
+  """
+  fraction = float(config.student.get('bc_top_fraction', 1.0))
+  if fraction == 1.0:
+    return None
+  return make_source(config.data, [filtering.keep_top_fraction(d, fraction)
+                                   for d in datasets], stats)
 
 
 @jax.jit

@@ -318,6 +318,8 @@ def _load_teachers(ctx: Context, seed: int):
 def _distill(ctx: Context) -> None:
   loaded = [_load_teachers(ctx, s) for s in ctx.seeds]
   teacher = loaded[0][0]
+  clone = pipeline.make_clone_source(ctx.config, ctx.datasets, ctx.stats)
+  clone = None if clone is None else ctx.placement.replicated(clone)
   if ctx.population:
     params = jax.tree.map(lambda *xs: np.stack(xs),
                           *[jax.device_get(p) for _, p in loaded])
@@ -326,13 +328,13 @@ def _distill(ctx: Context) -> None:
         teacher_params_T=params, stats=ctx.stats,
         directory=[ctx.student_dir(s) for s in ctx.seeds],
         writer=[ctx.writers[s] for s in ctx.seeds],
-        placement=ctx.placement, seeds=ctx.seeds)
+        placement=ctx.placement, seeds=ctx.seeds, clone_source=clone)
   else:
     distill_loop.train_student(
         pipeline.member_config(ctx.config, ctx.seeds[0]), source=ctx.source,
         teacher=teacher, teacher_params_T=loaded[0][1], stats=ctx.stats,
         directory=ctx.student_dir(), writer=ctx.writers[ctx.seeds[0]],
-        placement=ctx.placement)
+        placement=ctx.placement, clone_source=clone)
 
 
 def _student_eval(ctx: Context) -> None:
@@ -584,6 +586,10 @@ def stage_config(config: ml_collections.ConfigDict, stage: str
     head, _, leaf = dotted.partition('.')
     if head in sub:
       sub[head].pop(leaf, None)
+  # Plain cloning (the default) is hashed as before %BC existed, so the
+  # workdirs distilled then keep their stamps.
+  if sub.get('student', {}).get('bc_top_fraction') == 1.0:
+    del sub['student']['bc_top_fraction']
   return sub
 
 

@@ -144,6 +144,7 @@ def train_student(
     writer: logs.MetricWriter | Sequence[logs.MetricWriter] | None = None,
     placement: parallel.Placement | None = None,
     seeds: Sequence[int] | None = None,
+    clone_source: segments.SegmentSource | None = None,
 ) -> Any:
   """Distills the frozen teachers into one student; resumes from checkpoints.
 
@@ -171,6 +172,9 @@ def train_student(
       each with its own teachers (`teacher_params_T[p]`), trained in one
       compiled program (`student.make_population_step`); member p ends
       where a single run with `config.seed = seeds[p]` ends.
+    clone_source: the segments the training batches come from instead of
+      `source` (%BC: `pipeline.make_clone_source`; placed like `source`);
+      the probe pool is still drawn from `source`. None: `source`.
 
   Returns:
     `(state, student, best_params, history)`: the final state, the student
@@ -195,6 +199,12 @@ def train_student(
   student_lib.check_config(config)
   scfg = config.student
   tasks = tuple(config.tasks)
+  if (clone_source is None) != (scfg.get('bc_top_fraction', 1.0) == 1.0):
+    raise ValueError(
+        f'train_student: student.bc_top_fraction={scfg.bc_top_fraction}'
+        ' needs a clone_source of the filtered episodes exactly when it is'
+        ' below 1 (pipeline.make_clone_source)')
+  train_source = source if clone_source is None else clone_source
   num_tasks = len(tasks)
   population = seeds is not None
   seeds = [int(s) for s in seeds] if population else [int(config.seed)]
@@ -327,7 +337,8 @@ def train_student(
   with guards.deferred():
     while step < scfg.steps:
       n = min(scfg.steps_per_dispatch, scfg.steps - step)
-      state, metrics = get_multi(n)(state, teacher_params_T, source, pool)
+      state, metrics = get_multi(n)(state, teacher_params_T, train_source,
+                                    pool)
       prev, step = step, step + n
       bar.update(n)
       # One transfer per dispatch of n steps: the per-step curriculum

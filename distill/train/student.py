@@ -190,6 +190,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'--config.{flag}={name!r} is not one of'
                        f' {tuple(table)}')
   curriculum, surgery = CURRICULA[cur], SURGERIES[sur]
+  fraction = config.student.get('bc_top_fraction', 1.0)
+  if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+      or not 0.0 < fraction <= 1.0):
+    raise ValueError(
+        f'--config.student.bc_top_fraction={fraction!r} must be a number in'
+        ' (0, 1]: the share of each task\'s transitions the from-scratch'
+        ' student clones (1.0: all)')
+  if fraction != 1.0 and curriculum.teachers:
+    raise ValueError(
+        f'--config.student.bc_top_fraction={fraction} filters the episodes'
+        f' a student clones, but curriculum {cur!r} learns from the'
+        ' teachers; use --config.curriculum.name=scratch (%BC) or leave it'
+        ' at 1.0')
   if surgery.stacked and curriculum.path != MIXED:
     raise ValueError(
         f'--config.surgery.name={sur} combines every teacher\'s gradient each'
