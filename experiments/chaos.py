@@ -47,7 +47,8 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random points.')
 _FLAGS = flags.DEFINE_multi_string('run_flag', [], 'More flags for the runs.')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOGS = ('metrics.jsonl', 'tensorboard', 'sweep_job.log')
+# Not outputs: logs, and the workdir's lock (distill/lock.py).
+LOGS = ('metrics.jsonl', 'tensorboard', 'sweep_job.log', '.lock')
 
 
 def _env(workdir: str) -> dict[str, str]:

@@ -10,6 +10,9 @@ A stage is skipped when its outputs are in the workdir for the same config, so
 a rerun resumes and a second distillation run reuses the teachers; see
 `experiments/stages.py` for the stage table.
 
+One launch per workdir: a second `run` on a workdir in use exits at once
+with status 1, naming the running one's pid (`distill.lock`).
+
 A population of seeds trains in one program, member s in `<workdir>/seed_<s>/`:
 
   python -m experiments.run --config=configs/mt_distill.py:smoke \
@@ -56,6 +59,7 @@ from absl import logging  # noqa: E402
 import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from distill import lock  # noqa: E402
 from distill import parallel  # noqa: E402
 from experiments import stages  # noqa: E402
 
@@ -91,7 +95,11 @@ def main(argv):
                                   _PROCESS_ID.value)
   logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
                jax.process_index(), jax.process_count())
-  stages.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    stages.run(_CONFIG.value, _WORKDIR.value)
+  except lock.LockedError as e:
+    # Refused before any work: the message, no traceback, status 1.
+    raise SystemExit(f'experiments/run.py: {e}') from None
 
 
 if __name__ == '__main__':

@@ -30,6 +30,7 @@ To add a stage: write `_foo(ctx)`, add a `Stage` to `STAGES`.
 """
 
 from collections.abc import Callable
+import contextlib
 import functools
 import hashlib
 import json
@@ -46,6 +47,7 @@ from distill import checkpointing
 from distill import datasets as datasets_lib
 from distill import evaluation
 from distill import fileio
+from distill import lock
 from distill import parallel
 from distill import pipeline
 from distill import preflight
@@ -717,11 +719,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     config: the whole config.
     workdir: output directory (created).
 
+  Only one run uses a workdir at a time: once the checks pass, process 0
+  holds `<workdir>/.lock` until the run ends (`distill.lock`), and a
+  second launch is refused before it changes anything.
+
   Raises:
     guards.Stopped: a stop signal; a `SystemExit` with status 128 + signal.
+    lock.LockedError: another live run holds the workdir.
   """
   check_config(config)
   check_workdir(config, workdir)
+  # The other processes of a multi-host run share the workdir by design.
+  held = (lock.hold(workdir) if parallel.is_main_process()
+          else contextlib.nullcontext())
+  with held:
+    _run_checked(config, workdir)
+
+
+def _run_checked(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """`run` after its checks, with the workdir held."""
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, 'config.json'),
               json.loads(config.to_json_best_effort()))
