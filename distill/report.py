@@ -45,7 +45,7 @@ def assemble_results(
     teacher_steps: int,
     reps: int,
 ) -> dict[str, Any]:
-  """The contents of `results.json` (DESIGN.md section 5).
+  """The contents of `results.json` (docs/design.md, section 5).
 
   Args:
     tasks: task names.
@@ -320,7 +320,7 @@ def write_report(workdir: str, results: Mapping[str, Any], *,
 
   Args:
     workdir: output directory.
-    results: the results dictionary (see DESIGN.md section 5).
+    results: the results dictionary (see docs/design.md, section 5).
     steps_N: distillation steps at which `kl_NxT` and `choice_N` were logged.
     kl_NxT: per-teacher KL on probe batches.
     choice_N: the teacher chosen at each step (-1 for a mixture).

@@ -8,7 +8,7 @@ Synthetic data (no files): a 1M-transition single task (17 obs / 6 act,
 suite's dims (17/6, 17/6, 11/3, 17/6). Prints segments/s of one jitted
 `sample_*_batch` call per batch (batch 64, K=20), and the ratio to what a
 paper-size DT train step consumes (64 segments per ~0.2 s on a 2-core CPU,
-i.e. 320 segments/s; see FINDINGS.md).
+i.e. 320 segments/s; README's Benchmarks).
 """
 
 import time

@@ -1,4 +1,4 @@
-"""The library's import direction (STYLE.md, README's layout).
+"""The library's import direction (docs/design.md, section 8).
 
 `data`, `models`, `losses` and `optim` import none of each other; `envs`
 may use `data`, `models` and `losses` but `data` never uses `envs`; nothing

@@ -110,7 +110,7 @@ def max_kl(num_tasks: int, key: Any = None, *, mode: str = 'greedy',
     Rusu et al., Policy Distillation, ICLR 2016
     (https://arxiv.org/abs/1511.06295): the KL to the teacher (with a
     temperature) as the distillation loss; choosing the task of largest KL is
-    this project's curriculum (DESIGN.md, section 3).
+    this project's curriculum (docs/design.md, section 3).
   """
   size = _common.static_int('max_kl', 'num_tasks', num_tasks)
   _common.check_sampling('max_kl', mode, temperature, epsilon, key)

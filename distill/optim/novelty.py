@@ -231,7 +231,7 @@ def bi_objective(num_tasks: int, *,
     Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020
     (https://arxiv.org/abs/2001.06782): conflicting gradients measured by
     their cosine; combining it with the KL curriculum is this project's
-    variant (DESIGN.md, section 3).
+    variant (docs/design.md, section 3).
   """
   size = _common.static_int('bi_objective', 'num_tasks', num_tasks)
   _common.check_float('bi_objective', 'lam', lam, low=0.0,

@@ -1,10 +1,10 @@
 """Multi-task distillation of frozen teachers into one student: the step.
 
-The method (DESIGN.md section 3): the student's divergence from every teacher,
-`KL_k = E_{x ~ D_k} KL(pi_k(.|x) || pi_theta(.|x, k))`, is measured on small
-probe batches with forward passes only; a curriculum selector picks what to
-learn from; a student gradient is taken; gradient surgery keeps it aligned
-with the previous update; AdamW applies it.
+The method (docs/design.md, section 3): the student's divergence from
+every teacher, `KL_k = E_{x ~ D_k} KL(pi_k(.|x) || pi_theta(.|x, k))`, is
+measured on small probe batches with forward passes only; a curriculum
+selector picks what to learn from; a student gradient is taken; gradient
+surgery keeps it aligned with the previous update; AdamW applies it.
 
 What one step runs, in order:
 
