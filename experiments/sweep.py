@@ -56,6 +56,7 @@ from absl import logging
 import submitit
 
 from experiments import publish
+from distill import cost
 from distill import fileio
 from distill import sweep_summary
 from distill import sweeps
@@ -69,7 +70,8 @@ _EXECUTOR = flags.DEFINE_enum('executor', 'local', ['local', 'slurm', 'debug'],
                               'submitit executor.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Jobs running at once.')
 _PRINT = flags.DEFINE_bool('print', False, 'Print the command lines (teachers'
-                           ' first) instead of running them.')
+                           ' first) and their estimated machine time'
+                           ' (distill/cost.py) instead of running them.')
 _TIMEOUT_MIN = flags.DEFINE_integer('timeout_min', 24 * 60,
                                     'Time limit of one job, in minutes.')
 _PARTITION = flags.DEFINE_string('slurm_partition', '',
@@ -234,6 +236,19 @@ def _fmt_s(seconds: float) -> str:
   if seconds >= 3600:
     return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
   return f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def print_estimate(estimate: dict[str, Any]) -> None:
+  """Prints `cost.sweep_estimate`'s figures as shell comments."""
+  print(f'# estimated machine time (distill/cost.py: unit costs measured on'
+        f' the 2-core CPU), --parallel={estimate["parallel"]} (each job'
+        f' {estimate["share"]:.2f} of its time alone):')
+  for job in estimate['jobs']:
+    print(f'#   {job["kind"]} {job["name"]}: {_fmt_s(job["machine_s"])}'
+          f' (its wall time ~{_fmt_s(job["wall_s"])})')
+  print(f'# total: teachers {_fmt_s(estimate["teachers_s"])}, members'
+        f' {_fmt_s(estimate["members_s"])}, sweep'
+        f' {_fmt_s(estimate["total_s"])}')
 
 
 class Sweep:
@@ -545,6 +560,7 @@ def main(argv):
     print(f'# {len(members)} members')
     for job in members:
       print(shell_line(job.command))
+    print_estimate(cost.sweep_estimate(teachers, members, _PARALLEL.value))
     return
   busy = still_running(teachers + members)
   if busy:
