@@ -56,6 +56,21 @@ cores (about 1.2-1.4 min of the machine each): the remaining members fit in
 about 1.5-2 hours. Publishing re-aggregated the whole study after every
 member (about a minute of CPU at 70 members, taken from the running jobs);
 `--publish_aggregate_s=1800` does it twice an hour and at the end.
+
+Estimate (`--print`, distill/cost.py's unit costs from the default run's
+stages on the 2-core CPU, 2026-12-05): with `--parallel=2` a teacher job
+2 min 20 s of the machine (about 4 min 40 s of wall time beside another
+job), a 2 x 32 member 1 min 17 s (2 min 34 s wall), from scratch 52 s;
+teachers 11 min 39 s, members 2 h 39 min, the sweep 2 h 50 min (3 h 47 min
+with `--parallel=1`). Against the first study's records
+(docs/study/members/*/sweep_job.json, job wall times with `--parallel=2`):
+median estimated / recorded member wall time 0.76 over all 130 members
+(estimated median 154 s, recorded 180 s); by launch order 0.58 for the
+first 45 (the code before the third speed pass, and some members slowed by
+interrupted launches, up to 3,511 s), 1.00 for the next 45, 0.76 for the
+last 40; the recorded members sum to 4.9 h of the machine against 2.7 h
+estimated. The teacher jobs recorded 648-1,467 s (the first commits,
+before the speed work) against 280 s estimated.
 """
 
 import ml_collections
