@@ -58,7 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Episodes are 500 steps: timesteps 0..499.
   config.data.max_timestep = mt10.EPISODE_STEPS
   config.data.suite_transitions = 20_000
-  config.teacher.steps = 1000
+  if arg != 'smoke':  # the smoke keeps its tiny teacher steps
+    config.teacher.steps = 1000
   config.eval.episodes = 10
   config.eval.num_envs = 10
   config.eval.max_episode_steps = mt10.EPISODE_STEPS

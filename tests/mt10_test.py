@@ -180,6 +180,7 @@ def test_mt10_configs_build_and_pass_the_checks(arg):
   preflight.check_config(config)
   assert tuple(config.tasks) == mt10.TASK_NAMES
   assert config.eval.max_episode_steps == (50 if arg else 500)
+  assert config.teacher.steps == (20 if arg else 1000)
   for task in config.tasks:
     assert pipeline.dataset_spec(config, task).startswith(
         f'suite:mt10/{task}-')
