@@ -129,6 +129,14 @@ def methods() -> list[dict[str, object]]:
   return out + found_after_data()
 
 
+def filtered_bc(fraction: float = 0.1) -> dict[str, object]:
+  """The %BC baseline's row (Chen et al. 2021): the from-scratch student
+  cloning only the best episodes by return that hold `fraction` of each
+  task's transitions (`student.bc_top_fraction`). Not a member of this
+  study (its members are published); for the rows of a later one."""
+  return _method('scratch', 'none', **{'student.bc_top_fraction': fraction})
+
+
 def found_after_data() -> list[dict[str, object]]:
   """Rows added after seeing the first 60 members (issue item 4).
 
