@@ -51,6 +51,13 @@ def test_published_intervals_recompute_from_sweep_json():
                                        rel=1e-9)
     assert got['mean'] == pytest.approx(configs[name]['student']['mean'],
                                          rel=1e-9)
+    per_task = aggregate.per_task_means(_matrix(summary, name),
+                                        reps=boot['reps'], seed=boot['seed'])
+    assert per_task == [pytest.approx(
+        configs[name]['per_task'][t]['student_mean_estimate'], rel=1e-9)
+                        for t in summary['tasks']]
+    kept = aggregate.iqm_kept(_matrix(summary, name))
+    assert kept == [configs[name]['iqm_kept'][t] for t in summary['tasks']]
   p = aggregate.probability_of_improvement(
       _matrix(summary, method), _matrix(summary, base), reps=boot['reps'],
       seed=boot['seed'])
