@@ -265,13 +265,18 @@ def _check_result(r: dict[str, Any], who: str, task: str, directory: str
 
 def _log_result(ctx: Context, seed: int, r: dict[str, Any], who: str,
                 task: str) -> None:
-  logging.info('%s%s (step %d) %s: normalized %.1f +- %.1f, return %.1f,'
+  # Tasks that report success (Meta-World) log their success rate too.
+  success = ('' if r.get('success_rate') is None
+             else f', success {r["success_rate"]:.2f}')
+  logging.info('%s%s (step %d) %s: normalized %.1f +- %.1f, return %.1f%s,'
                ' %.1f s', f'seed_{seed} ' if ctx.population else '', who,
                r['step'], task, r['normalized_mean'], r['normalized_std'],
-               r['return_mean'], r['seconds'])
-  ctx.writers[seed].write(r['step'], {
-      f'eval/{who}/{task}/normalized_score': r['normalized_mean'],
-      f'eval/{who}/{task}/return': r['return_mean']})
+               r['return_mean'], success, r['seconds'])
+  scalars = {f'eval/{who}/{task}/normalized_score': r['normalized_mean'],
+             f'eval/{who}/{task}/return': r['return_mean']}
+  if r.get('success_rate') is not None:
+    scalars[f'eval/{who}/{task}/success_rate'] = r['success_rate']
+  ctx.writers[seed].write(r['step'], scalars)
 
 
 def _evaluate_units(ctx: Context, units: list[tuple[Any, ...]],
