@@ -1,5 +1,9 @@
-"""Tests of distill/models/decision_transformer.py and heads.py."""
+"""Tests of distill/models/decision_transformer.py and heads.py.
 
+The kernels themselves are tested in kernels_test.py.
+"""
+
+import contextlib
 import functools
 
 import chex
@@ -11,6 +15,7 @@ import pytest
 
 from distill.models import decision_transformer as dt_lib
 from distill.models import heads
+from distill.models import kernels
 from distill.models import model as model_lib
 
 B, K = 3, 6
@@ -179,30 +184,6 @@ def test_bad_shapes_raise():
     _init(model, x)
 
 
-@pytest.mark.parametrize('shape,p', [((7, 13, 5), 0.9), ((1, 1, 60, 60), 0.9),
-                                     ((64, 60, 128), 0.5), ((3,), 0.3)])
-def test_bernoulli_matches_jax_bit_for_bit(shape, p):
-  for seed in range(3):
-    key = jax.random.fold_in(jax.random.key(seed), 5)
-    np.testing.assert_array_equal(
-        jax.jit(lambda k: dt_lib.bernoulli(k, p, shape))(key),
-        jax.random.bernoulli(key, p, shape))
-  raw = jax.random.PRNGKey(4)  # legacy uint32 keys too
-  np.testing.assert_array_equal(dt_lib.bernoulli(raw, p, shape),
-                                jax.random.bernoulli(raw, p, shape))
-  # Batched keys (teachers are vmapped).
-  keys = jax.random.split(jax.random.key(9), 2)
-  np.testing.assert_array_equal(
-      jax.vmap(lambda k: dt_lib.bernoulli(k, p, shape))(keys),
-      jax.vmap(lambda k: jax.random.bernoulli(k, p, shape))(keys))
-
-
-def test_bernoulli_other_prng_falls_back():
-  key = jax.random.key(0, impl='rbg')
-  np.testing.assert_array_equal(dt_lib.bernoulli(key, 0.7, (5, 4)),
-                                jax.random.bernoulli(key, 0.7, (5, 4)))
-
-
 class _FlaxBlock(nn.Module):
   """The block as flax's own layers compute it (the reference)."""
 
@@ -308,59 +289,59 @@ def test_last_only_is_the_last_step():
                               [o[:, -1] for o in full], atol=1e-6)
 
 
-@pytest.mark.parametrize('dropout', [False, True])
-def test_attend_gradients_equal_autodiff(dropout):
-  # The written-out backward of `attend` against autodiff of the same
-  # forward, with padded keys (masked entries) and dropout multipliers.
-  g, q, n, d = 4, 5, 7, 3
-  r = np.random.default_rng(0)
-  args = [jnp.asarray(r.normal(size=s), jnp.float32)
-          for s in ((g, q, d), (g, n, d), (g, n, d))]
-  allowed = jnp.asarray(r.uniform(size=(g, q, n)) < 0.6) | jnp.eye(
-      q, n, k=n - q, dtype=bool)[None]
-  allowed = allowed.at[0, :, 0].set(False)  # A key nobody in row 0 sees.
-  keep = (jnp.asarray(r.uniform(size=(1, q, n)) < 0.8, jnp.float32) / 0.8
-          if dropout else None)
-  cot = jnp.asarray(r.normal(size=(g, q, d)), jnp.float32)
+@pytest.mark.parametrize('prng', ['rbg_key', 'rbg_default',
+                                  'threefry_not_partitionable'])
+def test_other_prngs_run_flax_layers(prng, monkeypatch):
+  # With bits the dropout kernel does not reproduce, the model is flax's
+  # own layers: equal to the reference in training (the same masks) and
+  # in evaluation, and no kernel runs. (An rbg dropout key under the
+  # default threefry config decides training only: evaluation draws no
+  # key and keeps the kernels.)
+  kernels_allowed = [False]
 
-  def loss(fn, *x):
-    return jnp.sum(fn(*x, allowed, keep) * cot)
+  def guard(fn):
+    def guarded(*args, **kwargs):
+      assert kernels_allowed[0], 'a kernel ran with an unsupported PRNG'
+      return fn(*args, **kwargs)
+    return guarded
 
-  reference = lambda *x: dt_lib._attend_forward(*x)[0]
-  out = dt_lib.attend(*args, allowed, keep)
-  chex.assert_trees_all_equal(out, reference(*args, allowed, keep))
-  grads = jax.jit(jax.grad(functools.partial(loss, dt_lib.attend),
-                           argnums=(0, 1, 2)))(*args)
-  ref_grads = jax.jit(jax.grad(functools.partial(loss, reference),
-                               argnums=(0, 1, 2)))(*args)
-  chex.assert_trees_all_close(grads, ref_grads, atol=1e-6, rtol=1e-5)
-  # The key nobody sees gets no gradient, exactly; the others do.
-  assert float(jnp.abs(grads[1][0, 0]).max()) == 0.0
-  assert float(jnp.abs(grads[2][0, 0]).max()) == 0.0
-  assert float(jnp.abs(grads[1]).max()) > 0.0
+  for name in ('layer_norm', 'attend'):
+    monkeypatch.setattr(kernels, name, guard(getattr(kernels, name)))
+  kw = dict(obs_dims=(5,), act_dims=(2,), num_layers=2, width=16,
+            num_heads=2, dropout=0.3, context_len=K, max_timestep=50)
+  model, ref = dt_lib.DecisionTransformer(**kw), _FlaxDT(**kw)
+  x = _inputs(5, 2)
+  x['mask_BxK'] = x['mask_BxK'].at[0, :2].set(0.0)
+  args = tuple(x.values())
+  if prng == 'rbg_key':
+    context, key = contextlib.nullcontext(), jax.random.key(3, impl='rbg')
+  elif prng == 'rbg_default':
+    context, key = jax.default_prng_impl('rbg'), None
+  else:
+    context, key = jax.threefry_partitionable(False), None
+  with context:
+    key = jax.random.key(3) if key is None else key
+    kernels_allowed[0] = prng == 'rbg_key'
+    params = jax.jit(lambda: model.init(jax.random.key(0), *args,
+                                        train=False)['params'])()
+    outs = {}
+    for train in (False, True):
+      kernels_allowed[0] = not train and prng == 'rbg_key'
 
+      def loss(m, p):
+        mean, log_std = m.apply({'params': p}, *args, train=train,
+                                rngs={'dropout': key})
+        return jnp.sum(jnp.tanh(mean) ** 2) + jnp.sum(log_std), (mean,
+                                                                 log_std)
 
-def test_layer_norm_equals_flax():
-  x = jnp.asarray(np.random.default_rng(1).normal(3.0, 2.0, size=(4, 9, 8)),
-                  jnp.float32)
-  ours, ref = dt_lib.LayerNorm(), nn.LayerNorm()
-  params = ref.init(jax.random.key(0), x)
-  params = jax.tree.map(
-      lambda p: p + jnp.asarray(np.random.default_rng(2).normal(
-          size=p.shape), jnp.float32), params)
-  chex.assert_trees_all_equal(
-      jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)),
-      jax.tree.map(jnp.shape, params))
-  cot = jnp.asarray(np.random.default_rng(3).normal(size=x.shape),
-                    jnp.float32)
-
-  def loss(model, p, x):
-    return jnp.sum(model.apply(p, x) * cot)
-
-  chex.assert_trees_all_close(ours.apply(params, x), ref.apply(params, x),
-                              atol=1e-6)
-  grads = jax.jit(jax.grad(functools.partial(loss, ours), argnums=(0, 1)))(
-      params, x)
-  ref_grads = jax.jit(jax.grad(functools.partial(loss, ref),
-                               argnums=(0, 1)))(params, x)
-  chex.assert_trees_all_close(grads, ref_grads, atol=2e-5, rtol=1e-5)
+      (_, outs[train]), grads = jax.jit(jax.value_and_grad(
+          lambda p: loss(model, p), has_aux=True))(params)
+      (_, ref_out), ref_grads = jax.jit(jax.value_and_grad(
+          lambda p: loss(ref, p), has_aux=True))(params)
+      chex.assert_trees_all_close(outs[train], ref_out, atol=2e-6)
+      chex.assert_trees_all_close(grads, ref_grads, atol=2e-6, rtol=1e-4)
+    kernels_allowed[0] = prng == 'rbg_key'
+    last = jax.jit(lambda p: model.apply({'params': p}, *args, train=False,
+                                         last_only=True))(params)
+    chex.assert_trees_all_close([o[:, 0] for o in last],
+                                [o[:, -1] for o in outs[False]], atol=1e-6)

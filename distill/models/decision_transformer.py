@@ -20,6 +20,15 @@ Padding: segments are left-padded (valid steps right-aligned). The attention
 mask is causal AND key-valid, plus each token always sees itself, so a padded
 query row is never empty (no NaN) and valid tokens never see padded ones.
 
+The layers run on the speed kernels of `distill.models.kernels` (same
+parameters and function as flax's layers, dropout masks included); the
+last token, which no output reads, is left out, and the last block computes
+only the tokens read. With a PRNG whose bits the dropout kernel does not
+reproduce (anything but jax's default partitionable threefry2x32; decided
+at trace time from the dropout key, or from `jax_default_prng_impl` without
+one) the model runs flax's own `LayerNorm`, `MultiHeadDotProductAttention`
+and `Dropout` over every token instead: the same function, slower.
+
 References:
   Chen et al. (2021), Decision Transformer: Reinforcement Learning via
   Sequence Modeling. arXiv:2106.01345.
@@ -28,7 +37,6 @@ References:
 """
 
 from collections.abc import Sequence
-import functools
 
 import flax.linen as nn
 import jax
@@ -36,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill.models import heads
+from distill.models import kernels
 
 _INIT = nn.initializers.normal(0.02)
 
@@ -60,137 +69,6 @@ def obs_mask(obs_dims: Sequence[int]) -> jax.Array:
   return action_mask(obs_dims)
 
 
-def _rotate_left(x, d: int):
-  return (x << np.uint32(d)) | (x >> np.uint32(32 - d))
-
-
-def threefry2x32(k1, k2, x0, x1):
-  """The Threefry-2x32 hash (20 rounds), unrolled into elementwise ops.
-
-  The same function as jax's `threefry2x32_p`, whose CPU lowering is a
-  rolled loop that XLA cannot fuse: every random word is written to memory
-  and copied once per round. Unrolled, the hash fuses into the op that uses
-  its bits (and only the elements a slice keeps are computed).
-
-  Args:
-    k1: uint32 key word 1 (broadcastable against x0).
-    k2: uint32 key word 2.
-    x0: uint32 counter words 1.
-    x1: uint32 counter words 2.
-
-  Returns:
-    The two uint32 output words.
-
-  References:
-    Salmon et al. (2011), Parallel random numbers: as easy as 1, 2, 3.
-  """
-  ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
-  x0, x1 = x0 + ks[0], x1 + ks[1]
-  for i in range(5):
-    for r in _ROTATIONS[i % 2]:
-      x0 = x0 + x1
-      x1 = x0 ^ _rotate_left(x1, r)
-    x0 = x0 + ks[(i + 1) % 3]
-    x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
-  return x0, x1
-
-
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-
-
-def linear(x_BxLxD, kernel_DxF, bias_F):
-  """`x @ kernel + bias` over the last axis, as one 2-D matmul.
-
-  Flattening the leading axes first matters on CPU: the kernel gradient is
-  then a plain [D, N] x [N, F] contraction that the GEMM reads in place,
-  whereas contracting two leading axes makes XLA copy a transposed
-  cotangent for every layer.
-
-  Args:
-    x_BxLxD: inputs, any leading axes.
-    kernel_DxF: the kernel.
-    bias_F: the bias.
-
-  Returns:
-    [..., F].
-  """
-  lead = x_BxLxD.shape[:-1]
-  y_NxF = x_BxLxD.reshape(-1, x_BxLxD.shape[-1]) @ kernel_DxF + bias_F
-  return y_NxF.reshape(*lead, kernel_DxF.shape[-1])
-
-
-def _threefry_key_data(key) -> jax.Array | None:
-  """The uint32[..., 2] data of a threefry key, None for other PRNGs."""
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    if str(jax.random.key_impl(key)) != 'threefry2x32':
-      return None
-    return jax.random.key_data(key)
-  if (key.dtype != jnp.uint32 or key.shape[-1:] != (2,)
-      or jax.config.jax_default_prng_impl != 'threefry2x32'):
-    return None
-  return key
-
-
-def bernoulli(key, p: float, shape: Sequence[int]) -> jax.Array:
-  """`jax.random.bernoulli(key, p, shape)`, bit for bit, fusable.
-
-  For a threefry key (jax's default) the bits are jax's partitionable
-  threefry bits of each element's flat index, hashed by the unrolled
-  `threefry2x32`, and compared as integers: `uniform < p` with jax's
-  23-bit uniforms is `bits < ceil(float32(p) * 2**23) * 2**9`. Any other
-  PRNG implementation falls back to `jax.random.bernoulli`.
-
-  Args:
-    key: a PRNG key (typed or raw).
-    p: probability of True, in (0, 1).
-    shape: output shape (fewer than 2**32 elements).
-
-  Returns:
-    A bool array of `shape`.
-  """
-  data = _threefry_key_data(key)
-  if data is None:
-    return jax.random.bernoulli(key, p, shape)
-  size = int(np.prod(shape))
-  if size >= 2**32 or not 0.0 < p < 1.0:
-    return jax.random.bernoulli(key, p, shape)
-  counts = jnp.arange(size, dtype=jnp.uint32).reshape(shape)
-  x0, x1 = threefry2x32(data[..., 0], data[..., 1],
-                        jnp.zeros_like(counts), counts)
-  threshold = int(np.ceil(np.float64(np.float32(p)) * 2.0**23)) << 9
-  return (x0 ^ x1) < np.uint32(threshold)
-
-
-class Dropout(nn.Module):
-  """Inverted dropout, equal to `flax.linen.Dropout` with the same key.
-
-  The mask is drawn for the whole `full_shape` (the token axis of every
-  layer is the full 3K) and `rows` picks the tokens this call holds, so
-  layers that skip tokens nobody reads draw the very same mask entries
-  for the tokens they keep.
-
-  Attributes:
-    rate: probability of zeroing an element.
-  """
-
-  rate: float
-
-  @nn.compact
-  def __call__(self, x_BxQxW, *, train: bool,
-               full_shape: Sequence[int] | None = None,
-               rows: slice = slice(None)):
-    if not train or self.rate == 0.0:
-      return x_BxQxW
-    if self.rate == 1.0:
-      return jnp.zeros_like(x_BxQxW)
-    keep_prob = 1.0 - self.rate
-    shape = x_BxQxW.shape if full_shape is None else full_shape
-    keep_BxQxW = bernoulli(self.make_rng('dropout'), keep_prob, shape)[
-        :, rows]
-    return jnp.where(keep_BxQxW, x_BxQxW / keep_prob,
-                     jnp.zeros_like(x_BxQxW))
-
-
 class _LinearParams(nn.Module):
   """The kernel and bias of a `flax.linen.DenseGeneral` (same names,
   shapes and initialization), for layers applied by hand."""
@@ -209,117 +87,6 @@ class _LinearParams(nn.Module):
     kernel = self.param('kernel', kernel_init, self.kernel_shape)
     bias = self.param('bias', nn.initializers.zeros, self.bias_shape)
     return kernel, bias
-
-
-def _attend_forward(q_GxQxD, k_GxLxD, v_GxLxD, allowed_GxQxL, keep_1xQxL):
-  logits_GxQxL = jnp.einsum('gqd,gkd->gqk', q_GxQxD, k_GxLxD)
-  logits_GxQxL = jnp.where(allowed_GxQxL, logits_GxQxL,
-                           jnp.finfo(jnp.float32).min)
-  probs_GxQxL = jax.nn.softmax(logits_GxQxL)
-  weights_GxQxL = (probs_GxQxL if keep_1xQxL is None
-                   else probs_GxQxL * keep_1xQxL)
-  out_GxQxD = jnp.einsum('gqk,gkd->gqd', weights_GxQxL, v_GxLxD)
-  return out_GxQxD, probs_GxQxL
-
-
-@jax.custom_vjp
-def attend(q_GxQxD, k_GxLxD, v_GxLxD, allowed_GxQxL, keep_1xQxL):
-  """`softmax(q k^T where allowed) * keep @ v` for G = batch x heads.
-
-  Three-dimensional (heads folded into the batch axis): XLA:CPU runs these
-  batched matmuls without the transposed copies a [B, Q, H, D] einsum
-  makes. The backward pass is written out: the softmax's row sums
-  `sum_k dP_k P_k` are taken as `sum_d dO_d O_d` (the same quantity, since
-  `O = (P * keep) @ v`), a reduction over the head size instead of over
-  the L keys, and no gradient flows through the mask's `where`.
-
-  Args:
-    q_GxQxD: queries, already scaled by 1/sqrt(D).
-    k_GxLxD: keys.
-    v_GxLxD: values.
-    allowed_GxQxL: bool, which keys each query sees (each row has one).
-    keep_1xQxL: dropout multipliers of the weights (0 or 1/keep_prob),
-      or None.
-
-  Returns:
-    [G, Q, D].
-  """
-  return _attend_forward(q_GxQxD, k_GxLxD, v_GxLxD, allowed_GxQxL,
-                         keep_1xQxL)[0]
-
-
-def _attend_fwd(q, k, v, allowed, keep):
-  out, probs = _attend_forward(q, k, v, allowed, keep)
-  return out, (q, k, v, keep, probs, out)
-
-
-def _attend_bwd(res, d_out_GxQxD):
-  q, k, v, keep, probs_GxQxL, out_GxQxD = res
-  weights = probs_GxQxL if keep is None else probs_GxQxL * keep
-  d_weights_GxQxL = jnp.einsum('gqd,gkd->gqk', d_out_GxQxD, v)
-  d_v = jnp.einsum('gqk,gqd->gkd', weights, d_out_GxQxD)
-  d_probs = d_weights_GxQxL if keep is None else d_weights_GxQxL * keep
-  row_GxQ = jnp.sum(d_out_GxQxD * out_GxQxD, axis=-1)
-  d_logits = probs_GxQxL * (d_probs - row_GxQ[..., None])
-  d_q = jnp.einsum('gqk,gkd->gqd', d_logits, k)
-  d_k = jnp.einsum('gqk,gqd->gkd', d_logits, q)
-  return d_q, d_k, d_v, None, None
-
-
-attend.defvjp(_attend_fwd, _attend_bwd)
-
-
-def _layer_norm_forward(x, scale, bias, epsilon):
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  mean2 = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
-  var = jnp.maximum(0.0, mean2 - jnp.square(mean))
-  rstd = jax.lax.rsqrt(var + epsilon)
-  return (x - mean) * (rstd * scale) + bias, rstd
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def layer_norm(x, scale, bias, epsilon):
-  """`flax.linen.LayerNorm`'s function over the last axis (epsilon inside
-  the square root, the fast variance E[x^2] - E[x]^2 clipped at 0), with
-  its backward pass written out: `dx = rstd * (g - mean(g) - xhat *
-  mean(g * xhat))` for `g = dy * scale`, one fusion instead of autodiff's
-  chain of reductions. (Where the variance is clipped, a constant row,
-  autodiff would differ; the model's rows never are.)"""
-  return _layer_norm_forward(x, scale, bias, epsilon)[0]
-
-
-def _layer_norm_fwd(x, scale, bias, epsilon):
-  y, rstd = _layer_norm_forward(x, scale, bias, epsilon)
-  return y, (x, scale, rstd)
-
-
-def _layer_norm_bwd(epsilon, res, dy):
-  del epsilon
-  x, scale, rstd = res
-  xhat = (x - jnp.mean(x, axis=-1, keepdims=True)) * rstd
-  lead = tuple(range(x.ndim - 1))
-  d_bias = jnp.sum(dy, axis=lead)
-  d_scale = jnp.sum(dy * xhat, axis=lead)
-  g = dy * scale
-  dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
-               - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
-  return dx, d_scale, d_bias
-
-
-layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
-
-
-class LayerNorm(nn.Module):
-  """`flax.linen.LayerNorm` (same parameters, names and function)."""
-
-  epsilon: float = 1e-6
-
-  @nn.compact
-  def __call__(self, x):
-    w = x.shape[-1]
-    scale = self.param('scale', nn.initializers.ones, (w,))
-    bias = self.param('bias', nn.initializers.zeros, (w,))
-    return layer_norm(x, scale, bias, self.epsilon)
 
 
 class SelfAttention(nn.Module):
@@ -349,16 +116,16 @@ class SelfAttention(nn.Module):
     wo, bo = _LinearParams((nh, d, w), (w,), 2, name='out')()
     flat = lambda k: k.reshape(w, nh * d)
     if rows is None:  # Every token queries: one [W, 3W] matmul.
-      qkv_BxLx3W = linear(
+      qkv_BxLx3W = kernels.linear(
           h_BxLxW, jnp.concatenate([flat(wq), flat(wk), flat(wv)], axis=1),
           jnp.concatenate([bq, bk, bv]).reshape(-1))
       q_BxQxW, k_BxLxW, v_BxLxW = jnp.split(qkv_BxLx3W, 3, axis=-1)
     else:
-      kv_BxLx2W = linear(h_BxLxW,
+      kv_BxLx2W = kernels.linear(h_BxLxW,
                          jnp.concatenate([flat(wk), flat(wv)], axis=1),
                          jnp.concatenate([bk, bv]).reshape(-1))
       k_BxLxW, v_BxLxW = jnp.split(kv_BxLx2W, 2, axis=-1)
-      q_BxQxW = linear(h_BxLxW[:, rows], flat(wq), bq.reshape(-1))
+      q_BxQxW = kernels.linear(h_BxLxW[:, rows], flat(wq), bq.reshape(-1))
     q = q_BxQxW.shape[1]
     # Heads folded into the batch: [B, N, H*D] -> [B*H, N, D].
     heads = lambda x: x.reshape(b, x.shape[1], nh, d).transpose(
@@ -370,15 +137,16 @@ class SelfAttention(nn.Module):
     if train and self.dropout > 0.0:
       keep_prob = 1.0 - self.dropout
       q_rows = slice(0, n_tok) if rows is None else rows
-      keep_1xQxL = bernoulli(self.make_rng('dropout'), keep_prob,
-                             (1, full_len, full_len))[:, q_rows, :n_tok]
+      keep_1xQxL = kernels.bernoulli(self.make_rng('dropout'), keep_prob,
+                                     (1, full_len, full_len))[
+                                         :, q_rows, :n_tok]
       keep_1xQxL = (keep_1xQxL.astype(jnp.float32)
                     / jnp.asarray(keep_prob, jnp.float32))
-    out_GxQxD = attend(q_GxQxD, heads(k_BxLxW), heads(v_BxLxW),
+    out_GxQxD = kernels.attend(q_GxQxD, heads(k_BxLxW), heads(v_BxLxW),
                        allowed_GxQxL, keep_1xQxL)
     out_BxQxW = out_GxQxD.reshape(b, nh, q, d).transpose(0, 2, 1, 3).reshape(
         b, q, w)
-    return linear(out_BxQxW, wo.reshape(nh * d, w), bo)
+    return kernels.linear(out_BxQxW, wo.reshape(nh * d, w), bo)
 
 
 class MLP(nn.Module):
@@ -390,14 +158,16 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxW, *, train: bool,
                full_shape: Sequence[int] | None = None,
-               rows: slice = slice(None)):
-    # Dense on 2-D inputs (see `linear`).
+               rows: slice = slice(None), fast: bool = True):
+    # Dense on 2-D inputs (see `kernels.linear`).
     x_NxW = x_BxLxW.reshape(-1, x_BxLxW.shape[-1])
     h = nn.Dense(4 * self.width, kernel_init=_INIT)(x_NxW)
     h = nn.gelu(h, approximate=True)
     h = nn.Dense(self.width, kernel_init=_INIT)(h).reshape(x_BxLxW.shape)
-    return Dropout(self.dropout)(h, train=train, full_shape=full_shape,
-                                 rows=rows)
+    if not fast:
+      return nn.Dropout(self.dropout)(h, deterministic=not train)
+    return kernels.Dropout(self.dropout)(h, train=train,
+                                         full_shape=full_shape, rows=rows)
 
 
 class Block(nn.Module):
@@ -405,7 +175,8 @@ class Block(nn.Module):
 
   With `rows`, only those tokens are updated and returned (all tokens
   still serve as keys and values): the last block computes just the
-  tokens whose outputs are read.
+  tokens whose outputs are read. With `fast=False` it is flax's own
+  layers (same parameters and function) over every token.
   """
 
   width: int
@@ -414,20 +185,32 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxW, allowed_BxQxL, *, train: bool,
-               rows: slice | None = None, full_len: int | None = None):
+               rows: slice | None = None, full_len: int | None = None,
+               fast: bool = True):
+    if not fast:
+      h = nn.LayerNorm()(x_BxLxW)
+      h = nn.MultiHeadDotProductAttention(
+          num_heads=self.num_heads, dropout_rate=self.dropout,
+          kernel_init=_INIT, deterministic=not train)(
+              h, h, mask=allowed_BxQxL[:, None])
+      x_BxLxW = x_BxLxW + nn.Dropout(self.dropout)(
+          h, deterministic=not train)
+      h = nn.LayerNorm()(x_BxLxW)
+      return x_BxLxW + MLP(self.width, self.dropout)(h, train=train,
+                                                     fast=False)
     b, n_tok, w = x_BxLxW.shape
     full_len = n_tok if full_len is None else full_len
     full_shape = (b, full_len, w)
-    h = LayerNorm()(x_BxLxW)
+    h = kernels.LayerNorm()(x_BxLxW)
     h = SelfAttention(self.num_heads, self.dropout,
                       name='MultiHeadDotProductAttention_0')(
                           h, allowed_BxQxL, train=train, rows=rows,
                           full_len=full_len)
     rows_or_all = slice(0, n_tok) if rows is None else rows
     x_BxQxW = x_BxLxW if rows is None else x_BxLxW[:, rows]
-    x_BxQxW = x_BxQxW + Dropout(self.dropout)(
+    x_BxQxW = x_BxQxW + kernels.Dropout(self.dropout)(
         h, train=train, full_shape=full_shape, rows=rows_or_all)
-    h = LayerNorm()(x_BxQxW)
+    h = kernels.LayerNorm()(x_BxQxW)
     return x_BxQxW + MLP(self.width, self.dropout)(
         h, train=train, full_shape=full_shape, rows=rows_or_all)
 
@@ -553,31 +336,47 @@ class DecisionTransformer(nn.Module):
           task_B
       )
       tokens_BxKx3xW = tokens_BxKx3xW + task_BxW[:, None, None, :]
+    # The kernels reproduce flax's dropout masks from threefry bits only;
+    # with another PRNG the model is flax's own layers (slower, same
+    # function). The key drawn here is this scope's own: the layers'
+    # keys do not depend on it.
+    drawn = train and self.dropout > 0.0 and self.has_rng('dropout')
+    fast = kernels.supported(self.make_rng('dropout') if drawn else None)
     # The last token (the action of step K) is read by no output: causal
     # attention lets nothing before it see it, and actions are predicted
-    # from state tokens. It is left out; L = 3K - 1 tokens remain.
-    full_len, n_tok = 3 * k, 3 * k - 1
+    # from state tokens. The kernels leave it out (L = 3K - 1 tokens);
+    # flax's layers run all L = 3K.
+    full_len = 3 * k
+    n_tok = full_len - 1 if fast else full_len
     x_BxLxW = tokens_BxKx3xW.reshape(b, full_len, w)[:, :n_tok]
-    x_BxLxW = LayerNorm(name='embed_ln')(x_BxLxW)
-    x_BxLxW = Dropout(self.dropout)(x_BxLxW, train=train,
-                                    full_shape=(b, full_len, w),
-                                    rows=slice(0, n_tok))
+    if fast:
+      x_BxLxW = kernels.LayerNorm(name='embed_ln')(x_BxLxW)
+      x_BxLxW = kernels.Dropout(self.dropout)(x_BxLxW, train=train,
+                                              full_shape=(b, full_len, w),
+                                              rows=slice(0, n_tok))
+    else:
+      x_BxLxW = nn.LayerNorm(name='embed_ln')(x_BxLxW)
+      x_BxLxW = nn.Dropout(self.dropout)(x_BxLxW, deterministic=not train)
 
     valid_BxL = jnp.repeat(mask_BxK > 0, 3, axis=1)[:, :n_tok]
     causal_LxL = jnp.tril(jnp.ones((n_tok, n_tok), bool))
     eye_LxL = jnp.eye(n_tok, dtype=bool)
     allowed_BxLxL = causal_LxL[None] & (valid_BxL[:, None, :] | eye_LxL[None])
     # Outputs are read at the state tokens (1, 4, ..., 3K - 2), or at the
-    # last one only: the last block computes those queries alone.
-    out_rows = slice(n_tok - 1, n_tok) if last_only else slice(1, n_tok, 3)
+    # last one only: with the kernels the last block computes those
+    # queries alone.
+    out_rows = (slice(full_len - 2, full_len - 1) if last_only
+                else slice(1, full_len - 1, 3))
     for i in range(self.num_layers):
-      last = i == self.num_layers - 1
+      last = fast and i == self.num_layers - 1
       x_BxLxW = Block(w, self.num_heads, self.dropout, name=f'block_{i}')(
           x_BxLxW, allowed_BxLxL[:, out_rows] if last else allowed_BxLxL,
-          train=train, rows=out_rows if last else None, full_len=full_len)
-    if self.num_layers == 0:
+          train=train, rows=out_rows if last else None, full_len=full_len,
+          fast=fast)
+    if self.num_layers == 0 or not fast:
       x_BxLxW = x_BxLxW[:, out_rows]
-    h_BxKxW = LayerNorm(name='final_ln')(x_BxLxW)
+    norm = kernels.LayerNorm if fast else nn.LayerNorm
+    h_BxKxW = norm(name='final_ln')(x_BxLxW)
 
     if self.head == 'tanh_gaussian':
       return heads.TanhGaussianHead(
