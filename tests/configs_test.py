@@ -3,6 +3,7 @@
 import pytest
 
 from configs import d4rl_locomotion
+from configs import mt10
 from configs import mt_distill
 from configs import teachers
 from distill.train import student as student_lib
@@ -51,7 +52,19 @@ def test_d4rl_locomotion_points_each_task_at_its_d4rl_file():
   student_lib.check_config(config)
 
 
-@pytest.mark.parametrize('module', [mt_distill, teachers, d4rl_locomotion])
+@pytest.mark.parametrize('module',
+                         [mt_distill, teachers, d4rl_locomotion, mt10])
 def test_unknown_variant_is_refused(module):
   with pytest.raises(ValueError, match='unknown'):
     module.get_config('nope')
+
+
+@pytest.mark.parametrize('arg', [None, 'smoke'])
+def test_mt10_variants_pass_the_distillation_checks(arg):
+  config = mt10.get_config(arg)
+  student_lib.check_config(config)
+  assert all(s in stages.STAGES for s in config.stages)
+  for task in config.tasks:
+    assert pipeline.dataset_spec(config, task) == (
+        f'suite:mt10/{task}-{config.data.quality}')
+    pipeline.task_value(config.eval.target_return, task, 'eval.target_return')
