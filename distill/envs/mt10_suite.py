@@ -26,7 +26,7 @@ from its own generator (see `distill.envs.mt10`). Same task, quality, size
 and seed give the same bytes with the same package versions (the actions
 are rounded to multiples of 2**-16 and the noise comes from per-sub-env
 PCG64 streams); the file name holds a hash of the generator version, the
-noise stds and the MuJoCo and Meta-World versions.
+noise stds and correlation and the MuJoCo and Meta-World versions.
 
 Shape letters: E sub-environments, T steps.
 """
@@ -109,7 +109,7 @@ def _fingerprint(quality: str) -> str:
   h = hashlib.sha256(f'mt10-v{GENERATOR_VERSION}'.encode())
   ver = generated.versions(('mujoco', 'metaworld'))
   h.update(f'mujoco-{ver["mujoco"]}-metaworld-{ver["metaworld"]}'.encode())
-  h.update(repr(NOISE_STDS[quality]).encode())
+  h.update(repr((NOISE_STDS[quality], mt10.NOISE_CORR)).encode())
   return h.hexdigest()[:10]
 
 
@@ -263,12 +263,14 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
       task=task,
       quality=quality,
       env_id=f'metaworld:{task}',
-      policy=('metaworld.policies scripted policy + Gaussian noise of std'
-              f' {list(stds)} (equal shares, in order), clipped to [-1, 1],'
-              f' rounded to multiples of {mt10.ACTION_QUANTUM!r}'),
+      policy=('metaworld.policies scripted policy + AR(1) Gaussian noise'
+              f' (rho {mt10.NOISE_CORR}) of std {list(stds)} (equal shares,'
+              ' in order), clipped to [-1, 1], rounded to multiples of'
+              f' {mt10.ACTION_QUANTUM!r}'),
       goals=('a new goal per episode from the task\'s random-reset space,'
              ' sub-env i of noise level l seeded 1000 * seed + l + i'),
       noise_stds=list(stds),
+      noise_corr=mt10.NOISE_CORR,
       levels=levels,
       seed=seed,
       num_envs=num_envs,
