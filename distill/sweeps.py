@@ -428,8 +428,28 @@ def is_finished(job: Job) -> bool:
   record = read_record(job)
   return bool(record and record.get('status') == 'done'
               and record.get('command') == job.command
-              and record.get('config') == job.config
+              and _results_config(record.get('config'))
+              == _results_config(job.config)
               and os.path.exists(job.output))
+
+
+# Config fields that choose how a job runs, not what it computes (beyond
+# float tolerance): a job done under another value is still done. The
+# default of `teacher.vmap` became 'auto' after jobs recorded True.
+HOW_FIELDS = (('teacher', 'vmap'),)
+
+
+def _results_config(config: Any) -> Any:
+  if not isinstance(config, dict):
+    return config
+  out = json.loads(json.dumps(config))
+  for path in HOW_FIELDS:
+    node = out
+    for part in path[:-1]:
+      node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+      node.pop(path[-1], None)
+  return out
 
 
 def run_job(job: Job, *, cwd: str,

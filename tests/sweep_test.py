@@ -167,6 +167,15 @@ def test_run_job_records_success_failure_and_is_finished(tmp_path):
   assert sweeps.is_finished(job)
   job.config = {'a': 2}  # another config: not finished
   assert not sweeps.is_finished(job)
+  # How the teachers train (vmapped or one by one) is not what the job
+  # computes: a job done under another `teacher.vmap` stays done.
+  job.config = {'a': 1, 'teacher': {'vmap': 'auto'}}
+  record['config'] = {'a': 1, 'teacher': {'vmap': True}}
+  sweeps.fileio.write_json(os.path.join(job.workdir, sweeps.RECORD), record)
+  assert sweeps.is_finished(job)
+  record['config'] = {'a': 1, 'teacher': {'vmap': True, 'steps': 2}}
+  sweeps.fileio.write_json(os.path.join(job.workdir, sweeps.RECORD), record)
+  assert not sweeps.is_finished(job)
 
   bad = sweeps.Job(kind='member', name='bad', workdir=str(tmp_path / 'bad'),
                    command=[sys.executable, '-c', 'import sys;'
