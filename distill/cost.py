@@ -211,3 +211,32 @@ def sweep_estimate(teachers: list[Any], members: list[Any], parallel: int
   return {'parallel': parallel, 'share': share, 'jobs': jobs,
           'teachers_s': total('teacher'), 'members_s': total('member'),
           'total_s': total('teacher') + total('member')}
+
+
+def _fmt_s(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds >= 3600:
+    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+  return f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def format_estimate(estimate: dict[str, Any]) -> list[str]:
+  """`sweep_estimate`'s figures as shell comment lines.
+
+  Args:
+    estimate: from `sweep_estimate`.
+
+  Returns:
+    A header line, one line per job, and the totals.
+  """
+  lines = [f'# estimated machine time (distill/cost.py: unit costs measured'
+           f' on the 2-core CPU), --parallel={estimate["parallel"]} (each'
+           f' job {estimate["share"]:.2f} of its time alone):']
+  for job in estimate['jobs']:
+    lines.append(f'#   {job["kind"]} {job["name"]}:'
+                 f' {_fmt_s(job["machine_s"])} (its wall time'
+                 f' ~{_fmt_s(job["wall_s"])})')
+  lines.append(f'# total: teachers {_fmt_s(estimate["teachers_s"])}, members'
+               f' {_fmt_s(estimate["members_s"])}, sweep'
+               f' {_fmt_s(estimate["total_s"])}')
+  return lines

@@ -56,6 +56,7 @@ from absl import logging
 import submitit
 
 from experiments import publish
+from experiments import relaunch
 from distill import cost
 from distill import fileio
 from distill import sweep_summary
@@ -197,58 +198,11 @@ def shell_line(command: list[str]) -> str:
   return ' '.join(out)
 
 
-def earlier_pid(job: sweeps.Job) -> int | None:
-  """The pid of an earlier launch's process still running `job` here.
-
-  Args:
-    job: a job of this sweep.
-
-  Returns:
-    The pid its record names when the record says running on this host and
-    that process is alive (and is not this one); else None.
-  """
-  rec = sweeps.read_record(job) or {}
-  pid = rec.get('pid')
-  if (rec.get('status') != 'running' or rec.get('host') != os.uname().nodename
-      or not pid or pid == os.getpid()):
-    return None
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return None
-  except PermissionError:
-    pass  # Alive, another user's.
-  return pid
-
-
-def still_running(jobs: list[sweeps.Job]) -> list[str]:
-  """Jobs whose process from an earlier sweep still runs on this host."""
-  out = []
-  for job in jobs:
-    pid = earlier_pid(job)
-    if pid is not None:
-      out.append(f'{job.kind} {job.name} (pid {pid})')
-  return out
-
-
 def _fmt_s(seconds: float) -> str:
   seconds = int(round(seconds))
   if seconds >= 3600:
     return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
   return f'{seconds // 60}m{seconds % 60:02d}s'
-
-
-def print_estimate(estimate: dict[str, Any]) -> None:
-  """Prints `cost.sweep_estimate`'s figures as shell comments."""
-  print(f'# estimated machine time (distill/cost.py: unit costs measured on'
-        f' the 2-core CPU), --parallel={estimate["parallel"]} (each job'
-        f' {estimate["share"]:.2f} of its time alone):')
-  for job in estimate['jobs']:
-    print(f'#   {job["kind"]} {job["name"]}: {_fmt_s(job["machine_s"])}'
-          f' (its wall time ~{_fmt_s(job["wall_s"])})')
-  print(f'# total: teachers {_fmt_s(estimate["teachers_s"])}, members'
-        f' {_fmt_s(estimate["members_s"])}, sweep'
-        f' {_fmt_s(estimate["total_s"])}')
 
 
 class Sweep:
@@ -267,7 +221,7 @@ class Sweep:
     self.durations = {'teacher': [], 'member': []}
     self.on_done = None  # called with each job that finishes well
     # Jobs an earlier launch still runs on this host: key -> its pid. This
-    # launch waits for them and adopts what they leave (`_adopt`).
+    # launch waits for them and adopts what they leave (`relaunch.adopt`).
     self.earlier = {}
     self.ignore_dirty = []  # paths whose changes are results, not code
 
@@ -327,7 +281,7 @@ def _launch(sweep: Sweep, running: dict, executor: submitit.Executor,
       break
     if sweep.status[key] != 'pending':
       continue
-    pid = earlier_pid(job)
+    pid = relaunch.earlier_pid(job)
     if pid is not None:
       # Running the job again beside the earlier process would write the
       # same workdir twice; wait for it and take its result instead.
@@ -389,40 +343,6 @@ def _collect(sweep: Sweep, running: dict) -> bool:
   return changed
 
 
-def _adopt(sweep: Sweep) -> bool:
-  """Takes the results of the earlier launch's jobs that ended.
-
-  A job whose earlier process ended with its record saying done (same
-  command and config, output there) is done; otherwise it is pending again
-  and this launch runs it (resuming from its checkpoints).
-
-  Returns:
-    True if any ended.
-  """
-  changed = False
-  for key, pid in list(sweep.earlier.items()):
-    job = sweep.by_name[key]
-    if earlier_pid(job) == pid:
-      continue
-    del sweep.earlier[key]
-    record = sweeps.read_record(job) or {}
-    changed = True
-    if sweeps.is_finished(job):
-      sweep.status[key], sweep.records[key] = 'done', record
-      if record.get('wall_s') is not None:
-        sweep.durations[job.kind].append(record['wall_s'])
-      logging.info('%s %s: adopted the result of the earlier launch',
-                   job.kind, job.name)
-      if sweep.on_done is not None:
-        sweep.on_done(job)
-    else:
-      sweep.status[key] = 'pending'
-      logging.warning('%s %s: the earlier launch ended it unfinished'
-                      ' (status %s); running it again', job.kind, job.name,
-                      record.get('status'))
-  return changed
-
-
 def run_jobs(sweep: Sweep, executor: submitit.Executor, parallel: int,
              env: dict[str, str | None]) -> None:
   """Runs the pending jobs, each teacher job before its members.
@@ -439,7 +359,7 @@ def run_jobs(sweep: Sweep, executor: submitit.Executor, parallel: int,
   try:
     while True:
       changed = _collect(sweep, running)
-      changed = _adopt(sweep) or changed
+      changed = relaunch.adopt(sweep) or changed
       changed = _launch(sweep, running, executor, parallel, env) or changed
       if changed:
         sweep.write_state()
@@ -560,12 +480,13 @@ def main(argv):
     print(f'# {len(members)} members')
     for job in members:
       print(shell_line(job.command))
-    print_estimate(cost.sweep_estimate(teachers, members, _PARALLEL.value))
+    print('\n'.join(cost.format_estimate(
+        cost.sweep_estimate(teachers, members, _PARALLEL.value))))
     return
-  busy = still_running(teachers + members)
+  busy = relaunch.still_running(teachers + members)
   if busy:
     # One launch per sweep: this one waits for them and adopts their
-    # results (`_adopt`) while it runs the other jobs.
+    # results (`relaunch.adopt`) while it runs the other jobs.
     logging.info('%s: jobs of an earlier launch still run here: %s; waiting'
                  ' for them', root, busy)
   os.makedirs(root, exist_ok=True)

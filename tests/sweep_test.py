@@ -515,7 +515,7 @@ def test_a_relaunch_waits_for_and_adopts_the_earlier_launchs_jobs(tmp_path):
 import json, os, subprocess, sys, time
 import submitit
 from distill import sweeps
-from experiments import sweep
+from experiments import relaunch, sweep
 root = sys.argv[1]
 def job(name, sleep_s):
   out = os.path.join(root, name, 'results.json')
@@ -536,7 +536,7 @@ earlier = subprocess.Popen([sys.executable, '-c',
     __import__('pickle').dumps(a).hex()])
 while (sweeps.read_record(a) or {}).get('status') != 'running':
   time.sleep(0.05)
-assert sweep.still_running([a, b]) == [f'member a (pid {earlier.pid})']
+assert relaunch.still_running([a, b]) == [f'member a (pid {earlier.pid})']
 state = sweep.Sweep(root, [t], [a, b], {})
 sweep.run_jobs(state, submitit.DebugExecutor(os.path.join(root, 's')), 2,
                {})
