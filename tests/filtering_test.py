@@ -207,6 +207,7 @@ def test_training_step_under_jit_clones_only_the_kept_episodes(setup):
   assert all(tuple(np.round(s, 5)) in kept for s in states)
 
 
+@pytest.mark.slow
 def test_population_trains_every_member_on_the_filtered_data(setup, tmp_path):
   config, _, stats, source, clone, teacher, teacher_params_T = setup
   params_PxT = jax.tree.map(lambda x: np.stack([x, x]), teacher_params_T)

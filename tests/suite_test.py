@@ -179,9 +179,10 @@ def test_worker_processes_do_not_change_the_data(snap_dir):
 
 
 # SHA-256 of the data arrays of small datasets from the shipped snapshots
-# (generator version 3, mujoco 3.3.0). The same on any x86-64 machine with AVX2 and FMA
-# (glibc then runs the same math routines inside MuJoCo) and the same
-# package versions; a change means the generator changed: bump
+# (generator version 3, mujoco 3.3.0). The same on any x86-64 machine
+# with AVX2 and FMA (glibc then runs the same math routines inside
+# MuJoCo) and the same package versions; a change means the generator
+# changed: bump
 # GENERATOR_VERSION and re-measure the README's dataset table.
 PINNED = {
     ("hopper", "medium"):
