@@ -1,7 +1,7 @@
-"""What a run loads from its config: datasets, the device source, teachers.
+"""What a run does with its config: the work of each stage, as functions.
 
-The stages of `experiments/stages.py` share these; each function reads only
-the sub-configs it names.
+The stage table (`distill/stages.py`) calls one of these per stage; each
+reads only the sub-configs it names and the directories it is given.
 
     datasets = load_datasets(config)
     stats = [segments.state_stats(d) for d in datasets]
@@ -9,16 +9,26 @@ the sub-configs it names.
     clone_source = make_clone_source(config, datasets, stats)  # %BC or None
     teacher, teacher_params_T = load_teachers(teacher_dirs)
 
+    summarize_datasets(config, datasets)         # the `datasets` stage
+    evaluate_teachers(config, [(task, dir)...])  # `teacher_eval`
+    distill(config, teachers=..., ...)           # `distill`
+    evaluate_students(config, [dir, ...])        # `student_eval`
+    write_reports(config, workdir, members, ...) # `report`
+
 Populations: `member_seeds(config)` are the seeds of the run's members;
-member `s` of a population writes under `member_dir(workdir, s, config)`
-what a single-seed run with `config.seed = s` writes in its workdir.
+`members(config, workdir)` says where each writes: member `s` of a
+population writes under `<workdir>/seed_<s>/` what a single-seed run with
+`config.seed = s` writes in its workdir. A run's processes (many hosts)
+share the evaluations (`distill.parallel.my_share`); process 0 writes.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 import copy
 import os
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -26,11 +36,18 @@ import numpy as np
 
 from distill import checkpointing
 from distill import datasets as datasets_lib
+from distill import evaluation
+from distill import fileio
+from distill import parallel
+from distill import report
 from distill.data import d4rl
 from distill.data import filtering
+from distill.data import scores
 from distill.data import segments
+from distill.data import summary as summary_lib
 from distill.envs import tasks as tasks_lib
 from distill.models import model as model_lib
+from distill.train import distill_loop
 
 
 def dataset_spec(config: ml_collections.ConfigDict, task: str) -> str:
@@ -230,3 +247,262 @@ def member_dir(workdir: str, seed: int, num_members: int) -> str:
   `<workdir>/seed_<seed>` in a population."""
   return workdir if num_members == 1 else os.path.join(workdir,
                                                        f'seed_{seed}')
+
+
+class Member(NamedTuple):
+  """Where one member of a run writes.
+
+  Attributes:
+    seed: its seed.
+    directory: its results, report, logs and student (the workdir itself
+      in a single-seed run, `<workdir>/seed_<seed>/` in a population).
+    teachers: its teachers' directory (one checkpoint per task under it,
+      and their `eval.json`), on the side of `config.teacher_workdir` when
+      that is set.
+  """
+  seed: int
+  directory: str
+  teachers: str
+
+  @property
+  def student(self) -> str:
+    return os.path.join(self.directory, 'student')
+
+  def teacher_dirs(self, tasks: Sequence[str]) -> list[str]:
+    return [os.path.join(self.teachers, task) for task in tasks]
+
+
+def members(config: ml_collections.ConfigDict, workdir: str) -> list[Member]:
+  """The run's members, in the order of `member_seeds`.
+
+  Args:
+    config: the whole config (reads `seed`, `seeds`, `teacher_workdir`).
+    workdir: the run's directory.
+
+  Returns:
+    One `Member` per seed.
+  """
+  seeds = member_seeds(config)
+  teacher_workdir = config.get('teacher_workdir') or workdir
+  return [Member(s, member_dir(workdir, s, len(seeds)), os.path.join(
+      member_dir(teacher_workdir, s, len(seeds)), 'teachers')) for s in seeds]
+
+
+def summarize_datasets(config: ml_collections.ConfigDict,
+                       datasets: Sequence[dict[str, Any]]
+                       ) -> dict[str, dict[str, Any]]:
+  """Each task's dataset statistics (`distill.data.summary.summarize`).
+
+  Args:
+    config: the whole config (reads `tasks` and `data`).
+    datasets: from `load_datasets`.
+
+  Returns:
+    `{task: summary}`, each with its `normalized_return_mean` (from the
+    task's own reference returns where the spec does not name the task).
+  """
+  out = {}
+  for task, data in zip(config.tasks, datasets):
+    spec = dataset_spec(config, task)
+    out[task] = summary_lib.summarize(data, spec)
+    if 'normalized_return_mean' not in out[task]:
+      # The spec's name does not say the task (e.g. a renamed D4RL file):
+      # normalize with the task's own references (the score is linear).
+      t = tasks_lib.get_task(task)
+      out[task]['normalized_return_mean'] = float(scores.normalized_score(
+          out[task]['return_mean'], (t.ref_min, t.ref_max)))
+    logging.info('dataset %s: %s', spec, out[task])
+  return out
+
+
+def distill(config: ml_collections.ConfigDict, *,
+            teachers: Sequence[Sequence[str]], datasets: Sequence[Any],
+            stats: Sequence[tuple[np.ndarray, np.ndarray]],
+            source: segments.SegmentSource, directories: Sequence[str],
+            writers: Sequence[Any], placement: parallel.Placement) -> None:
+  """Distills each member's teachers into its student (resumes).
+
+  Args:
+    config: the whole config (validated by the run's entry).
+    teachers: per member, its teachers' checkpoint directories in task
+      order.
+    datasets: from `load_datasets` (for %BC's filtered source).
+    stats: per-task (mean, std) of the states.
+    source: the placed training source (`make_source`).
+    directories: per member, its student's directory.
+    writers: per member, its metric writer.
+    placement: where the members and the data live.
+  """
+  seeds = member_seeds(config)
+  loaded = [load_teachers(dirs) for dirs in teachers]
+  teacher = loaded[0][0]
+  clone = make_clone_source(config, datasets, stats)
+  clone = None if clone is None else placement.replicated(clone)
+  if len(seeds) > 1:
+    params = jax.tree.map(lambda *xs: np.stack(xs),
+                          *[jax.device_get(p) for _, p in loaded])
+    distill_loop.train_student(
+        config, source=source, teacher=teacher, teacher_params_T=params,
+        stats=stats, directory=list(directories), writer=list(writers),
+        placement=placement, seeds=seeds, clone_source=clone)
+  else:
+    distill_loop.train_student(
+        member_config(config, seeds[0]), source=source, teacher=teacher,
+        teacher_params_T=loaded[0][1], stats=stats,
+        directory=directories[0], writer=writers[0], placement=placement,
+        clone_source=clone)
+
+
+def _check_result(r: dict[str, Any], who: str, task: str, directory: str
+                  ) -> None:
+  bad = [k for k in ('normalized_mean', 'normalized_std', 'return_mean')
+         if not np.isfinite(r[k])]
+  if bad:
+    raise FloatingPointError(
+        f'{who} {task}: evaluating {directory} (step {r["step"]}) gave a'
+        f' non-finite {bad[0]} ({r[bad[0]]}); the policy produced non-finite'
+        ' actions. Nothing was written; the run stops here.')
+
+
+def _shared(units: Sequence[tuple[Any, ...]],
+            evaluate: Callable[..., Any]) -> list[Any]:
+  """`evaluate(*unit)` for this process's share of the units, gathered in
+  every process (`parallel.my_share`)."""
+  mine = {}
+  for i in parallel.my_share(units):
+    mine[i] = evaluate(*units[i])
+  return parallel.gather_json(mine, len(units))
+
+
+def evaluate_teachers(config: ml_collections.ConfigDict,
+                      teachers: Sequence[tuple[str, str]]
+                      ) -> list[dict[str, Any]]:
+  """Evaluates teacher checkpoints, each in its task.
+
+  Args:
+    config: the whole config (reads `eval`).
+    teachers: `(task, checkpoint directory)` pairs.
+
+  Returns:
+    One `evaluation.evaluate_checkpoint` result per pair (with `seconds`),
+    in every process.
+
+  Raises:
+    FloatingPointError: a non-finite score (nothing is written).
+  """
+  ec = config.eval
+
+  def one(task, directory):
+    start = time.time()
+    r = evaluation.evaluate_checkpoint(
+        directory, task_index=0, episodes=ec.episodes, num_envs=ec.num_envs,
+        seed=ec.seed, deterministic=ec.deterministic,
+        target_return=float(task_value(ec.target_return, task,
+                                       'eval.target_return')),
+        max_episode_steps=ec.max_episode_steps)
+    r['seconds'] = time.time() - start
+    _check_result(r, 'teacher', task, directory)
+    return r
+
+  return _shared(list(teachers), one)
+
+
+def evaluate_students(config: ml_collections.ConfigDict,
+                      students: Sequence[tuple[str, str]]
+                      ) -> list[dict[str, dict[str, Any]]]:
+  """Evaluates student checkpoints in all tasks side by side.
+
+  Args:
+    config: the whole config (reads `tasks` and `eval`).
+    students: `(label, checkpoint directory)` pairs, e.g. `('last', ...)`.
+
+  Returns:
+    Per pair, `{task: result}` (`evaluation.evaluate_checkpoint_tasks`;
+    `seconds` is of all tasks together), in every process.
+
+  Raises:
+    FloatingPointError: a non-finite score (nothing is written).
+  """
+  ec, tasks = config.eval, list(config.tasks)
+  targets = {t: float(task_value(ec.target_return, t, 'eval.target_return'))
+             for t in tasks}
+
+  def one(label, directory):
+    start = time.time()
+    # All tasks side by side, one policy call per vector step.
+    results = evaluation.evaluate_checkpoint_tasks(
+        directory, episodes=ec.episodes, num_envs=ec.num_envs,
+        target_returns=targets, seed=ec.seed, tasks=tasks,
+        deterministic=ec.deterministic,
+        max_episode_steps=ec.max_episode_steps)
+    seconds = time.time() - start
+    for task, r in results.items():
+      r['seconds'] = seconds
+      _check_result(r, f'student_{label}', task, directory)
+    return results
+
+  return _shared(list(students), one)
+
+
+def _member_results(config: ml_collections.ConfigDict, workdir: str,
+                    member: Member, latency_ms: dict[str, float],
+                    wall_s: Mapping[str, float]) -> dict[str, Any]:
+  tasks = list(config.tasks)
+  _, params_T = load_teachers(member.teacher_dirs(tasks))
+  teacher_params = jax.tree.map(lambda x: x[0], params_T)
+  _, student_params, _ = checkpointing.load_policy(
+      os.path.join(member.student, 'last'))
+  history = distill_loop.load_history(member.student)
+  results = report.assemble_results(
+      tasks=tasks,
+      datasets=fileio.read_json(os.path.join(workdir, 'datasets.json')),
+      teachers=fileio.read_json(os.path.join(member.teachers, 'eval.json')),
+      students=fileio.read_json(os.path.join(member.student, 'eval.json')),
+      which=config.report.student_checkpoint,
+      teacher_params=model_lib.count_params(teacher_params),
+      student_params=model_lib.count_params(student_params),
+      latency_ms=latency_ms, history=history,
+      curriculum=config.curriculum.name, surgery=config.surgery.name,
+      wall_s=dict(wall_s), seed=member.seed,
+      student_steps=config.student.steps,
+      teacher_steps=config.teacher.steps, reps=config.report.reps)
+  if parallel.is_main_process():
+    report.write_report(member.directory, results,
+                        steps_N=history.get('step', np.zeros(0)),
+                        kl_NxT=history.get('distill/kl',
+                                           np.zeros((0, len(tasks)))),
+                        choice_N=history.get('curriculum/choice',
+                                             np.zeros(0, np.int32)))
+  return results
+
+
+def write_reports(config: ml_collections.ConfigDict, workdir: str,
+                  run_members: Sequence[Member], *,
+                  wall_s: Mapping[str, float]) -> None:
+  """Writes each member's `results.json`, `report.md` and plots, and a
+  population's own (`distill.report`); process 0 writes.
+
+  Args:
+    config: the whole config (reads `tasks`, `report`, `curriculum`,
+      `surgery` and the steps).
+    workdir: the run's directory (its `datasets.json`; a population's
+      report).
+    run_members: from `members`, each with its teachers' and student's
+      `eval.json` and checkpoints.
+    wall_s: seconds of each stage (`results.json`'s `wall_s`).
+  """
+  first = run_members[0]
+  teacher, params_T = load_teachers(first.teacher_dirs(config.tasks))
+  student, student_params, _ = checkpointing.load_policy(
+      os.path.join(first.student, 'last'))
+  # The same modules in every member: their latency is measured once.
+  latency_ms = {
+      'teacher_batch1': evaluation.batch1_latency_ms(
+          teacher, jax.tree.map(lambda x: x[0], params_T)),
+      'student_batch1': evaluation.batch1_latency_ms(student,
+                                                     student_params)}
+  results = [_member_results(config, workdir, m, latency_ms, wall_s)
+             for m in run_members]
+  if len(run_members) > 1 and parallel.is_main_process():
+    report.write_population_report(workdir, results, reps=config.report.reps)
+  parallel.barrier('stage report')

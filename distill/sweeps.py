@@ -53,13 +53,16 @@ from ml_collections import config_flags
 
 from distill import fileio
 from distill import provenance
+from distill import stages
 
-# Config fields the `teachers` and `teacher_eval` stages depend on.
-TEACHER_FIELDS = ('seed', 'seeds', 'mesh', 'tasks', 'data', 'teacher', 'eval')
+# What a teacher job runs (the stages up to the last shared one, in table
+# order) and the config fields those stages read: members that agree on
+# these share one teacher job. Both derive from `distill.stages.STAGES`.
+TEACHER_STAGES = stages.TEACHER_STAGES
+TEACHER_FIELDS = stages.TEACHER_FIELDS
 # Overrides that name a member's seeds: members differing only in these are
 # one configuration.
 SEED_FIELDS = ('seed', 'seeds')
-TEACHER_STAGES = ('datasets', 'teachers', 'teacher_eval')
 RECORD = 'sweep_job.json'
 LOG = 'sweep_job.log'
 STATE = 'sweep_state.json'

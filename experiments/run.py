@@ -8,7 +8,8 @@ r"""Runs the pipeline stages listed in `config.stages` in a workdir.
 
 A stage is skipped when its outputs are in the workdir for the same config, so
 a rerun resumes and a second distillation run reuses the teachers; see
-`experiments/stages.py` for the stage table.
+`distill/stages.py` for the stage table (and `distill/engine.py` for how a
+stage is skipped or rerun).
 
 One launch per workdir: a second `run` on a workdir in use exits at once
 with status 1, naming the running one's pid (`distill.lock`).
@@ -61,7 +62,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from distill import lock  # noqa: E402
 from distill import parallel  # noqa: E402
-from experiments import stages  # noqa: E402
+from distill import stages  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/mt_distill.py', 'Experiment config.', lock_config=True)

@@ -6,9 +6,9 @@ from configs import d4rl_locomotion
 from configs import mt10
 from configs import mt_distill
 from configs import teachers
-from distill.train import student as student_lib
 from distill import pipeline
-from experiments import stages
+from distill import stages
+from distill.train import student as student_lib
 
 
 @pytest.mark.parametrize('arg', [None, 'smoke', 'paper'])

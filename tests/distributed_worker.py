@@ -68,7 +68,7 @@ def pipeline_main(coordinator, num_processes, process_id, workdir, d4rl_dir):
   from configs import teachers as teachers_config  # pylint: disable=g-import-not-at-top
   from distill import fileio  # pylint: disable=g-import-not-at-top
   from distill.train import logs  # pylint: disable=g-import-not-at-top
-  from experiments import stages  # pylint: disable=g-import-not-at-top
+  from distill import stages  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(coordinator, int(num_processes),
                                   int(process_id))
   written = []

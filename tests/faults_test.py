@@ -23,9 +23,10 @@ import pytest
 
 from configs import mt_distill
 from distill import checkpointing
+from distill import evaluation
 from distill import report
+from distill import stages
 from distill.train import logs
-from experiments import stages
 import smoke_reference  # tests/ is on sys.path under pytest
 
 TASKS = smoke_reference.TASKS
@@ -367,11 +368,10 @@ def test_a_nan_evaluation_is_never_written_as_a_score(shared, tmp_path,
     return {'step': 20, 'normalized_mean': float('nan'),
             'normalized_std': 0.0, 'return_mean': float('nan')}
 
-  monkeypatch.setattr(stages.evaluation, 'evaluate_checkpoint',
-                      nan_evaluation)
-  ctx = stages.Context(_smoke_config(shared), str(tmp_path))
+  monkeypatch.setattr(evaluation, 'evaluate_checkpoint', nan_evaluation)
+  run = stages.Run(_smoke_config(shared), str(tmp_path))
   with pytest.raises(FloatingPointError, match='non-finite normalized_mean'):
-    stages._teacher_eval(ctx)  # pylint: disable=protected-access
+    stages._teacher_eval(run)  # pylint: disable=protected-access
   assert not (tmp_path / 'teachers' / 'eval.json').exists()
 
 

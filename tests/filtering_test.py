@@ -9,12 +9,12 @@ import pytest
 
 from configs import mt_distill
 from distill import pipeline
+from distill import stages
 from distill.data import filtering
 from distill.data import segments
 from distill.models import model as model_lib
 from distill.train import distill_loop
 from distill.train import student as student_lib
-from experiments import stages
 
 OBS_DIMS = (5, 3)
 ACT_DIMS = (2, 1)

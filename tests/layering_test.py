@@ -27,7 +27,7 @@ LAYERS = {
     'provenance': 0, 'export_loader': 0,
     # The independent packages, and helpers over the leaves.
     'data': 1, 'models': 1, 'losses': 1, 'optim': 1, 'plots': 1,
-    'sweeps': 1,
+    'engine': 1,
     # Environments, checkpoints, reports over them.
     'envs': 2, 'checkpointing': 2, 'report': 2, 'sweep_summary': 2,
     # Training, evaluation, dataset loading, export.
@@ -35,6 +35,9 @@ LAYERS = {
     # What a run loads, and the checks before it.
     'pipeline': 4,
     'preflight': 5,
+    # The stage table (the entry of a run), and the sweeps derived from it.
+    'stages': 6,
+    'sweeps': 7,
 }
 
 

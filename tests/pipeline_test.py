@@ -17,7 +17,7 @@ import pytest
 from distill import checkpointing
 from distill import parallel
 from distill import pipeline
-from experiments import stages
+from distill import stages
 import smoke_reference  # tests/ is on sys.path under pytest
 
 ROOT = smoke_reference.ROOT
