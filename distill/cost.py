@@ -107,7 +107,17 @@ def train_flops(num_layers: int, width: int, batch_size: int,
   return (6 if backward else 2) * batch_size * tokens * per_token
 
 
-def _scale(flops: float, ref_flops: float) -> float:
+def _scale(config: Mapping[str, Any], role: str) -> float:
+  """An update of `role`'s model ('teacher', 'student') against its
+  reference (`UNITS[role + '_ref']`): the FLOP ratio to `flop_exponent`."""
+  ref = UNITS[f'{role}_ref']
+  model = _get(config, f'{role}.model', {})
+  flops = train_flops(model.get('num_layers', ref['num_layers']),
+                      model.get('width', ref['width']),
+                      _get(config, f'{role}.batch_size', ref['batch_size']),
+                      _get(config, 'data.context_len', ref['context_len']))
+  ref_flops = train_flops(ref['num_layers'], ref['width'], ref['batch_size'],
+                          ref['context_len'])
   return (flops / ref_flops) ** UNITS['flop_exponent']
 
 
@@ -127,18 +137,9 @@ def teacher_job_s(config: Mapping[str, Any]) -> float:
     Train every task's teacher for `teacher.steps`, evaluate each
     (`eval.episodes`), plus the per-job overhead.
   """
-  ref = UNITS['teacher_ref']
   tasks = len(config['tasks'])
   seeds = len(config.get('seeds') or [config['seed']])
-  model = _get(config, 'teacher.model', {})
-  context = _get(config, 'data.context_len', ref['context_len'])
-  update = UNITS['teacher_update_s'] * _scale(
-      train_flops(model.get('num_layers', ref['num_layers']),
-                  model.get('width', ref['width']),
-                  _get(config, 'teacher.batch_size', ref['batch_size']),
-                  context),
-      train_flops(ref['num_layers'], ref['width'], ref['batch_size'],
-                  ref['context_len']))
+  update = UNITS['teacher_update_s'] * _scale(config, 'teacher')
   train = tasks * seeds * _get(config, 'teacher.steps', 0) * update
   env_steps = (tasks * seeds * _get(config, 'eval.episodes', 0)
                * _get(config, 'eval.max_episode_steps', 1000))
@@ -159,19 +160,11 @@ def member_s(config: Mapping[str, Any]) -> float:
   ref = UNITS['student_ref']
   tasks = len(config['tasks'])
   seeds = len(config.get('seeds') or [config['seed']])
-  model = _get(config, 'student.model', {})
-  context = _get(config, 'data.context_len', ref['context_len'])
   # The teachers' part (their forward passes, the curriculum's probes) per
   # teacher; none when the student is trained from scratch.
   teachers = (0.0 if _get(config, 'curriculum.name') == 'scratch'
               else UNITS['student_teacher_share'] * tasks / ref['teachers'])
-  own = (1 - UNITS['student_teacher_share']) * _scale(
-      train_flops(model.get('num_layers', ref['num_layers']),
-                  model.get('width', ref['width']),
-                  _get(config, 'student.batch_size', ref['batch_size']),
-                  context),
-      train_flops(ref['num_layers'], ref['width'], ref['batch_size'],
-                  ref['context_len']))
+  own = (1 - UNITS['student_teacher_share']) * _scale(config, 'student')
   update = UNITS['student_update_s'] * (teachers + own)
   train = seeds * _get(config, 'student.steps', 0) * update
   env_steps = (2 * tasks * seeds * _get(config, 'eval.episodes', 0)

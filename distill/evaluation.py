@@ -139,19 +139,18 @@ def default_make_envs(task: str, num_envs: int,
 
 def _with_context(policy: Policy, key: jax.Array, *, num_envs: int,
                   context_len: int, state_size: int, action_size: int,
-                  act_dim: int, start_rtg: float | np.ndarray,
-                  rtg_scale: float, max_timestep: int,
+                  start_rtg: np.ndarray, rtg_scale: float, max_timestep: int,
                   state_mean: np.ndarray, state_std: np.ndarray,
-                  task_N: np.ndarray | None = None,
-                  act_mask_NxA: np.ndarray | None = None) -> rollout.Policy:
+                  task_N: np.ndarray | None,
+                  act_mask_NxA: np.ndarray) -> rollout.Policy:
   """Turns a Decision Transformer policy into a `rollout.Policy`.
 
   The returned callback keeps each environment's last K steps (right-aligned,
   left-padded, position K-1 the current step), its return-to-go and its
-  timestep; `first_N` clears them. Actions are cut to the task's `act_dim`.
-  With `task_N` (several tasks side by side) the policy gets the task ids,
-  `start_rtg`, `state_mean` and `state_std` are per environment ([N],
-  [N, S]) and `act_mask_NxA` zeroes each environment's padded action dims.
+  timestep; `first_N` clears them. `start_rtg`, `state_mean` and
+  `state_std` are per environment ([N], [N, S]); `act_mask_NxA` zeroes each
+  environment's padded action dims. With `task_N` the policy gets the task
+  ids (`task=`).
   """
   n, k = num_envs, context_len
   rtg_NxKx1 = np.zeros((n, k, 1), np.float32)
@@ -177,101 +176,46 @@ def _with_context(policy: Policy, key: jax.Array, *, num_envs: int,
     mask_NxK[:, -1] = 1.0
     actions_NxKxA[:, -1] = 0.0
     action_NxA = policy(*context, jax.random.fold_in(key, step), **extra)
-    action_NxA = np.asarray(action_NxA, np.float32)[:, :act_dim]
-    if act_mask_NxA is not None:
-      action_NxA = np.where(act_mask_NxA, action_NxA, np.float32(0))
-    actions_NxKxA[:, -1, :act_dim] = action_NxA
+    action_NxA = np.where(act_mask_NxA,
+                          np.asarray(action_NxA, np.float32)[:, :action_size],
+                          np.float32(0))
+    actions_NxKxA[:, -1] = action_NxA
     return action_NxA
 
   return act
 
 
-def evaluate(
-    policy: Policy,
-    task: str,
-    *,
-    episodes: int,
-    num_envs: int,
-    target_return: float,
-    seed: int,
-    context_len: int,
-    rtg_scale: float,
-    max_timestep: int,
-    state_mean: np.ndarray,
-    state_std: np.ndarray,
-    state_size: int,
-    action_size: int,
-    max_episode_steps: int | None = None,
-    make_envs: Callable[[str, int, int], gymnasium.vector.VectorEnv] = (
-        default_make_envs),
-    env_threads: int | None = None,
-) -> dict[str, Any]:
-  """Rolls out a policy for `episodes` episodes in vector environments.
+def evaluate(policy: Policy, task: str, *, target_return: float,
+             state_mean: np.ndarray, state_std: np.ndarray,
+             **kwargs) -> dict[str, Any]:
+  """Rolls out a policy in one task: `evaluate_tasks` with that task alone.
+
+  The policy is called without `task=`, so it acts with its own task id
+  (`make_policy(..., task_id=)`).
 
   Args:
     policy: from `make_policy`.
     task: task name (for the environments and the reference returns).
-    episodes: number of episodes, spread over the environments.
-    num_envs: number of vector sub-environments (capped at `episodes`).
     target_return: the return the policy is conditioned on (raw units).
-    seed: environment seed (sub-env i gets seed + i) and sampling key.
-    context_len: K of the model.
-    rtg_scale: returns-to-go are divided by it, as in training.
-    max_timestep: timesteps are clipped to `max_timestep - 1`.
     state_mean: [obs_dim] normalization mean of the policy's data.
     state_std: [obs_dim] normalization std.
-    state_size: S, the model's (padded) state size.
-    action_size: A, the model's (padded) action size.
-    max_episode_steps: also end an episode after this many steps (the
-      environments' own limit, 1000 for the suite, applies anyway).
-    make_envs: `(task, num_envs, seed) -> VectorEnv` with SAME_STEP autoreset.
-    env_threads: threads stepping the sub-environments (default
-      `default_env_threads()`); results do not depend on it.
+    **kwargs: the other arguments of `evaluate_tasks` (episodes, num_envs,
+      seed, context_len, rtg_scale, max_timestep, state_size, action_size,
+      max_episode_steps, make_envs, env_threads).
 
   Returns:
-    A dict with 'returns' and 'normalized' (per episode, lists), 'lengths',
-    'return_mean', 'return_std', 'normalized_mean', 'normalized_std' (NaN
-    when the task has no reference returns), 'episodes', 'target_return',
-    'env_steps'; for a task that reports success (Meta-World), also
-    'successes' (per episode, 0/1: some step succeeded) and 'success_rate'.
+    The task's result, as `evaluate_tasks` gives it.
   """
-  if episodes < 1 or num_envs < 1:
-    raise ValueError(f'evaluate: need episodes >= 1 and num_envs >= 1, got'
-                     f' {episodes}, {num_envs}')
-  n = min(num_envs, episodes)
-  envs = make_envs(task, n, seed)
-  try:
-    obs_dim = envs.single_observation_space.shape[0]
-    act_dim = envs.single_action_space.shape[0]
-    state_mean = np.asarray(state_mean, np.float32)
-    state_std = np.asarray(state_std, np.float32)
-    if state_mean.shape != (obs_dim,) or obs_dim > state_size:
-      raise ValueError(f'evaluate: {task!r} has {obs_dim} observation dims'
-                       f' but state_mean has shape {state_mean.shape} and the'
-                       f' model takes {state_size}')
-    if act_dim > action_size:
-      raise ValueError(f'evaluate: {task!r} has {act_dim} action dims, the'
-                       f' model only {action_size}')
-    act = _with_context(
-        policy, jax.random.key(seed), num_envs=n, context_len=context_len,
-        state_size=state_size, action_size=action_size, act_dim=act_dim,
-        start_rtg=target_return / rtg_scale, rtg_scale=rtg_scale,
-        max_timestep=max_timestep, state_mean=state_mean,
-        state_std=state_std)
-    envs = _SideBySide([envs], obs_dim, np.arange(n), threads=(
-        default_env_threads() if env_threads is None else env_threads))
-    out = rollout.run(envs, act, episodes=episodes, seed=seed,
-                      max_episode_steps=max_episode_steps)
-  finally:
-    envs.close()
-  return _result(task, episodes, target_return, out.returns, out.lengths,
-                 out.steps * n, out.successes)
+  return evaluate_tasks(policy, [task], task_ids=None,
+                        target_returns=[target_return],
+                        state_means=[state_mean], state_stds=[state_std],
+                        **kwargs)[task]
 
 
 def _result(task: str, episodes: int, target_return: float,
             returns: np.ndarray, lengths: np.ndarray,
             env_steps: int, successes: np.ndarray) -> dict[str, Any]:
-  """The result dict of `evaluate` from one task's episodes."""
+  """The result dict of `evaluate_tasks` from one task's episodes."""
   refs = scores.reference_returns(task)
   if refs is None:
     logging.warning('evaluate: no reference returns for %r; normalized'
@@ -444,7 +388,7 @@ def evaluate_tasks(
     policy: Policy,
     tasks: Sequence[str],
     *,
-    task_ids: Sequence[int],
+    task_ids: Sequence[int] | None,
     episodes: int,
     num_envs: int,
     target_returns: Sequence[float],
@@ -461,17 +405,18 @@ def evaluate_tasks(
         default_make_envs),
     env_threads: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-  """`evaluate` in several tasks at once, one policy call per vector step.
+  """Rolls out a policy in several tasks at once, one call per vector step.
 
   Every task gets its own vector environments, seeds, episodes and
-  conditioning exactly as `evaluate` would give it; the environments of all
-  tasks step side by side and the policy acts for all of them in one call
-  (it gets `task=` the task id of every row).
+  conditioning, as it would alone; the environments of all tasks step side
+  by side and the policy acts for all of them in one call (it gets `task=`
+  the task id of every row). `evaluate` is the one-task case.
 
   Args:
-    policy: from `make_policy` of a multi-task model.
+    policy: from `make_policy` (of a multi-task model, for several tasks).
     tasks: task names.
-    task_ids: the model's task id of each task.
+    task_ids: the model's task id of each task; None: the policy is called
+      without `task=` (it acts with its own task id).
     episodes: episodes per task.
     num_envs: vector environments per task (capped at `episodes`).
     target_returns: conditioning return of each task (raw units).
@@ -490,14 +435,19 @@ def evaluate_tasks(
       `default_env_threads()`); results do not depend on it.
 
   Returns:
-    {task: the `evaluate` result of that task}.
+    {task: its result}, each a dict with 'returns' and 'normalized' (per
+    episode, lists), 'lengths', 'return_mean', 'return_std',
+    'normalized_mean', 'normalized_std' (NaN when the task has no reference
+    returns), 'episodes', 'target_return', 'env_steps' (of all the task's
+    environments); for a task that reports success (Meta-World), also
+    'successes' (per episode, 0/1: some step succeeded) and 'success_rate'.
   """
   if episodes < 1 or num_envs < 1:
     raise ValueError(f'evaluate_tasks: need episodes >= 1 and num_envs >= 1,'
                      f' got {episodes}, {num_envs}')
   for name, x in (('task_ids', task_ids), ('target_returns', target_returns),
                   ('state_means', state_means), ('state_stds', state_stds)):
-    if len(x) != len(tasks):
+    if x is not None and len(x) != len(tasks):
       raise ValueError(f'evaluate_tasks: {len(tasks)} tasks but'
                        f' {len(x)} {name}')
   n = min(num_envs, episodes)
@@ -534,12 +484,13 @@ def evaluate_tasks(
     act = _with_context(
         policy, jax.random.key(seed), num_envs=n * t,
         context_len=context_len, state_size=state_size,
-        action_size=action_size, act_dim=action_size,
+        action_size=action_size,
         start_rtg=(np.asarray(target_returns, np.float64)
                    / rtg_scale)[group_C[order]],
         rtg_scale=rtg_scale, max_timestep=max_timestep,
         state_mean=mean_CxS[order], state_std=std_CxS[order],
-        task_N=np.asarray(task_ids, np.int32)[group_C[order]],
+        task_N=(None if task_ids is None
+                else np.asarray(task_ids, np.int32)[group_C[order]]),
         act_mask_NxA=act_mask_CxA[order])
     out = rollout.run(envs, act, episodes=episodes * t, seed=seed,
                       max_episode_steps=max_episode_steps)
@@ -556,9 +507,8 @@ def evaluate_tasks(
           for i, task in enumerate(tasks)}
 
 
-def evaluate_checkpoint(directory: str, *, episodes: int, num_envs: int,
-                        target_return: float, seed: int, task_index: int = 0,
-                        deterministic: bool = True, step: int | None = None,
+def evaluate_checkpoint(directory: str, *, target_return: float,
+                        task_index: int = 0, step: int | None = None,
                         **kwargs) -> dict[str, Any]:
   """Evaluates a teacher or the student from its checkpoint directory alone.
 
@@ -566,43 +516,31 @@ def evaluate_checkpoint(directory: str, *, episodes: int, num_envs: int,
     directory: a directory written with `checkpointing.save` and
       `checkpointing.policy_meta` (a teacher's `<workdir>/teachers/<task>/`,
       the student's `<workdir>/student/last/`).
-    episodes: number of episodes.
-    num_envs: vector sub-environments.
     target_return: conditioning return (raw units).
-    seed: environment seed.
     task_index: which of the checkpoint's tasks (its meta 'tasks') to act in;
       a multi-task model gets it as the task id, a one-task model id 0.
-    deterministic: act with tanh(mean).
     step: checkpoint step; default the latest.
-    **kwargs: more `evaluate` arguments (max_episode_steps, make_envs).
+    **kwargs: the other arguments of `evaluate_checkpoint_tasks` (episodes,
+      num_envs, seed, deterministic) and of `evaluate_tasks`
+      (max_episode_steps, make_envs, env_threads).
 
   Returns:
-    The `evaluate` result, plus 'step' (the checkpoint's).
+    The task's result (`evaluate_tasks`), plus 'step' (the checkpoint's).
   """
   model, params, meta = checkpointing.load_policy(directory, step=step)
-  tasks = meta.get('tasks') or [meta['task']]
+  tasks = _checkpoint_tasks(meta)
   if not 0 <= task_index < len(tasks):
     raise ValueError(f'evaluate_checkpoint: {directory} holds tasks {tasks};'
                      f' task_index {task_index} is out of range')
-  policy = make_policy(model, params,
-                       task_id=task_index if model.num_tasks > 1 else 0,
-                       deterministic=deterministic)
-  result = evaluate(
-      policy, tasks[task_index], episodes=episodes, num_envs=num_envs,
-      target_return=target_return, seed=seed,
-      context_len=meta['context_len'], rtg_scale=meta['rtg_scale'],
-      max_timestep=meta['max_timestep'],
-      state_mean=np.asarray(meta['state_mean'][task_index], np.float32),
-      state_std=np.asarray(meta['state_std'][task_index], np.float32),
-      state_size=model.state_size, action_size=model.action_size, **kwargs)
-  result['step'] = meta['step']
-  return result
+  task = tasks[task_index]
+  return _evaluate_loaded(model, params, meta, [task],
+                          target_returns={task: target_return},
+                          **kwargs)[task]
 
 
-def evaluate_checkpoint_tasks(directory: str, *, episodes: int,
-                              num_envs: int, target_returns: dict[str, float],
-                              seed: int, tasks: Sequence[str] | None = None,
-                              deterministic: bool = True,
+def evaluate_checkpoint_tasks(directory: str, *,
+                              target_returns: dict[str, float],
+                              tasks: Sequence[str] | None = None,
                               step: int | None = None,
                               **kwargs) -> dict[str, dict[str, Any]]:
   """Evaluates a multi-task checkpoint in its tasks at once (`evaluate_tasks`).
@@ -613,31 +551,44 @@ def evaluate_checkpoint_tasks(directory: str, *, episodes: int,
 
   Args:
     directory: a checkpoint directory (e.g. `<workdir>/student/last/`).
-    episodes: episodes per task.
-    num_envs: vector sub-environments per task.
     target_returns: {task: conditioning return (raw units)}.
-    seed: environment seed.
     tasks: which of the checkpoint's tasks (default: all).
-    deterministic: act with tanh(mean).
     step: checkpoint step; default the latest.
-    **kwargs: more `evaluate_tasks` arguments (max_episode_steps, make_envs).
+    **kwargs: episodes (per task), num_envs (vector sub-environments per
+      task), seed (environment seed), deterministic (act with tanh(mean);
+      default True) and more `evaluate_tasks` arguments
+      (max_episode_steps, make_envs, env_threads).
 
   Returns:
-    {task: the `evaluate` result plus 'step'}.
+    {task: its result (`evaluate_tasks`) plus 'step'}.
   """
   model, params, meta = checkpointing.load_policy(directory, step=step)
-  all_tasks = list(meta.get('tasks') or [meta['task']])
+  all_tasks = _checkpoint_tasks(meta)
   tasks = all_tasks if tasks is None else list(tasks)
   unknown = [t for t in tasks if t not in all_tasks]
   if unknown:
     raise ValueError(f'evaluate_checkpoint_tasks: {directory} holds tasks'
                      f' {all_tasks}, not {unknown}')
-  index = [all_tasks.index(t) for t in tasks]
+  return _evaluate_loaded(model, params, meta, tasks,
+                          target_returns=target_returns, **kwargs)
+
+
+def _checkpoint_tasks(meta: dict[str, Any]) -> list[str]:
+  """The tasks of a policy checkpoint's meta, in the model's task order."""
+  return list(meta.get('tasks') or [meta['task']])
+
+
+def _evaluate_loaded(model: model_lib.DecisionTransformer, params: Any,
+                     meta: dict[str, Any], tasks: Sequence[str], *,
+                     target_returns: dict[str, float],
+                     deterministic: bool = True,
+                     **kwargs) -> dict[str, dict[str, Any]]:
+  """`evaluate_tasks` of a loaded checkpoint in some of its tasks."""
+  index = [_checkpoint_tasks(meta).index(t) for t in tasks]
   results = evaluate_tasks(
       make_policy(model, params, deterministic=deterministic), tasks,
       task_ids=index if model.num_tasks > 1 else [0] * len(tasks),
-      episodes=episodes, num_envs=num_envs,
-      target_returns=[float(target_returns[t]) for t in tasks], seed=seed,
+      target_returns=[float(target_returns[t]) for t in tasks],
       context_len=meta['context_len'], rtg_scale=meta['rtg_scale'],
       max_timestep=meta['max_timestep'],
       state_means=[np.asarray(meta['state_mean'][i], np.float32)

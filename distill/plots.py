@@ -1,8 +1,9 @@
 """PNG plots of aggregates (matplotlib's Agg canvas, no global pyplot state).
 
-`figure` and `save_png` are the shared plumbing; the `plot_*` functions draw
-what `distill.aggregate` computes: estimates with their intervals,
-performance profiles and per-task scores.
+`figure` and `save_png` are the shared plumbing (also of the run's plots in
+`distill.report`); the `plot_*` functions draw what `distill.aggregate`
+computes: estimates with their intervals, performance profiles and per-task
+scores.
 """
 
 from collections.abc import Mapping, Sequence
@@ -87,14 +88,17 @@ def plot_profiles(path: str, taus_U: Sequence[float],
   save_png(fig, path)
 
 
-def plot_task_scores(path: str, tasks: Sequence[str],
-                     columns: Mapping[str, Sequence[float | None]]) -> None:
+def plot_task_scores(
+    path: str, tasks: Sequence[str],
+    columns: Mapping[str, Sequence[float | None]], *,
+    ylabel: str = 'D4RL-normalized score (mean over seeds)') -> None:
   """Grouped bars: one group per task, one bar per configuration.
 
   Args:
     path: PNG file to write.
     tasks: the tasks (x axis).
     columns: label -> one score per task (None: missing).
+    ylabel: what the scores are.
   """
   fig = figure(width=max(6.0, 1.5 * len(tasks) + 3.0), height=4.0)
   ax = fig.add_subplot(1, 1, 1)
@@ -104,7 +108,7 @@ def plot_task_scores(path: str, tasks: Sequence[str],
     ax.bar(x + (i - (len(columns) - 1) / 2) * width,
            [np.nan if v is None else v for v in values], width, label=label)
   ax.set_xticks(x, tasks, rotation=15, fontsize=8)
-  ax.set_ylabel('D4RL-normalized score (mean over seeds)')
+  ax.set_ylabel(ylabel)
   ax.legend(fontsize=7)
   ax.grid(axis='y', alpha=0.3)
   save_png(fig, path)

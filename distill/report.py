@@ -8,16 +8,18 @@ Shapes: N logged steps, T tasks.
 """
 
 from collections.abc import Mapping, Sequence
-import math
 import os
 from typing import Any
 
 import numpy as np
 
 from distill import aggregate
+from distill import plots
 from distill.data import scores as score_refs
 from distill.fileio import write_atomic
 from distill.fileio import write_json
+
+_fmt = aggregate.format_number  # "-" for None or a non-finite value
 
 
 # (aggregate name, per-task key); the success rates where tasks report them.
@@ -116,27 +118,10 @@ def assemble_results(
   }
 
 
-def _figure(width=6.0, height=3.5):
-  # A bare Figure with an Agg canvas touches no global pyplot state.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  fig = Figure(figsize=(width, height), dpi=110)
-  FigureCanvasAgg(fig)
-  return fig
-
-
-def _save_png(fig, path: str) -> None:
-  import io  # pylint: disable=g-import-not-at-top
-  buf = io.BytesIO()
-  fig.tight_layout()
-  fig.savefig(buf, format="png")
-  write_atomic(path, buf.getvalue())
-
-
 def plot_divergences(path: str, steps_N: np.ndarray, kl_NxT: np.ndarray,
                      tasks: Sequence[str]) -> None:
   """Per-teacher KL(teacher || student) over distillation steps."""
-  fig = _figure()
+  fig = plots.figure()
   ax = fig.add_subplot(1, 1, 1)
   for t, task in enumerate(tasks):
     ax.plot(steps_N, kl_NxT[:, t], label=task, lw=1.2)
@@ -145,13 +130,13 @@ def plot_divergences(path: str, steps_N: np.ndarray, kl_NxT: np.ndarray,
   ax.set_ylabel("KL(teacher || student), probe batches")
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
-  _save_png(fig, path)
+  plots.save_png(fig, path)
 
 
 def plot_curriculum(path: str, steps_N: np.ndarray, choice_N: np.ndarray,
                     tasks: Sequence[str], window: int = 50) -> None:
   """The curriculum's choices over time: share of each teacher per window."""
-  fig = _figure()
+  fig = plots.figure()
   ax = fig.add_subplot(1, 1, 1)
   choice_N = np.asarray(choice_N)
   if (choice_N < 0).all():  # A mixture uses every teacher in every batch.
@@ -169,30 +154,7 @@ def plot_curriculum(path: str, steps_N: np.ndarray, choice_N: np.ndarray,
     ax.set_ylabel(f"share of steps (window {window})")
     ax.legend(fontsize=8, loc="upper right")
   ax.set_xlabel("distillation step")
-  _save_png(fig, path)
-
-
-def plot_scores(path: str, tasks: Sequence[str],
-                columns: Mapping[str, Sequence[float]]) -> None:
-  """Grouped bars of normalized scores per task (dataset, teacher, student)."""
-  fig = _figure(width=7.0)
-  ax = fig.add_subplot(1, 1, 1)
-  x = np.arange(len(tasks))
-  width = 0.8 / max(len(columns), 1)
-  for i, (label, values) in enumerate(columns.items()):
-    ax.bar(x + (i - (len(columns) - 1) / 2) * width,
-           [np.nan if v is None else v for v in values], width, label=label)
-  ax.set_xticks(x, tasks, rotation=15, fontsize=8)
-  ax.set_ylabel("D4RL-normalized score")
-  ax.legend(fontsize=8)
-  ax.grid(axis="y", alpha=0.3)
-  _save_png(fig, path)
-
-
-def _fmt(x: float | None, digits: int = 1) -> str:
-  if x is None or (isinstance(x, float) and not math.isfinite(x)):
-    return "-"
-  return f"{x:.{digits}f}"
+  plots.save_png(fig, path)
 
 
 def _cell(a: Mapping[str, Any]) -> str:
@@ -331,11 +293,11 @@ def write_report(workdir: str, results: Mapping[str, Any], *,
   plot_divergences(os.path.join(workdir, "kl.png"), steps_N, kl_NxT, tasks)
   plot_curriculum(os.path.join(workdir, "curriculum.png"), steps_N, choice_N,
                   tasks)
-  plot_scores(os.path.join(workdir, "scores.png"), tasks, {
+  plots.plot_task_scores(os.path.join(workdir, "scores.png"), tasks, {
       "dataset": [results["tasks"][t].get("dataset_score") for t in tasks],
       "teacher": [results["tasks"][t].get("teacher_score") for t in tasks],
       "student": [results["tasks"][t].get("student_score") for t in tasks],
-  })
+  }, ylabel="D4RL-normalized score")
   write_atomic(os.path.join(workdir, "report.md"), render_markdown(results))
 
 

@@ -336,21 +336,29 @@ def test_multisteps_refuses_stacked(name):
 # --- optax.masked and optax.partition ----------------------------------------
 
 
-@pytest.mark.parametrize('name', NAMES)
-def test_masked(name):
-  case = CASES[name]
+def _beside_sub(name, wrapped, inner_state):
+  """Steps `wrapped` (TX[name] on MASK's leaves inside an optax wrapper)
+  beside TX[name] on those leaves alone; checks that their outputs on those
+  leaves and TX[name]'s states (`inner_state(state)`) agree, and yields each
+  step's (updates, out)."""
   params = _params()
-  masked = optax.masked(TX[name], MASK)
-  state, want_state = masked.init(params), TX[name].init(_sub(params))
-  update = jax.jit(masked.update)
-  for updates, extras in _inputs(case):
+  state, want_state = wrapped.init(params), TX[name].init(_sub(params))
+  update = jax.jit(wrapped.update)
+  for updates, extras in _inputs(CASES[name]):
     out, state = update(updates, state, params, **extras)
     want, want_state = UPDATE[name](_sub(updates), want_state, _sub(params),
                                     **extras)
     _close(_sub(out), want)
+    _close(jax.tree.leaves(inner_state(state)), jax.tree.leaves(want_state))
+    yield updates, out
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_masked(name):
+  for updates, out in _beside_sub(name, optax.masked(TX[name], MASK),
+                                  lambda state: state.inner_state):
     # Unmasked leaves pass unchanged (still stacked for a stacked transform).
     np.testing.assert_array_equal(out['b'], updates['b'])
-    _close(jax.tree.leaves(state.inner_state), jax.tree.leaves(want_state))
 
 
 def _sum_tasks():
@@ -359,22 +367,13 @@ def _sum_tasks():
 
 @pytest.mark.parametrize('name', NAMES)
 def test_partition(name):
-  case = CASES[name]
-  params = _params()
+  stacked = CASES[name].stacked
   labels = {k: 'mine' if m else 'other' for k, m in MASK.items()}
-  other = _sum_tasks() if case.stacked else optax.scale(-1.0)
+  other = _sum_tasks() if stacked else optax.scale(-1.0)
   part = optax.partition({'mine': TX[name], 'other': other}, labels)
-  state, want_state = part.init(params), TX[name].init(_sub(params))
-  update = jax.jit(part.update)
-  for updates, extras in _inputs(case):
-    out, state = update(updates, state, params, **extras)
-    want, want_state = UPDATE[name](_sub(updates), want_state, _sub(params),
-                                    **extras)
-    _close(_sub(out), want)
-    want_b = updates['b'].sum(0) if case.stacked else -updates['b']
-    _close(out['b'], want_b)
-    _close(jax.tree.leaves(state.inner_states['mine']),
-           jax.tree.leaves(want_state))
+  for updates, out in _beside_sub(name, part,
+                                  lambda state: state.inner_states['mine']):
+    _close(out['b'], updates['b'].sum(0) if stacked else -updates['b'])
 
 
 # --- lax.scan and lax.cond ---------------------------------------------------
