@@ -8,7 +8,8 @@ checkpoints, and resumes from `last`.
 
 A population (`seeds`) trains one student per member in the same compiled
 program (`student.make_population_step`), each with its own teachers,
-checkpoints, history and best window.
+checkpoints, history and best window; a single seed is a population of one
+(`loop.over_members`). The host loop is `loop.run`.
 
 Shape letters: N logged steps, T tasks, P members of a population.
 """
@@ -24,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 
 from distill import checkpointing
 from distill import fileio
@@ -33,6 +33,7 @@ from distill.data import segments
 from distill.models import model as model_lib
 from distill.train import guards
 from distill.train import logs
+from distill.train import loop
 from distill.train import student as student_lib
 
 HISTORY_KEYS = (
@@ -114,25 +115,6 @@ class _Member:
     self.last_log = 0
 
 
-def _align(members: list[_Member], tag: str) -> None:
-  """Members of a population resume from one step: the latest intact
-  `last` step they all have; newer ones (a run killed between the members'
-  saves) are moved aside and computed again, identically."""
-  steps = [set(checkpointing.intact_steps(str(m.manager.directory)))
-           for m in members]
-  common = max(set.intersection(*steps), default=None)
-  for m, have in zip(members, steps):
-    ahead = sorted(s for s in have if common is None or s > common)
-    for s in ahead:
-      moved = checkpointing.set_aside(str(m.manager.directory), s,
-                                      'superseded')
-      logging.warning('distill %s: step %d is ahead of the other members;'
-                      ' moved it to %s, resuming all from step %s', tag, s,
-                      moved, common)
-    if ahead:
-      m.manager.reload()
-
-
 def train_student(
     config: ml_collections.ConfigDict,
     *,
@@ -147,6 +129,10 @@ def train_student(
     clone_source: segments.SegmentSource | None = None,
 ) -> Any:
   """Distills the frozen teachers into one student; resumes from checkpoints.
+
+  The config is not validated here: the run's entry checks it once
+  (`experiments.stages.check_config`, which calls
+  `student.check_config`).
 
   Args:
     config: the whole config (reads `tasks`, `data`, `student`, `curriculum`,
@@ -171,7 +157,8 @@ def train_student(
     seeds: a population: one student per seed (instead of `config.seed`),
       each with its own teachers (`teacher_params_T[p]`), trained in one
       compiled program (`student.make_population_step`); member p ends
-      where a single run with `config.seed = seeds[p]` ends.
+      where a single run with `config.seed = seeds[p]` ends. None: a
+      population of one, `config.seed` (`loop.over_members`).
     clone_source: the segments the training batches come from instead of
       `source` (%BC: `pipeline.make_clone_source`; placed like `source`);
       the probe pool is still drawn from `source`. None: `source`.
@@ -196,7 +183,6 @@ def train_student(
     guards.Stopped: SIGTERM/SIGINT arrived; `last` was saved at the step
       reached.
   """
-  student_lib.check_config(config)
   scfg = config.student
   tasks = tuple(config.tasks)
   if (clone_source is None) != (scfg.get('bc_top_fraction', 1.0) == 1.0):
@@ -206,31 +192,27 @@ def train_student(
         ' below 1 (pipeline.make_clone_source)')
   train_source = source if clone_source is None else clone_source
   num_tasks = len(tasks)
-  population = seeds is not None
-  seeds = [int(s) for s in seeds] if population else [int(config.seed)]
-  dirs = list(directory) if population else [directory]
-  writers = (list(writer) if population and writer is not None
-             else [writer] * len(seeds))
-  if not (len(seeds) == len(dirs) == len(writers)) or not seeds:
-    raise ValueError(f'train_student: {len(seeds)} seeds, {len(dirs)}'
-                     f' directories and {len(writers)} writers; need one of'
-                     ' each per member')
+  pop = loop.members('train_student',
+                     config.seed if seeds is None else seeds, directory,
+                     writer)
+  seeds, dirs, writers = pop.seeds, pop.directories, pop.writers
+  tags = [f' (member {x})' if x else '' for x in pop.labels]
+  if pop.single:  # A population of one: [1, T, ...].
+    teacher_params_T = jax.tree.map(lambda x: x[None], teacher_params_T)
   num_members = len(seeds)
-  tag = lambda p: f' (member seed_{seeds[p]})' if population else ''
   obs_dims = [int(x) for x in np.asarray(source.obs_dims)]
   act_dims = [int(x) for x in np.asarray(source.act_dims)]
   student = model_lib.make_model(
       scfg.model, obs_dims=obs_dims, act_dims=act_dims,
       context_len=config.data.context_len,
       max_timestep=config.data.max_timestep)
-  rep = placement.replicated_sharding if placement is not None else None
-  member_sh = rep
-  if placement is not None and population:
-    member_sh = placement.member_sharding
+  rep = member_sh = None
+  if placement is not None:
+    rep, member_sh = placement.replicated_sharding, placement.member_sharding
   on_mesh = lambda sh: {} if placement is None else {'out_shardings': sh}
-  # On the device once: every dispatch below reuses these buffers.
-  teacher_params_T = (jax.device_put(teacher_params_T) if placement is None
-                      else parallel.put(teacher_params_T, member_sh))
+  # On the device once, [P, T, ...]: every dispatch below reuses these.
+  teacher_params_PxT = (jax.device_put(teacher_params_T) if placement is None
+                        else parallel.put(teacher_params_T, member_sh))
   selectors, optimizers, inits, pool_keys = [], [], [], []
   for s in seeds:
     k_sel, k_opt, k_pool, k_init = jax.random.split(
@@ -245,13 +227,11 @@ def train_student(
   if scfg.probe_size > 0:
     make_pool = lambda tp, k: student_lib.make_probe_pool(
         source, teacher, tp, k, scfg.probe_pool)
-    pool_keys = jnp.stack(pool_keys) if population else pool_keys[0]
+    pool_keys = jnp.stack(pool_keys)
     if placement is not None:
       pool_keys = placement.replicated(pool_keys)
-    pool = (jax.jit(jax.vmap(make_pool), **on_mesh(member_sh))(
-        teacher_params_T, pool_keys) if population
-            else jax.jit(make_pool, **on_mesh(rep))(teacher_params_T,
-                                                     pool_keys))
+    pool = jax.jit(loop.over_members(make_pool, (0, 0), jax.vmap),
+                   **on_mesh(member_sh))(teacher_params_PxT, pool_keys)
   # The selectors and optimizers of the members differ only in the keys
   # their `init` puts in the state (STYLE: a key lives in the state), so
   # one step serves them all.
@@ -263,8 +243,7 @@ def train_student(
   meta = checkpointing.policy_meta(
       student, kind='student', tasks=tasks, obs_dims=obs_dims,
       act_dims=act_dims, stats=stats, data_config=config.data)
-  if population:
-    _align(members, 'population')
+  loop.align([m.manager for m in members], [f'distill{t}' for t in tags])
   resumed = []
   for m in members:
     state, m.history, m.best = _resume(m.manager, m.best_manager, abstract,
@@ -285,130 +264,106 @@ def train_student(
   states = [jax.jit(f, **on_mesh(rep))() if s is None else
             (s if placement is None else placement.replicated(s))
             for f, s in zip(inits, resumed)]
-  if population:
-    state = jax.jit(lambda xs: jax.tree.map(lambda *x: jnp.stack(x), *xs),
-                    **on_mesh(member_sh))(states)
-    unstack = jax.jit(lambda tree: [jax.tree.map(lambda x, p=p: x[p], tree)
-                                    for p in range(num_members)],
-                      **on_mesh(rep))
-  else:
-    state = states[0]
-    unstack = lambda tree: [tree]
-  count_nonfinite = jax.jit(
-      lambda params: (jax.vmap(guards.count_nonfinite)(params) if population
-                      else guards.count_nonfinite(params)[None]),
-      **on_mesh(rep))
-
-  compiled = {}
-
-  def get_multi(n):
-    if n not in compiled:
-      fn = student_lib.make_multi_step(step_fn, n)
-      if population:
-        fn = student_lib.make_population_step(
-            fn, parallel.population_mode(config.get('mesh')),
-            1 if placement is None else placement.mesh.shape['population'])
-      shardings = {} if placement is None else dict(
+  unstack = lambda tree: loop.unstack(tree, num_members, sharding=rep)
+  mode = parallel.population_mode(config.get('mesh'))
+  shards = 1 if placement is None else placement.mesh.shape['population']
+  update = loop.fused(
+      lambda n: loop.over_members(
+          student_lib.make_multi_step(step_fn, n), (0, 0, None, 0),
+          lambda f: student_lib.make_population_step(f, mode, shards)),
+      **({} if placement is None else dict(
           in_shardings=(member_sh, member_sh, rep, member_sh),
-          out_shardings=(member_sh, rep))
-      compiled[n] = jax.jit(fn, donate_argnums=0, **shardings)
-    return compiled[n]
+          out_shardings=(member_sh, rep))))
+  main = parallel.is_main_process()
 
-  def check_params(step, prev):
-    bad_P = np.asarray(count_nonfinite(state.params))
+  def observe(metrics, prev, step):
+    # One transfer per dispatch: the per-step curriculum choices and probe
+    # KLs feed the plots.
+    fetched = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+    for p, m in enumerate(members):
+      host = {k: v[p] for k, v in fetched.items()}
+      bad = guards.first_nonfinite({k: v for k, v in host.items()
+                                    if k.startswith(('train/', 'distill/'))})
+      if bad is not None:
+        key, i = bad
+        choice = int(np.ravel(host.get('curriculum/choice',
+                                       [-1] * (step - prev)))[i])
+        task = tasks[choice] if choice >= 0 else 'all tasks (mixture)'
+        raise FloatingPointError(
+            f'distill{tags[p]}: non-finite {key}'
+            f' ({np.ravel(host[key][i])[:4]}) at step {prev + 1 + i},'
+            f' learning from {task}; stopped, the last good checkpoint is'
+            f' step {m.manager.latest_step()}. Set'
+            ' --config.debug_nans=True to stop at the operation that made'
+            ' it.')
+      host['step'] = np.arange(prev + 1, step + 1)
+      for k, v in host.items():
+        m.history.setdefault(k, []).append(v)
+
+  def check(state, metrics, *, prev, step, checked):
+    del metrics, checked  # Checked every dispatch (`observe`).
+    bad_P = np.asarray(loop.count_nonfinite(state.params, sharding=rep))
     for p, m in enumerate(members):
       if bad_P[p]:
         raise FloatingPointError(
-            f'distill{tag(p)}: non-finite parameters ({int(bad_P[p])}'
+            f'distill{tags[p]}: non-finite parameters ({int(bad_P[p])}'
             f' values) at step {step} (in steps {prev + 1}..{step});'
             ' stopped, the last good checkpoint is step'
             f' {m.manager.latest_step()}. Set --config.debug_nans=True to'
             ' stop at the operation that made it.')
 
-  main = parallel.is_main_process()
+  def log(state, host, step):
+    del host
+    parts, postfix = None, {}
+    for p, m in enumerate(members):
+      window = {k: v[m.last_log:step] for k, v in _cat(m.history).items()}
+      kl_T = _window_kl(window['distill/kl'], 0, step - m.last_log)
+      flat = {k: float(np.mean(v)) for k, v in window.items()
+              if k not in ('step', 'curriculum/choice', 'distill/kl',
+                           'curriculum/counts')}
+      flat.update({f'distill/kl/{t}': float(kl_T[i])
+                   for i, t in enumerate(tasks)})
+      counts = window['curriculum/counts'][-1]
+      flat.update({f'curriculum/count/{t}': int(counts[i])
+                   for i, t in enumerate(tasks)})
+      if m.writer is not None and main:
+        m.writer.write(step, flat)
+      m.last_log = step
+      if float(kl_T.mean()) < m.best['kl']:
+        parts = unstack(state) if parts is None else parts
+        m.best = {'kl': float(kl_T.mean()), 'step': step}
+        checkpointing.save(
+            m.best_manager, step,
+            {'params': parts[p].params,
+             'mean_probe_kl': (
+                 jnp.float32(m.best['kl']) if placement is None else
+                 placement.replicated(np.float32(m.best['kl'])))},
+            {**meta, 'step': step, 'mean_probe_kl': m.best['kl']})
+        guards.fault(f'distill/best@{step}')
+      if p == 0:
+        postfix = {'loss': f'{float(window["train/loss"][-1]):.4f}',
+                   'kl': f'{kl_T.mean():.4f}'}
+    return postfix
+
+  def save(state, step):
+    for m, part in zip(members, unstack(state)):
+      checkpointing.save(m.manager, step, part, {**meta, 'step': step},
+                         extras={'history': _encode(_cat(m.history))})
+      guards.fault(f'distill/last@{step}')
+      _write_history(m.directory, _cat(m.history))
+
   step = int(states[0].step)
   for m in members:
     points = _log_points(scfg.steps, scfg.log_every, step)
     m.last_log = points[-1] if points else 0
-  bar = tqdm.tqdm(total=scfg.steps, initial=step, unit='step',
-                  desc='student' if not population else
-                  f'students ({num_members} seeds)', dynamic_ncols=True,
-                  disable=not main)
-  with guards.deferred():
-    while step < scfg.steps:
-      n = min(scfg.steps_per_dispatch, scfg.steps - step)
-      state, metrics = get_multi(n)(state, teacher_params_T, train_source,
-                                    pool)
-      prev, step = step, step + n
-      bar.update(n)
-      # One transfer per dispatch of n steps: the per-step curriculum
-      # choices and probe KLs feed the plots.
-      fetched = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
-      for p, m in enumerate(members):
-        host = ({k: v[p] for k, v in fetched.items()} if population
-                else dict(fetched))
-        bad = guards.first_nonfinite({k: v for k, v in host.items()
-                                      if k.startswith(('train/', 'distill/'))})
-        if bad is not None:
-          key, i = bad
-          choice = int(np.ravel(host.get('curriculum/choice', [-1] * n))[i])
-          task = tasks[choice] if choice >= 0 else 'all tasks (mixture)'
-          raise FloatingPointError(
-              f'distill{tag(p)}: non-finite {key}'
-              f' ({np.ravel(host[key][i])[:4]}) at step {prev + 1 + i},'
-              f' learning from {task}; stopped, the last good checkpoint is'
-              f' step {m.manager.latest_step()}. Set'
-              ' --config.debug_nans=True to stop at the operation that made'
-              ' it.')
-        host['step'] = np.arange(prev + 1, step + 1)
-        for k, v in host.items():
-          m.history.setdefault(k, []).append(v)
-      if guards.fault(f'distill@{step}'):
-        state = state._replace(params=guards.poison(state.params))
-      stop = guards.stop_requested()
-      crossed = lambda every: every > 0 and step // every > prev // every
-      if crossed(scfg.log_every) or step == scfg.steps:
-        parts = None
-        for p, m in enumerate(members):
-          window = {k: v[m.last_log:step] for k, v in _cat(m.history).items()}
-          kl_T = _window_kl(window['distill/kl'], 0, step - m.last_log)
-          flat = {k: float(np.mean(v)) for k, v in window.items()
-                  if k not in ('step', 'curriculum/choice', 'distill/kl',
-                               'curriculum/counts')}
-          flat.update({f'distill/kl/{t}': float(kl_T[i])
-                       for i, t in enumerate(tasks)})
-          counts = window['curriculum/counts'][-1]
-          flat.update({f'curriculum/count/{t}': int(counts[i])
-                       for i, t in enumerate(tasks)})
-          if m.writer is not None and main:
-            m.writer.write(step, flat)
-          m.last_log = step
-          if float(kl_T.mean()) < m.best['kl']:
-            check_params(step, prev)
-            parts = unstack(state) if parts is None else parts
-            m.best = {'kl': float(kl_T.mean()), 'step': step}
-            checkpointing.save(
-                m.best_manager, step,
-                {'params': parts[p].params,
-                 'mean_probe_kl': (
-                     jnp.float32(m.best['kl']) if placement is None else
-                     placement.replicated(np.float32(m.best['kl'])))},
-                {**meta, 'step': step, 'mean_probe_kl': m.best['kl']})
-            guards.fault(f'distill/best@{step}')
-          if p == 0:
-            bar.set_postfix(loss=f'{float(host["train/loss"][-1]):.4f}',
-                            kl=f'{kl_T.mean():.4f}')
-      if crossed(scfg.ckpt_every) or step == scfg.steps or stop:
-        check_params(step, prev)
-        for m, part in zip(members, unstack(state)):
-          checkpointing.save(m.manager, step, part, {**meta, 'step': step},
-                             extras={'history': _encode(_cat(m.history))})
-          guards.fault(f'distill/last@{step}')
-          _write_history(m.directory, _cat(m.history))
-      if stop:
-        bar.close()
-        raise guards.Stopped(stop, 'distill', step)
-  bar.close()
+  state = loop.run(
+      update, loop.stack(states, sharding=member_sh),
+      (teacher_params_PxT, train_source, pool), step=step, steps=scfg.steps,
+      steps_per_dispatch=scfg.steps_per_dispatch, log_every=scfg.log_every,
+      ckpt_every=scfg.ckpt_every,
+      desc='student' if pop.single else f'students ({num_members} seeds)',
+      what='distill', fault='distill', check=check, log=log, save=save,
+      observe=observe)
   out = []
   for m, part in zip(members, unstack(state)):
     hist = _cat(m.history)
@@ -420,7 +375,7 @@ def train_student(
     m.manager.close()
     m.best_manager.close()
     out.append((part, student, best_params, hist))
-  return out if population else out[0]
+  return out[0] if pop.single else out
 
 
 def _write_history(directory: str, history: dict[str, np.ndarray]) -> None:

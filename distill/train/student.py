@@ -316,9 +316,9 @@ def make_distill_step(
     probe pool (None when `student.probe_size == 0`). Both are arguments, not
     closure constants, so the datasets never get baked into the compiled
     program. Metrics are device scalars, the [T] vectors `distill/kl` (probe
-    divergences) and `curriculum/counts`.
+    divergences) and `curriculum/counts`. The config is taken as valid:
+    the run's entry checks it once (`check_config`).
   """
-  check_config(config)
   scfg = config.student
   curriculum = CURRICULA[config.curriculum.name]
   surgery = SURGERIES[config.surgery.name]

@@ -28,20 +28,16 @@ References:
   Zheng, Zhang & Grover (2022), Online Decision Transformer. arXiv:2202.05607.
 """
 
-import functools
 import math
-import numbers
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 
 from distill import checkpointing
 from distill import losses
@@ -50,6 +46,7 @@ from distill.data import segments
 from distill.models import model as model_lib
 from distill.train import guards
 from distill.train import logs
+from distill.train import loop
 from distill.train import optimizer as optimizer_lib
 
 
@@ -235,17 +232,6 @@ def make_update_fn(train_step: Callable, *, batch_size: int, num_steps: int,
   return update
 
 
-# Jitted: op by op, every leaf shape would compile its own slice or stack.
-@jax.jit
-def _stack(trees):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _unstack(tree, n):
-  return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
-
-
 def train_teachers(
     config: ml_collections.ConfigDict,
     data_config: ml_collections.ConfigDict,
@@ -274,7 +260,8 @@ def train_teachers(
   A population (`seed` and `directory` sequences, one entry per member P)
   trains every member's teachers in the same compiled step, over a leading
   member axis that the mesh's 'population' axis splits (`members`); member
-  p gets what a single run with `seed[p]` and `directory[p]` gets.
+  p gets what a single run with `seed[p]` and `directory[p]` gets. A single
+  seed is a population of one (`loop.over_members`).
 
   Args:
     config: `config.teacher` (model, optimizer, entropy, steps, batch_size,
@@ -308,15 +295,8 @@ def train_teachers(
     guards.Stopped: SIGTERM/SIGINT arrived (see `guards`); the teachers were
       saved at the step reached.
   """
-  population = not isinstance(seed, numbers.Integral)
-  seeds = [int(s) for s in seed] if population else [int(seed)]
-  dirs = list(directory) if population else [directory]
-  writers = (list(writer) if population and writer is not None
-             else [writer] * len(seeds))
-  if not (len(seeds) == len(dirs) == len(writers)) or not seeds:
-    raise ValueError(f'train_teachers: {len(seeds)} seeds, {len(dirs)}'
-                     f' directories and {len(writers)} writers; need one of'
-                     ' each per member')
+  pop = loop.members('train_teachers', seed, directory, writer)
+  seeds, dirs, writers = pop.seeds, pop.directories, pop.writers
   obs_dims = [int(x) for x in np.asarray(source.obs_dims)]
   act_dims = [int(x) for x in np.asarray(source.act_dims)]
   if len(tasks) != len(obs_dims):
@@ -338,8 +318,7 @@ def train_teachers(
   # Units: member p's teacher of task i is unit p * T + i.
   num_tasks, num_members = len(tasks), len(seeds)
   units = [(p, i) for p in range(num_members) for i in range(num_tasks)]
-  names = [tasks[i] if not population else f'seed_{seeds[p]}/{tasks[i]}'
-           for p, i in units]
+  names = [f'{pop.labels[p]}/{tasks[i]}'.lstrip('/') for p, i in units]
   init_fn = make_init_fn(model, optimizer, alpha_optimizer,
                          alpha=config.entropy.alpha)
   keys = jnp.stack([jax.random.fold_in(jax.random.key(seeds[p]), i)
@@ -354,18 +333,19 @@ def train_teachers(
             for g in task_groups]
   resume = {}
   for group in groups:
-    resume.update(zip(group, _resume_steps(managers, group, names)))
-  rep = placement.replicated_sharding if placement is not None else None
-  state_sharding = rep
-  if placement is not None and population:
-    state_sharding = placement.member_sharding
+    step = loop.align([managers[u] for u in group],
+                      [f'teacher {names[u]}' for u in group])
+    resume.update(dict.fromkeys(group, step))
+  rep = member_sh = None
+  if placement is not None:
+    rep, member_sh = placement.replicated_sharding, placement.member_sharding
   # One compiled init for all teachers (same values as one by one), created
   # already placed.
   fresh = [resume[u] is None for u in range(len(units))]
   if placement is not None:
     keys = placement.replicated(keys)
-  initial = (_unstack(_run_once(jax.vmap(init_fn), keys, out_shardings=rep),
-                      len(units))
+  initial = (loop.unstack(_run_once(jax.vmap(init_fn), keys,
+                                    out_shardings=rep), len(units))
              if any(fresh) else [None] * len(units))
 
   def restored(u):
@@ -381,99 +361,72 @@ def train_teachers(
 
   def save(u, state):
     step = int(state.step)
-    p, i = units[u]
-    checkpointing.save(managers[u], step, state, {**metas[i], 'step': step})
-    guards.fault(f'teachers/{tasks[i]}@{step}')
+    checkpointing.save(managers[u], step, state,
+                       {**metas[units[u][1]], 'step': step})
+    guards.fault(f'teachers/{tasks[units[u][1]]}@{step}')
 
-  # Leading axes of a group's state: [P] in a population, then [N] teachers
-  # trained together (vmap).
-  lead = (num_members,) * population + (len(task_groups[0]),) * vmap
-  compiled = {}
+  # Leading axes of a group's state: [P] members, then [N] teachers trained
+  # together (vmap).
+  lead = (num_members,) + (len(task_groups[0]),) * vmap
+  mode = members or parallel.population_mode(None)
+  shards = 1 if placement is None else placement.mesh.shape['population']
 
-  def get_update(num_steps):
-    if num_steps not in compiled:
-      fn = make_update_fn(train_step, batch_size=config.batch_size,
-                          num_steps=num_steps, placement=placement)
-      if vmap:
-        fn = jax.vmap(fn, in_axes=(0, None, 0))
-      if population:
-        fn = parallel.over_members(
-            fn, (0, None, None), members or parallel.population_mode(None),
-            1 if placement is None else placement.mesh.shape['population'])
-      shardings = {} if placement is None else dict(
-          in_shardings=(state_sharding, rep, rep),
-          out_shardings=(state_sharding, rep))
-      compiled[num_steps] = jax.jit(fn, donate_argnums=0, **shardings)
-    return compiled[num_steps]
+  def make_update(num_steps):
+    fn = make_update_fn(train_step, batch_size=config.batch_size,
+                        num_steps=num_steps, placement=placement)
+    if vmap:
+      fn = jax.vmap(fn, in_axes=(0, None, 0))
+    return loop.over_members(fn, (0, None, None), lambda f: (
+        parallel.over_members(f, (0, None, None), mode, shards)))
 
-  def flat(tree):
-    """Leading axes `lead` merged into one [U] axis (U units of a group)."""
-    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[len(lead):]),
-                        tree)
-
-  stack = jax.jit(lambda trees: jax.tree.map(
-      lambda x: x.reshape(lead + x.shape[1:]),
-      jax.tree.map(lambda *xs: jnp.stack(xs), *trees)),
-                  **({} if placement is None else
-                     dict(out_shardings=state_sharding)))
-  unstack = jax.jit(lambda tree, n: [jax.tree.map(lambda x, j=j: x[j], t)
-                                     for t in [flat(tree)] for j in range(n)],
-                    static_argnums=1,
-                    **({} if placement is None else dict(out_shardings=rep)))
-  count_nonfinite = jax.jit(lambda params: jax.vmap(guards.count_nonfinite)(
-      flat(params)), **({} if placement is None else dict(out_shardings=rep)))
+  update = loop.fused(make_update, **({} if placement is None else dict(
+      in_shardings=(member_sh, rep, rep), out_shardings=(member_sh, rep))))
   main = parallel.is_main_process()
   with guards.deferred():
     for group in groups:
-      state = stack([states[u] for u in group])
-      task_arg = np.asarray(task_groups[0] if vmap else
-                            units[group[0]][1], np.int32)
-      task_arg = (jnp.asarray(task_arg) if placement is None
-                  else placement.replicated(task_arg))
-      step = checked = int(states[group[0]].step)
-      bar = tqdm.tqdm(total=config.steps, initial=step, unit='step',
-                      desc='teachers ' + ','.join(names[u] for u in group),
-                      dynamic_ncols=True, disable=not main)
-      while step < config.steps:
-        n = min(config.steps_per_dispatch, config.steps - step)
-        state, metrics = get_update(n)(state, source, task_arg)
-        prev, step = step, step + n
-        bar.update(n)
-        if guards.fault(f'teachers@{step}'):
-          state = state._replace(params=guards.poison(state.params))
-        stop = guards.stop_requested()
-        crossed = lambda every: every > 0 and step // every > prev // every
-        log = crossed(config.log_every) or step == config.steps
-        ckpt = crossed(config.ckpt_every) or step == config.steps or stop
-        if not (log or ckpt):
-          continue
-        # Checked before every save, so a checkpoint is always finite.
-        metrics = jax.device_get(flat(metrics))
-        per_unit = [jax.tree.map(lambda x, j=j: x[j], metrics)
+      parts = lambda state: loop.unstack(
+          state, len(group), len(lead), rep)
+
+      def check(state, metrics, *, prev, step, checked):
+        flat = {k: np.asarray(v).reshape(-1)
+                for k, v in jax.device_get(metrics).items()}
+        per_unit = [{k: v[j] for k, v in flat.items()}
                     for j in range(len(group))]
-        bad_U = np.asarray(count_nonfinite(state.params))
+        bad_U = np.asarray(loop.count_nonfinite(state.params, len(lead),
+                                                rep))
         for j, (u, m) in enumerate(zip(group, per_unit)):
           _check_finite(names[u], m, int(bad_U[j]), step=step, prev=prev,
                         checked=checked, last_good=managers[u].latest_step())
-        checked = step
-        if log:
-          for p in range(num_members):
-            w = writers[p]
-            if w is not None and main:
-              w.write(step, {f'teacher/{tasks[units[u][1]]}/{k}': v
-                             for u, m in zip(group, per_unit)
-                             if units[u][0] == p for k, v in m.items()})
-          bar.set_postfix(loss=' '.join(f'{float(m["loss"]):.3f}'
-                                        for m in per_unit))
-        if ckpt:
-          for u, part in zip(group, unstack(state, len(group))):
-            save(u, part)
-        if stop:
-          bar.close()
-          raise guards.Stopped(stop, 'teachers ' + ','.join(
-              names[u] for u in group), step)
-      bar.close()
-      for u, part in zip(group, unstack(state, len(group))):
+        return per_unit
+
+      def log(state, per_unit, step):
+        del state
+        for p, w in enumerate(writers):
+          if w is not None and main:
+            w.write(step, {f'teacher/{tasks[units[u][1]]}/{k}': v
+                           for u, m in zip(group, per_unit)
+                           if units[u][0] == p for k, v in m.items()})
+        return {'loss': ' '.join(f'{float(m["loss"]):.3f}'
+                                 for m in per_unit)}
+
+      def save_group(state, step):
+        del step  # Each part carries its own.
+        for u, part in zip(group, parts(state)):
+          save(u, part)
+
+      task_arg = np.asarray(task_groups[0] if vmap else
+                            units[group[0]][1], np.int32)
+      label = 'teachers ' + ','.join(names[u] for u in group)
+      state = loop.run(
+          update, loop.stack([states[u] for u in group], lead, member_sh),
+          (source, jnp.asarray(task_arg) if placement is None
+           else placement.replicated(task_arg)),
+          step=int(states[group[0]].step), steps=config.steps,
+          steps_per_dispatch=config.steps_per_dispatch,
+          log_every=config.log_every, ckpt_every=config.ckpt_every,
+          desc=label, what=label, fault='teachers', check=check, log=log,
+          save=save_group)
+      for u, part in zip(group, parts(state)):
         states[u] = part
         if managers[u].latest_step() != int(part.step):
           save(u, part)
@@ -481,34 +434,7 @@ def train_teachers(
     manager.close()
   out = [{tasks[i]: states[p * num_tasks + i] for i in range(num_tasks)}
          for p in range(num_members)]
-  return out if population else out[0]
-
-
-def _resume_steps(managers, group: list[int], tasks: Sequence[str]
-                  ) -> list[int | None]:
-  """The step each teacher of a group resumes from (None: from scratch).
-
-  Teachers trained together resume from the latest intact step they all
-  have: a run killed between their saves leaves some a step ahead, and those
-  steps are moved aside (they are computed again, identically).
-  """
-  dirs = [str(managers[i].directory) for i in group]
-  intact = [set(checkpointing.intact_steps(d)) for d in dirs]
-  if len(group) == 1:
-    return [max(intact[0], default=None)]
-  common = set.intersection(*intact)
-  step = max(common, default=None)
-  for i, d, steps in zip(group, dirs, intact):
-    ahead = sorted(s for s in steps if step is None or s > step)
-    for s in ahead:
-      moved = checkpointing.set_aside(d, s, 'superseded')
-      logging.warning('teacher %s: step %d is ahead of the others of its'
-                      ' group (a run stopped between their saves); moved it'
-                      ' to %s, resuming all from step %s', tasks[i], s, moved,
-                      step)
-    if ahead:
-      managers[i].reload()
-  return [step] * len(group)
+  return out[0] if pop.single else out
 
 
 def _check_finite(task: str, metrics: dict[str, Any], bad_params: int, *,
