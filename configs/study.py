@@ -62,8 +62,8 @@ stages on the 2-core CPU, 2026-12-05): with `--parallel=2` a teacher job
 2 min 20 s of the machine (about 4 min 40 s of wall time beside another
 job), a 2 x 32 member 1 min 17 s (2 min 34 s wall), from scratch 52 s;
 teachers 11 min 39 s, members 2 h 39 min, the sweep 2 h 50 min (3 h 47 min
-with `--parallel=1`). Against the first study's records
-(docs/study/members/*/sweep_job.json, job wall times with `--parallel=2`):
+with `--parallel=1`). Against the first study's records (each member's
+record in docs/study/members.jsonl, job wall times with `--parallel=2`):
 median estimated / recorded member wall time 0.76 over all 130 members
 (estimated median 154 s, recorded 180 s); by launch order 0.58 for the
 first 45 (the code before the third speed pass, and some members slowed by

@@ -61,7 +61,7 @@ UNITS = {
     # so that a from-scratch member costs 0.67 of a distilled one, the
     # ratio of the study's recorded member times (medians per
     # configuration: 2 x 32 184 / 280 s, 2 x 16 136 / 204 s, 1 x 16
-    # 88 / 127 s; docs/study/members/*/sweep_job.json).
+    # 88 / 127 s; the records in docs/study/members.jsonl).
     'student_teacher_share': 0.52,
     # Seconds per evaluation env-step (episodes counted at full length).
     'teacher_env_step_s': 15.0 / (16 * 4 * 1000),

@@ -11,6 +11,7 @@ read back raises `DamagedFileError`, which names the file. `move_aside`
 renames an output to a free `<path>.<tag>[-n]` name; nothing is deleted.
 """
 
+from collections.abc import Iterable
 from collections.abc import Iterator
 import contextlib
 import hashlib
@@ -141,6 +142,45 @@ def read_json(path: str | os.PathLike) -> Any:
     raise DamagedFileError(
         f"{path}: damaged, not valid JSON ({e}); move it away to have it"
         " rebuilt") from e
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
+  """Writes `rows` to `path` atomically, one key-sorted JSON object a line.
+
+  Args:
+    path: the destination file.
+    rows: JSON-serializable objects, written in order.
+  """
+  write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n"
+                             for r in rows))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+  """Reads a JSON-lines file, naming the file and line when one is damaged.
+
+  Args:
+    path: the file.
+
+  Returns:
+    One parsed object per non-empty line, in order.
+
+  Raises:
+    FileNotFoundError: no such file.
+    DamagedFileError: a line is not valid UTF-8 JSON.
+  """
+  path = os.fspath(path)
+  with open(path, "rb") as f:
+    raw = f.read()
+  rows = []
+  for i, line in enumerate(raw.split(b"\n"), 1):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line.decode("utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise DamagedFileError(
+          f"{path}: line {i} damaged, not valid JSON ({e})") from e
+  return rows
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -513,12 +513,38 @@ def run_job(job: Job, *, cwd: str,
   return record
 
 
+# A published study's members, one JSON object a line (experiments/publish.py
+# writes it): `name`, `configuration`, `overrides`, `record` (the job's
+# command, its code's commit and state, its config's hash, status, wall
+# time), `results` (its results.json) and `curves` (its distillation history
+# in windows, when it has one).
+MEMBERS = 'members.jsonl'
+
+
+def published_members(root: str) -> dict[str, dict[str, Any]] | None:
+  """A published study's members by name, or None where `root` has none.
+
+  Args:
+    root: a directory that `experiments.sweep --publish` wrote.
+
+  Returns:
+    `{name: member}` from `root/members.jsonl` in its order (see `MEMBERS`),
+    or None when the file does not exist (a sweep's own directory, whose
+    members have their own workdirs).
+  """
+  path = os.path.join(root, MEMBERS)
+  if not os.path.exists(path):
+    return None
+  return {m['name']: m for m in fileio.read_jsonl(path)}
+
+
 def collect_runs(root: str) -> tuple[dict[str, Any], list[dict[str, Any]],
                                      list[dict[str, Any]]]:
   """The finished members of a sweep directory, for `distill.aggregate`.
 
   Args:
-    root: the sweep directory (with `sweep_state.json`).
+    root: the sweep directory (with `sweep_state.json`), or a published
+      study (with `members.jsonl`, whose members' results it reads).
 
   Returns:
     `(state, runs, missing)`: the sweep state; one run per member (per seed
@@ -533,18 +559,20 @@ def collect_runs(root: str) -> tuple[dict[str, Any], list[dict[str, Any]],
                             ' directory (python -m experiments.sweep)?')
   with open(path, encoding='utf-8') as f:
     state = json.load(f)
+  published = published_members(root)
   runs, missing = [], []
   for job in state['jobs']:
     if job['kind'] != 'member':
       continue
     results = os.path.join(root, 'members', job['name'], 'results.json')
-    if job['status'] not in ('done', 'skipped') or not os.path.exists(
-        results):
+    if published is not None:
+      r = published.get(job['name'], {}).get('results')
+    else:
+      r = fileio.read_json(results) if os.path.exists(results) else None
+    if job['status'] not in ('done', 'skipped') or r is None:
       missing.append({'name': job['name'], 'status': job['status'],
                       'log': job['log']})
       continue
-    with open(results, encoding='utf-8') as f:
-      r = json.load(f)
     # A population (`config.seeds`) holds one single-seed record per seed.
     for m in r.get('members', [r]):
       runs.append({'member': job['name'],

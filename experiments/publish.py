@@ -1,15 +1,18 @@
-"""Copies a sweep's finished members into a directory kept in git.
+"""Writes a sweep's finished members into a directory kept in git.
 
 `python -m experiments.sweep ... --publish=docs/study --publish_commit`
-calls `publish_member` as each member finishes: its `results.json`, its job
-record (the command that reproduces it, the commit and state of the tree it
-ran in, its config's hash) and `curves.json` (its distillation history in
-windows: KL per teacher, the curriculum's choices, the surgery's
-projections, with the tasks of its columns) go to
-`<dest>/members/<name>/`, `<dest>/sweep_state.json` is
+calls `publish_member` as each member finishes: its line of
+`<dest>/members.jsonl` (one JSON object per member, `sweeps.MEMBERS`: its
+name, configuration and overrides; its record, that is the command that
+reproduces it, the commit and state of the tree it ran in, its config's
+hash, status and wall time; its `results.json`; and its curves, the
+distillation history in windows: KL per teacher, the curriculum's choices,
+the surgery's projections, with the tasks of its columns) is added or
+replaced and the file rewritten atomically. `<dest>/sweep_state.json` is
 rewritten with paths relative to the repository, the sweep is aggregated
 there (`sweep.json`, `sweep.md`, plots) and, with `--publish_commit`, the
-directory is committed. `<dest>` is itself a sweep directory:
+directory is committed. A study is one such directory, a handful of
+files. `<dest>` reads as a sweep directory:
 `python -m experiments.aggregate <dest>` recomputes every interval from it.
 
 Publishing refuses code with uncommitted changes (`check_clean` before the
@@ -33,8 +36,7 @@ from distill import fileio
 from distill import provenance
 from distill import sweeps
 
-CURVES = 'curves.json'
-WINDOWS = 30  # windows of curves.json (100 steps each for 3000 steps)
+WINDOWS = 30  # windows of a member's curves (100 steps each for 3000 steps)
 
 
 def _rel(text: str, root: str) -> str:
@@ -106,16 +108,22 @@ def check_clean(cwd: str, ignore: Sequence[str] = ()) -> None:
         ' anyway (each member then records the files in its record).')
 
 
-def publish_member(job: sweeps.Job, root: str, dest: str,
-                   allow_dirty: bool = False) -> None:
-  """Copies one finished member's results, record and curves to `dest`.
+def member_entry(job: sweeps.Job, root: str,
+                 allow_dirty: bool = False) -> dict[str, Any]:
+  """One finished member's line of `members.jsonl`.
 
   Args:
     job: the finished member.
     root: the sweep directory.
-    dest: the published sweep directory.
-    allow_dirty: publish a member whose record says it ran in a tree with
+    allow_dirty: accept a member whose record says it ran in a tree with
       uncommitted changes (its published record lists them).
+
+  Returns:
+    `name`, `configuration`, `overrides`, `record` (its `sweep_job.json`
+    less the machine's paths and the full config: command relative to the
+    repository, code, config_sha256, status, wall time, host), `results`
+    (its `results.json`) and `curves` (see `curves`, with the tasks of its
+    columns) when it has a distillation history.
 
   Raises:
     DirtyTreeError: the member ran in a dirty tree and not `allow_dirty`.
@@ -127,21 +135,48 @@ def publish_member(job: sweeps.Job, root: str, dest: str,
         provenance.dirty_message(f'member {job.name} ran in a tree that',
                                  code)
         + '; not published (pass --allow_dirty to publish it anyway)')
-  out = os.path.join(dest, 'members', job.name)
-  os.makedirs(out, exist_ok=True)
-  with open(job.output, encoding='utf-8') as f:
-    results = json.load(f)
-  fileio.write_json(os.path.join(out, 'results.json'), results)
   record = {k: full.get(k) for k in ('name', 'status', 'wall_s', 'started',
                                       'finished', 'host', 'code',
                                       'config_sha256')}
   record['command'] = [_rel(a, root) for a in job.command]
-  fileio.write_json(os.path.join(out, sweeps.RECORD), record)
+  entry = {'name': job.name, 'configuration': job.configuration,
+           'overrides': dict(job.overrides), 'record': record,
+           'results': fileio.read_json(job.output)}
   history = os.path.join(job.workdir, 'student', 'history.npz')
   if os.path.exists(history):
-    fileio.write_json(os.path.join(out, CURVES),
-                      {**curves(history),
-                       'tasks': list(job.config.get('tasks') or [])})
+    entry['curves'] = {**curves(history),
+                       'tasks': list(job.config.get('tasks') or [])}
+  return entry
+
+
+def write_members(dest: str, entries: Sequence[dict[str, Any]]) -> None:
+  """Adds or replaces (by name) `entries` in `dest/members.jsonl`.
+
+  Members already there keep their place; new ones are appended in order.
+  The file is rewritten atomically, so a reader (or a `git add` meanwhile)
+  sees the study before or after, never half a line.
+  """
+  members = sweeps.published_members(dest) or {}
+  for entry in entries:
+    members[entry['name']] = entry
+  fileio.write_jsonl(os.path.join(dest, sweeps.MEMBERS), members.values())
+
+
+def publish_member(job: sweeps.Job, root: str, dest: str,
+                   allow_dirty: bool = False) -> None:
+  """Writes one finished member's results, record and curves to `dest`.
+
+  Args:
+    job: the finished member.
+    root: the sweep directory.
+    dest: the published study's directory (`members.jsonl` in it).
+    allow_dirty: publish a member whose record says it ran in a tree with
+      uncommitted changes (its published record lists them).
+
+  Raises:
+    DirtyTreeError: the member ran in a dirty tree and not `allow_dirty`.
+  """
+  write_members(dest, [member_entry(job, root, allow_dirty)])
 
 
 def publish_state(root: str, dest: str) -> None:
@@ -157,13 +192,12 @@ def publish_state(root: str, dest: str) -> None:
                         text=True, check=False)
   # The checkout that published (the sweep's working directory) at this
   # moment: not evidence of the code each member ran, which its own record
-  # holds (`code` in sweep_job.json).
+  # holds (`code` in its line of members.jsonl).
   state['code_commit'] = head.stdout.strip() if not head.returncode else None
+  published = sweeps.published_members(dest) or {}
   for job in state['jobs']:
-    published = os.path.exists(os.path.join(dest, 'members', job['name'],
-                                            'results.json'))
     if job['kind'] == 'member' and job['status'] in ('done', 'skipped'):
-      job['status'] = 'done' if published else 'pending'
+      job['status'] = 'done' if job['name'] in published else 'pending'
   fileio.write_json(os.path.join(dest, sweeps.STATE), state)
 
 
@@ -199,7 +233,8 @@ def provenance_note(state: dict[str, Any],
 
   Args:
     state: the published `sweep_state.json`.
-    records: every published member's `sweep_job.json`.
+    records: every published member's record (`record` in
+      `members.jsonl`).
 
   Returns:
     A paragraph: the commits, dirty trees and config hashes the members
@@ -215,7 +250,8 @@ def provenance_note(state: dict[str, Any],
            ' ran' if commit else f'`{sweeps.STATE}` names no commit')
   if not with_code:
     return (f'Provenance: none of the {len(records)} members\' records'
-            ' (`sweep_job.json`) holds the commit or the state of the tree'
+            ' (`record` in `members.jsonl`) holds the commit or the state of'
+            ' the tree'
             ' it ran (members record them since this study); '
             + named + '. The code of these members is not recorded.')
   commits = sorted({c['commit'][:7] for c in with_code})
@@ -224,5 +260,5 @@ def provenance_note(state: dict[str, Any],
   return (f'Provenance: {len(with_code)} of {len(records)} members record'
           f' their code: commit(s) {", ".join(f"`{c}`" for c in commits)};'
           f' {dirty} ran in a tree with uncommitted changes (their'
-          f' `sweep_job.json` lists the files); {hashed} record their'
+          f' record lists the files); {hashed} record their'
           ' config\'s hash (`config_sha256`). ' + named + '.')

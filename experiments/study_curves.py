@@ -1,12 +1,12 @@
 """The study's curves: which teacher each member learned from, and its KLs.
 
-A member's `curves.json` (experiments/publish.py) holds per-window columns,
-one per teacher, in the order of that member's `config.tasks`, not the
-alphabetical order of `sweep.json` and `results.json` (written with sorted
-keys). The first study's plots labelled the columns with the sorted names
-and so swapped the two halfcheetah tasks. `member_tasks` finds each
-member's own order and `aligned` puts its columns in the report's order
-before any average.
+A member's `curves` (its line of members.jsonl, experiments/publish.py)
+hold per-window columns, one per teacher, in the order of that member's
+`config.tasks`, not the alphabetical order of `sweep.json` and its
+`results` (written with sorted keys). The first study's plots labelled
+the columns with the sorted names and so swapped the two halfcheetah
+tasks. `member_tasks` finds each member's own order and `aligned` puts
+its columns in the report's order before any average.
 """
 
 from collections.abc import Mapping, Sequence
@@ -18,15 +18,15 @@ from distill import plots
 
 
 def member_tasks(files: Mapping[str, Any]) -> list[str]:
-  """The task of each column of a member's `curves.json`.
+  """The task of each column of a member's `curves`.
 
   Args:
-    files: the member's published files: 'curves' (`curves.json`),
-      'results' (`results.json`).
+    files: the member as published (its line of members.jsonl): 'curves',
+      'results' (its `results.json`).
 
   Returns:
-    The tasks in the columns' order: `curves.json`'s own `tasks` when it
-    records them (members published since they do); otherwise the order
+    The tasks in the columns' order: the curves' own `tasks` when they
+    record them (members published since they do); otherwise the order
     in which the member's own per-task step counts (`results.json`
     `curriculum.counts`, keyed by task) equal the columns' totals.
 
@@ -39,14 +39,14 @@ def member_tasks(files: Mapping[str, Any]) -> list[str]:
     return list(curves['tasks'])
   counts = (files.get('results') or {}).get('curriculum', {}).get('counts')
   if not counts or not curves.get('choices'):
-    raise ValueError('curves.json has no tasks and the member has no'
+    raise ValueError('the curves have no tasks and the member has no'
                      ' curriculum counts to match its columns with')
   totals = np.asarray(curves['choices']).sum(0)
   order = []
   for total in totals:
     match = [t for t, c in counts.items() if c == total and t not in order]
     if len(match) != 1:
-      raise ValueError(f'cannot tell the task of a curves.json column with'
+      raise ValueError(f'cannot tell the task of a curves column with'
                        f' {int(total)} steps from the counts {counts}')
     order.append(match[0])
   return order
@@ -54,7 +54,7 @@ def member_tasks(files: Mapping[str, Any]) -> list[str]:
 
 def aligned(files: Mapping[str, Any], key: str, tasks: Sequence[str],
             order: Sequence[str] | None = None) -> np.ndarray:
-  """A member's `curves.json[key]` [windows, tasks] in the order `tasks`.
+  """A member's `curves[key]` [windows, tasks] in the order `tasks`.
 
   Args:
     files: the member's published files (see `member_tasks`).

@@ -3,8 +3,9 @@ r"""Writes `docs/results.md` from the published study (`docs/study/`).
   python -m experiments.study_report --study=docs/study --out=docs/results.md
 
 Reads what `python -m experiments.sweep --config=configs/study.py
---publish=docs/study` published (`sweep.json` and each member's
-`results.json`, `sweep_job.json` and `curves.json`) and writes the study's
+--publish=docs/study` published (`sweep.json`, `sweep_state.json` and
+`members.jsonl`, each member's record, results and curves on one line) and
+writes the study's
 tables and plots: per configuration the mean normalized score over tasks
 with its 95% interval (the primary aggregate), each task's mean with its
 interval, P(X > baseline) overall and per task, the IQM (secondary, with
@@ -75,16 +76,6 @@ def found_after_data() -> dict[str, str]:
 def _load(path: str) -> Any:
   with open(path, encoding='utf-8') as f:
     return json.load(f)
-
-
-def _member_files(study: str, name: str) -> dict[str, Any]:
-  out = {}
-  for key, rel in (('results', 'results.json'), ('record', sweeps.RECORD),
-                   ('curves', 'curves.json')):
-    path = os.path.join(study, 'members', name, rel)
-    if os.path.exists(path):
-      out[key] = _load(path)
-  return out
 
 
 def _size_key(name: str) -> tuple[str, str]:
@@ -374,7 +365,7 @@ def curves_section(summary: dict[str, Any],
   if shares is not None:
     lines += ['`max_kl + previous`, all seeds: share of steps per teacher: '
               + ', '.join(f'{t} {s:.2f}' for t, s in zip(tasks, shares[0]))
-              + '. Each member\'s `curves.json` columns are in its config\'s'
+              + '. Each member\'s curves have their columns in its config\'s'
               f' task order ({", ".join(order)}), relabelled here from the'
               ' member\'s own per-task counts (`results.json`'
               ' `curriculum.counts`).', '']
@@ -398,11 +389,12 @@ def render(study: str, out_path: str, reps: int) -> str:
   state = _load(os.path.join(study, sweeps.STATE))
   tasks = summary['tasks']
   members = [j for j in state['jobs'] if j['kind'] == 'member']
-  files = {j['name']: _member_files(study, j['name']) for j in members}
+  published = sweeps.published_members(study) or {}
   by_config: dict[str, list[dict[str, Any]]] = {}
   for j in members:
-    if 'results' in files[j['name']]:
-      by_config.setdefault(j['configuration'], []).append(files[j['name']])
+    if j['name'] in published:
+      by_config.setdefault(j['configuration'], []).append(
+          published[j['name']])
   rel = lambda p: os.path.relpath(p, os.path.dirname(out_path))
   plot = lambda name: os.path.join(study, name)
   done = sum(len(v) for v in by_config.values())
@@ -429,10 +421,11 @@ def render(study: str, out_path: str, reps: int) -> str:
       ' --workdir=runs/study --parallel=2 --publish=docs/study'
       ' --publish_commit --publish_aggregate_s=1800` (a rerun skips'
       ' finished members), then'
-      ' `python -m experiments.study_report`. Each member\'s own command is'
-      ' in `docs/study/members/<name>/sweep_job.json`; the intervals are'
-      ' recomputed from the members\' `results.json` by `python -m'
-      ' experiments.aggregate docs/study`.', '',
+      ' `python -m experiments.study_report`. Each member\'s own command,'
+      ' record, results and curves are one line of'
+      ' `docs/study/members.jsonl`; the intervals are recomputed from the'
+      ' members\' results there by `python -m experiments.aggregate'
+      ' docs/study`.', '',
       publish.provenance_note(state, records), '']
   if os.path.exists(os.path.join(study, 'conclusion.md')):
     with open(os.path.join(study, 'conclusion.md'), encoding='utf-8') as f:

@@ -82,8 +82,9 @@ _GPUS = flags.DEFINE_integer('gpus_per_job', 0, 'GPUs per job (SLURM); the'
                              ' it is.')
 _PUBLISH = flags.DEFINE_string(
     'publish', '', 'Directory (inside the repository) that receives each'
-    " finished member's results, record and curves, and the aggregate (see"
-    ' experiments/publish.py); "" publishes nothing.')
+    " finished member's results, record and curves (one line of its"
+    ' members.jsonl each) and the aggregate (see experiments/publish.py);'
+    ' "" publishes nothing.')
 _PUBLISH_COMMIT = flags.DEFINE_bool(
     'publish_commit', False, 'git-commit --publish after each member, so'
     ' the results of an interrupted sweep are kept.')

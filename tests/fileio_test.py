@@ -50,6 +50,21 @@ def test_read_json_names_a_damaged_file(tmp_path):
     fileio.read_json(path)
 
 
+def test_jsonl_round_trip_keeps_every_float(tmp_path):
+  path = tmp_path / "m.jsonl"
+  rows = [{"b": 0.1 + 0.2, "a": [1e-300, -2.5]}, {"name": "x", "nan": 1 / 3}]
+  fileio.write_jsonl(path, rows)
+  lines = path.read_text().splitlines()
+  assert len(lines) == 2 and lines[0].startswith('{"a": ')  # sorted keys
+  back = fileio.read_jsonl(path)
+  assert back == rows
+  assert back[0]["b"].hex() == (0.1 + 0.2).hex()
+  assert not [p for p in os.listdir(tmp_path) if p != "m.jsonl"]
+  path.write_text(lines[0] + "\n\n" + '{"x": ]\n')
+  with pytest.raises(fileio.DamagedFileError, match=r"m\.jsonl: line 3"):
+    fileio.read_jsonl(path)
+
+
 def test_write_json_can_refuse_non_finite_values(tmp_path):
   path = tmp_path / "results.json"
   with pytest.raises(ValueError, match=r"results.json: .*nan at tasks/h/s"):

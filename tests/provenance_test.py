@@ -93,10 +93,10 @@ def test_publishing_refuses_a_dirty_tree_unless_allowed(tmp_path):
   dest = tmp_path / 'pub'
   with pytest.raises(publish.DirtyTreeError, match='code.py'):
     publish.publish_member(job, str(tmp_path / 'sweep'), str(dest))
-  assert not (dest / 'members' / 'm' / 'results.json').exists()
+  assert not (dest / sweeps.MEMBERS).exists()
   publish.publish_member(job, str(tmp_path / 'sweep'), str(dest),
                          allow_dirty=True)
-  record = json.load(open(dest / 'members' / 'm' / sweeps.RECORD))
+  record = sweeps.published_members(str(dest))['m']['record']
   assert record['code']['dirty_files'] == ['code.py']
   assert record['config_sha256'] == provenance.config_hash(job.config)
 

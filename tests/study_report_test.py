@@ -22,9 +22,45 @@ def _summary():
     return json.load(f)
 
 
+def _members():
+  return sweeps.published_members(STUDY)
+
+
 def _matrix(summary, name):
   return np.array([[r['student_scores'][t] for t in summary['tasks']]
                    for r in summary['configurations'][name]['runs']])
+
+
+def _members_matrix(summary, name):
+  """[runs, tasks] scores of one configuration from members.jsonl alone."""
+  members = [m for m in _members().values() if m['configuration'] == name]
+  members.sort(key=lambda m: m['results']['seed'])
+  return np.array([[m['results']['tasks'][t]['student_score']
+                    for t in summary['tasks']] for m in members])
+
+
+def test_the_study_is_one_members_file_with_every_members_record():
+  state = json.load(open(os.path.join(STUDY, sweeps.STATE)))
+  jobs = [j for j in state['jobs'] if j['kind'] == 'member']
+  members = _members()
+  assert not os.path.exists(os.path.join(STUDY, 'members'))
+  assert list(members) == [j['name'] for j in jobs] and len(members) == 130
+  for j in jobs:
+    m = members[j['name']]
+    assert m['configuration'] == j['configuration']
+    assert m['overrides'] == j['overrides']
+    assert m['record']['command'] == j['command']
+    assert m['record']['status'] == 'done' and m['record']['wall_s'] > 0
+    assert m['results']['seed'] == j['seed']
+    assert set(m['results']['tasks']) == set(_summary()['tasks'])
+    # 30 windows of 100 steps; one column per teacher.
+    assert len(m['curves']['step_end']) == 30
+    assert {len(row) for row in m['curves']['kl_mean']} == {4}
+  # The runs of sweep.json are the members' own scores.
+  summary = _summary()
+  for name in summary['configurations']:
+    np.testing.assert_array_equal(_members_matrix(summary, name),
+                                  _matrix(summary, name))
 
 
 def test_found_after_data_rows_vary_one_planned_row():
@@ -45,21 +81,24 @@ def test_published_intervals_recompute_from_sweep_json():
   assert base == study.get_sweep().baseline
   for name in (method, base):
     assert configs[name]['n'] == len(configs[name]['runs']) >= 2
-    got = aggregate.interval_estimates(_matrix(summary, name),
+    np.testing.assert_array_equal(_members_matrix(summary, name),
+                                  _matrix(summary, name))
+    got = aggregate.interval_estimates(_members_matrix(summary, name),
                                        reps=boot['reps'], seed=boot['seed'])
     assert got['iqm'] == pytest.approx(configs[name]['student']['iqm'],
                                        rel=1e-9)
     assert got['mean'] == pytest.approx(configs[name]['student']['mean'],
                                          rel=1e-9)
-    per_task = aggregate.per_task_means(_matrix(summary, name),
+    per_task = aggregate.per_task_means(_members_matrix(summary, name),
                                         reps=boot['reps'], seed=boot['seed'])
     assert per_task == [pytest.approx(
         configs[name]['per_task'][t]['student_mean_estimate'], rel=1e-9)
                         for t in summary['tasks']]
-    kept = aggregate.iqm_kept(_matrix(summary, name))
+    kept = aggregate.iqm_kept(_members_matrix(summary, name))
     assert kept == [configs[name]['iqm_kept'][t] for t in summary['tasks']]
   p = aggregate.probability_of_improvement(
-      _matrix(summary, method), _matrix(summary, base), reps=boot['reps'],
+      _members_matrix(summary, method),
+      _members_matrix(summary, base), reps=boot['reps'],
       seed=boot['seed'])
   assert p == pytest.approx(configs[method]['probability_of_improvement'],
                             rel=1e-9)
@@ -160,7 +199,7 @@ def _member(order, choices_WxT, counts):
 
 
 def test_curve_columns_are_labelled_from_each_members_own_task_order():
-  # curves.json columns follow the member's config.tasks (forward first);
+  # The curves' columns follow the member's config.tasks (forward first);
   # results.json and sweep.json list tasks sorted (backward first).
   config_order = ['halfcheetah-forward', 'halfcheetah-backward', 'hopper']
   report_order = sorted(config_order)
@@ -173,7 +212,7 @@ def test_curve_columns_are_labelled_from_each_members_own_task_order():
   kl, _ = study_curves.mean_kl([member], report_order)
   assert kl[:, 1].tolist() == [3.0, 4.0]  # forward's column
   # A member whose counts do not tell its order (round-robin's equal counts)
-  # takes the order of one that does; curves.json's own tasks win.
+  # takes the order of one that does; the curves' own tasks win.
   tied = _member(config_order, [[1, 1, 1]], dict.fromkeys(config_order, 1))
   with pytest.raises(ValueError, match='cannot tell'):
     study_curves.member_tasks(tied)
@@ -189,10 +228,8 @@ def test_published_choice_shares_match_the_members_own_counts(tmp_path):
   study_dir = tmp_path / 'study'
   shutil.copytree(STUDY, study_dir, ignore=shutil.ignore_patterns('*.png'))
   text = study_report.render(str(study_dir), str(tmp_path / 'r.md'), reps=20)
-  members = [json.load(open(os.path.join(STUDY, 'members', m,
-                                         'results.json')))
-             for m in os.listdir(os.path.join(STUDY, 'members'))
-             if m.startswith(study_report.METHOD + ',seed=')]
+  members = [m['results'] for name, m in _members().items()
+             if name.startswith(study_report.METHOD + ',seed=')]
   assert len(members) == 5
   counts = {t: sum(m['curriculum']['counts'][t] for m in members)
             for t in members[0]['curriculum']['counts']}

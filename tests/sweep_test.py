@@ -430,12 +430,17 @@ def test_smoke_sweep_end_to_end(tmp_path):
   proc = _cli('experiments.sweep', *args, f'--publish={pub}',
               '--publish_commit', '--allow_dirty', env=env)
   assert proc.returncode == 0, proc.stderr[-4000:]
+  # One file holds the study's members (in the order they finished).
+  assert not (pub / 'members').exists()
+  entries = sweeps.published_members(str(pub))
+  assert sorted(entries) == sorted(j['name'] for j in state['jobs'][2:])
   for job in state['jobs'][2:]:
-    out = pub / 'members' / job['name']
-    assert (json.load(open(out / 'results.json'))
+    out = entries[job['name']]
+    assert out['configuration'] == job['configuration']
+    assert (out['results']
             == json.load(open(root / 'members' / job['name'] /
                               'results.json')))
-    record = json.load(open(out / 'sweep_job.json'))
+    record = out['record']
     assert record['command'][:3] == ['python', '-m', 'experiments.run']
     # What the member ran: this checkout's commit, its tree, its config.
     full = json.load(open(root / 'members' / job['name'] / 'sweep_job.json'))
@@ -444,7 +449,7 @@ def test_smoke_sweep_end_to_end(tmp_path):
     assert record['config_sha256'] == provenance.config_hash(full['config'])
     # The sweep lies outside the working directory: its path stays whole.
     assert f'--workdir={root}/members/{job["name"]}' in record['command']
-    curves = json.load(open(out / 'curves.json'))
+    curves = out['curves']
     assert curves['tasks'] == full['config']['tasks']  # its columns' order
     assert curves['step_end'][-1] == 40  # smoke: 40 steps
     assert len(curves['kl_mean'][0]) == 2 and len(curves['choices']) == len(
