@@ -5,7 +5,8 @@ r"""Aggregates a sweep directory: `sweep.json`, `sweep.md` and plots.
       --baseline=curriculum=uniform,surgery=none --reps=10000
 
 Reads `DIR/sweep_state.json` (written by `experiments.sweep`, which also
-runs this at its end) and every finished member's `results.json`. Members
+runs this at its end) and every finished member's `results.json` (a
+published study's `members.jsonl`, experiments/publish.py). Members
 that differ only by seed form one configuration; per configuration: the
 mean of the normalized student score over tasks x seeds (the primary
 aggregate) and each task's mean, with 95% stratified bootstrap intervals
