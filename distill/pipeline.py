@@ -9,17 +9,15 @@ reads only the sub-configs it names and the directories it is given.
     clone_source = make_clone_source(config, datasets, stats)  # %BC or None
     teacher, teacher_params_T = load_teachers(teacher_dirs)
 
-    summarize_datasets(config, datasets)         # the `datasets` stage
-    evaluate_teachers(config, [(task, dir)...])  # `teacher_eval`
-    distill(config, teachers=..., ...)           # `distill`
-    evaluate_students(config, [dir, ...])        # `student_eval`
-    write_reports(config, workdir, members, ...) # `report`
+    summarize_datasets(config, datasets)           # the `datasets` stage
+    evaluate_teachers(config, [(task, dir), ...])  # `teacher_eval`
+    distill(config, teachers=..., ...)             # `distill`
+    evaluate_students(config, [(label, dir), ...]) # `student_eval`
+    write_reports(config, workdir, members, ...)   # `report`
 
 Populations: `member_seeds(config)` are the seeds of the run's members;
-`members(config, workdir)` says where each writes: member `s` of a
-population writes under `<workdir>/seed_<s>/` what a single-seed run with
-`config.seed = s` writes in its workdir. A run's processes (many hosts)
-share the evaluations (`distill.parallel.my_share`); process 0 writes.
+member `s` of a population writes under `<workdir>/seed_<s>/` what a
+single-seed run with `config.seed = s` writes in its workdir (`members`).
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -256,9 +254,8 @@ class Member(NamedTuple):
     seed: its seed.
     directory: its results, report, logs and student (the workdir itself
       in a single-seed run, `<workdir>/seed_<seed>/` in a population).
-    teachers: its teachers' directory (one checkpoint per task under it,
-      and their `eval.json`), on the side of `config.teacher_workdir` when
-      that is set.
+    teachers: its teachers' directory (a checkpoint per task, `eval.json`),
+      under `config.teacher_workdir` when that is set.
   """
   seed: int
   directory: str
@@ -298,8 +295,7 @@ def summarize_datasets(config: ml_collections.ConfigDict,
     datasets: from `load_datasets`.
 
   Returns:
-    `{task: summary}`, each with its `normalized_return_mean` (from the
-    task's own reference returns where the spec does not name the task).
+    `{task: summary}`, each with its `normalized_return_mean`.
   """
   out = {}
   for task, data in zip(config.tasks, datasets):
@@ -324,8 +320,7 @@ def distill(config: ml_collections.ConfigDict, *,
 
   Args:
     config: the whole config (validated by the run's entry).
-    teachers: per member, its teachers' checkpoint directories in task
-      order.
+    teachers: per member, its teachers' directories in task order.
     datasets: from `load_datasets` (for %BC's filtered source).
     stats: per-task (mean, std) of the states.
     source: the placed training source (`make_source`).
@@ -377,15 +372,15 @@ def _shared(units: Sequence[tuple[Any, ...]],
 def evaluate_teachers(config: ml_collections.ConfigDict,
                       teachers: Sequence[tuple[str, str]]
                       ) -> list[dict[str, Any]]:
-  """Evaluates teacher checkpoints, each in its task.
+  """Evaluates teacher checkpoints, each in its task; a run's processes
+  (many hosts) share the work (`distill.parallel.my_share`).
 
   Args:
     config: the whole config (reads `eval`).
     teachers: `(task, checkpoint directory)` pairs.
 
   Returns:
-    One `evaluation.evaluate_checkpoint` result per pair (with `seconds`),
-    in every process.
+    Per pair, its `evaluation.evaluate_checkpoint` result with `seconds`.
 
   Raises:
     FloatingPointError: a non-finite score (nothing is written).
@@ -410,15 +405,16 @@ def evaluate_teachers(config: ml_collections.ConfigDict,
 def evaluate_students(config: ml_collections.ConfigDict,
                       students: Sequence[tuple[str, str]]
                       ) -> list[dict[str, dict[str, Any]]]:
-  """Evaluates student checkpoints in all tasks side by side.
+  """Evaluates student checkpoints in all tasks side by side (shared by
+  the processes as `evaluate_teachers`).
 
   Args:
     config: the whole config (reads `tasks` and `eval`).
     students: `(label, checkpoint directory)` pairs, e.g. `('last', ...)`.
 
   Returns:
-    Per pair, `{task: result}` (`evaluation.evaluate_checkpoint_tasks`;
-    `seconds` is of all tasks together), in every process.
+    Per pair, `{task: result}` (`evaluation.evaluate_checkpoint_tasks`),
+    `seconds` of all tasks together.
 
   Raises:
     FloatingPointError: a non-finite score (nothing is written).
@@ -483,12 +479,10 @@ def write_reports(config: ml_collections.ConfigDict, workdir: str,
   population's own (`distill.report`); process 0 writes.
 
   Args:
-    config: the whole config (reads `tasks`, `report`, `curriculum`,
-      `surgery` and the steps).
+    config: the whole config.
     workdir: the run's directory (its `datasets.json`; a population's
       report).
-    run_members: from `members`, each with its teachers' and student's
-      `eval.json` and checkpoints.
+    run_members: from `members`, with their checkpoints and `eval.json`.
     wall_s: seconds of each stage (`results.json`'s `wall_s`).
   """
   first = run_members[0]
