@@ -20,12 +20,10 @@ stage's outputs are up to date:
 
 In a run over several processes (many hosts) every process runs every stage;
 process 0 writes the stamps and moves files, the others wait at a barrier
-(`distill.parallel.barrier`) until it has.
+(`distill.parallel.barrier`) until it has. `run_stages` runs a table:
 
-    stages = {'a': Stage(make_a, keys=('a',), outputs=('a.json',),
-                         files=('a.json',)), ...}
-    run_stages(stages, ['a', ...], state, config=lambda name: {...},
-               workdir=workdir)
+    run_stages({'a': Stage(make_a, ('x',), ('a.json',), files=('a.json',))},
+               ['a'], state, workdir=workdir, config=lambda name: {'x': 1})
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -123,12 +121,8 @@ def _move(path: str, tag: str) -> str:
 
 
 def read_stamp(path: str, name: str) -> dict[str, Any] | None:
-  """The stamp at `path`, or None; a damaged one is moved aside (warned).
-
-  Returns:
-    The stamp; None when there is none; a stamp that matches nothing
-    (`hash` 'unknown', not done) when it could not be read.
-  """
+  """The stamp at `path`; None when there is none; when it cannot be read,
+  it is moved aside (warned) and a stamp that matches nothing is returned."""
   if not os.path.exists(path):
     return None
   try:

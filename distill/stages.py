@@ -40,6 +40,7 @@ from typing import Any
 from absl import logging
 import jax
 import ml_collections
+import numpy as np
 
 from distill import checkpointing
 from distill import datasets as datasets_lib
@@ -127,12 +128,18 @@ class Run:
     return parallel.Placement(parallel.make_mesh(population=shards))
 
   @functools.cached_property
-  def data(self) -> tuple[list[Any], list[Any], segments.SegmentSource]:
-    """(datasets, state statistics, the source placed on every device)."""
-    datasets = pipeline.load_datasets(self.config)
-    stats = [segments.state_stats(d) for d in datasets]
-    return datasets, stats, self.placement.replicated(
-        pipeline.make_source(self.config.data, datasets, stats))
+  def datasets(self) -> list[dict[str, Any]]:
+    return pipeline.load_datasets(self.config)
+
+  @functools.cached_property
+  def stats(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [segments.state_stats(d) for d in self.datasets]
+
+  @functools.cached_property
+  def source(self) -> segments.SegmentSource:
+    """The training segments, placed once on every device of the mesh."""
+    return self.placement.replicated(
+        pipeline.make_source(self.config.data, self.datasets, self.stats))
 
   @functools.cached_property
   def dataset_fingerprints(self) -> dict[str, Any]:
@@ -170,14 +177,14 @@ def _log_result(run: Run, i: int, r: dict[str, Any], who: str,
 
 def _datasets(run: Run) -> None:
   engine.write_json(os.path.join(run.workdir, 'datasets.json'),
-                    pipeline.summarize_datasets(run.config, run.data[0]))
+                    pipeline.summarize_datasets(run.config, run.datasets))
 
 
 def _teachers(run: Run) -> None:
-  config, (_, stats, source) = run.config, run.data
+  config = run.config
   teacher_lib.train_teachers(
-      config.teacher, config.data, tasks=config.tasks, source=source,
-      stats=stats, directory=run.each([m.teachers for m in run.members]),
+      config.teacher, config.data, tasks=config.tasks, source=run.source,
+      stats=run.stats, directory=run.each([m.teachers for m in run.members]),
       seed=run.each([m.seed for m in run.members]),
       writer=run.each(run.writers), placement=run.placement,
       members=parallel.population_mode(config.get('mesh')))
@@ -196,11 +203,10 @@ def _teacher_eval(run: Run) -> None:
 
 
 def _distill(run: Run) -> None:
-  datasets, stats, source = run.data
   pipeline.distill(
       run.config, teachers=[m.teacher_dirs(run.config.tasks)
                             for m in run.members],
-      datasets=datasets, stats=stats, source=source,
+      datasets=run.datasets, stats=run.stats, source=run.source,
       directories=[m.student for m in run.members], writers=run.writers,
       placement=run.placement)
 
