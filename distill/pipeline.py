@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -46,6 +45,7 @@ from distill.data import summary as summary_lib
 from distill.envs import tasks as tasks_lib
 from distill.models import model as model_lib
 from distill.train import distill_loop
+from distill.train import loop
 
 
 def dataset_spec(config: ml_collections.ConfigDict, task: str) -> str:
@@ -162,11 +162,6 @@ def make_clone_source(config: ml_collections.ConfigDict,
                                    for d in datasets], stats)
 
 
-@jax.jit
-def _stack(trees):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
 def load_teachers(directories: Sequence[str]
                   ) -> tuple[model_lib.DecisionTransformer, Any]:
   """Loads the teachers and stacks their parameters on the device.
@@ -189,7 +184,7 @@ def load_teachers(directories: Sequence[str]
                        ' shape')
     model = m
     params.append(p)
-  return model, _stack(params)
+  return model, loop.stack(params)
 
 
 def member_seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -333,19 +328,12 @@ def distill(config: ml_collections.ConfigDict, *,
   teacher = loaded[0][0]
   clone = make_clone_source(config, datasets, stats)
   clone = None if clone is None else placement.replicated(clone)
-  if len(seeds) > 1:
-    params = jax.tree.map(lambda *xs: np.stack(xs),
-                          *[jax.device_get(p) for _, p in loaded])
-    distill_loop.train_student(
-        config, source=source, teacher=teacher, teacher_params_T=params,
-        stats=stats, directory=list(directories), writer=list(writers),
-        placement=placement, seeds=seeds, clone_source=clone)
-  else:
-    distill_loop.train_student(
-        member_config(config, seeds[0]), source=source, teacher=teacher,
-        teacher_params_T=loaded[0][1], stats=stats,
-        directory=directories[0], writer=writers[0], placement=placement,
-        clone_source=clone)
+  # One population, of one member for a single seed.
+  distill_loop.train_student(
+      config, source=source, teacher=teacher,
+      teacher_params_T=loop.stack([p for _, p in loaded]), stats=stats,
+      directory=list(directories), writer=list(writers),
+      placement=placement, seeds=seeds, clone_source=clone)
 
 
 def _check_result(r: dict[str, Any], who: str, task: str, directory: str

@@ -109,12 +109,21 @@ FAULTS = (
 )
 
 
+# The teachers train together (one vmapped group), so that the kill points
+# fall between the saves of teachers that resume from one step; on CPU
+# 'auto' trains them one by one. Its uninterrupted run is its reference.
+TOGETHER = '--config.teacher.vmap=True'
+
+
 @pytest.mark.slow
 def test_killed_at_any_point_a_rerun_ends_as_if_never_killed(
-    shared, reference, tmp_path):
+    shared, tmp_path):
+  reference = str(tmp_path / 'reference')
+  proc = _run(shared, reference, TOGETHER)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   workdir = str(tmp_path / 'work')
   for point in FAULTS:
-    proc = _run(shared, workdir, fault=point)
+    proc = _run(shared, workdir, TOGETHER, fault=point)
     if point.endswith(':term'):
       where, step = point[:-len(':term')].split('@')
       assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
@@ -128,7 +137,7 @@ def test_killed_at_any_point_a_rerun_ends_as_if_never_killed(
             step)
     else:
       assert proc.returncode == -signal.SIGKILL, (point, proc.stderr[-3000:])
-  proc = _run(shared, workdir)
+  proc = _run(shared, workdir, TOGETHER)
   assert proc.returncode == 0, proc.stderr[-3000:]
   _assert_same_results(workdir, reference)
   # The step saved by hopper alone was computed again; it was kept aside.
@@ -191,7 +200,8 @@ def test_damaged_state_files_are_rebuilt_and_named(shared, reference,
 def test_nan_in_teacher_training_stops_naming_it_and_keeps_good_state(
     shared, tmp_path):
   workdir = str(tmp_path / 'work')
-  proc = _run(shared, workdir, fault='teachers@15:nan')
+  # Both teachers train together: both stop at the NaN, at step 10.
+  proc = _run(shared, workdir, TOGETHER, fault='teachers@15:nan')
   assert proc.returncode != 0
   assert ("teachers: non-finite loss nan for task 'hopper' at step 20"
           in proc.stderr)

@@ -361,7 +361,8 @@ def train_student(
       (teacher_params_PxT, train_source, pool), step=step, steps=scfg.steps,
       steps_per_dispatch=scfg.steps_per_dispatch, log_every=scfg.log_every,
       ckpt_every=scfg.ckpt_every,
-      desc='student' if pop.single else f'students ({num_members} seeds)',
+      desc=(f'students ({num_members} seeds)' if num_members > 1
+            else 'student'),
       what='distill', fault='distill', check=check, log=log, save=save,
       observe=observe)
   out = []

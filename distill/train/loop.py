@@ -40,10 +40,11 @@ class Members(NamedTuple):
     seeds: one per member P.
     directories: one output directory per member.
     writers: one metric writer (or None) per member.
-    labels: 'seed_<s>' per member in a population; '' for a single seed,
-      whose names and messages carry no seed (as a run of its own).
-    single: given as a single seed: the trainer returns its one member's
-      result itself, not a list of one.
+    labels: 'seed_<s>' per member of a population of several; '' for a
+      population of one, whose names and messages carry no seed (as a run
+      of its own).
+    single: given as one seed (not a sequence): the trainer returns its
+      member's result itself, not a list of one.
   """
 
   seeds: list[int]
@@ -78,7 +79,7 @@ def members(caller: str, seed: int | Sequence[int],
     raise ValueError(f'{caller}: {len(seeds)} seeds, {len(dirs)}'
                      f' directories and {len(writers)} writers; need one of'
                      ' each per member')
-  labels = [''] if single else [f'seed_{s}' for s in seeds]
+  labels = [''] if len(seeds) == 1 else [f'seed_{s}' for s in seeds]
   return Members(seeds, dirs, writers, labels, single)
 
 
