@@ -1,0 +1,1 @@
+"""The sections of `python -m experiments.bench` (one module per kind)."""
