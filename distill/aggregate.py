@@ -54,7 +54,8 @@ def _scores(scores_RxT: Any, name: str = 'scores_RxT') -> np.ndarray:
 
 
 def _bootstrap(data: np.ndarray | tuple[np.ndarray, ...], fn, *, reps: int,
-               seed: int) -> tuple[np.ndarray, np.ndarray]:
+               seed: int, confidence: float = CONFIDENCE
+               ) -> tuple[np.ndarray, np.ndarray]:
   """rliable's stratified bootstrap: (point [...], interval [2, ...]).
 
   rliable 1.2.0 draws its resampling indices from NumPy's global generator
@@ -77,7 +78,7 @@ def _bootstrap(data: np.ndarray | tuple[np.ndarray, ...], fn, *, reps: int,
       warnings.simplefilter('ignore', FutureWarning)
       point, interval = rly.get_interval_estimates(
           {'x': data}, fn, method=METHOD, reps=reps,
-          confidence_interval_size=CONFIDENCE,
+          confidence_interval_size=confidence,
           random_state=np.random.RandomState(seed))
   finally:
     np.random.set_state(saved)
@@ -278,8 +279,8 @@ def per_task_improvement(x_RxT: Any, y_RxT: Any, reps: int = 2000,
           for t in range(tasks)]
 
 
-def mean_difference(x_RxT: Any, y_RxT: Any, reps: int = 2000, seed: int = 0
-                    ) -> dict[str, float]:
+def mean_difference(x_RxT: Any, y_RxT: Any, reps: int = 2000, seed: int = 0,
+                    confidence: float = CONFIDENCE) -> dict[str, float]:
   """Mean over tasks of X minus that of Y, with a 95% bootstrap interval.
 
   Args:
@@ -287,6 +288,8 @@ def mean_difference(x_RxT: Any, y_RxT: Any, reps: int = 2000, seed: int = 0
     y_RxT: scores of configuration Y, the same tasks in the same order.
     reps: bootstrap replications.
     seed: seed of the bootstrap.
+    confidence: the interval's coverage (0.95; a multiple-comparison
+      correction asks for more).
 
   Returns:
     `{'value'[, 'ci_low', 'ci_high']}`; X and Y are resampled independently,
@@ -302,7 +305,8 @@ def mean_difference(x_RxT: Any, y_RxT: Any, reps: int = 2000, seed: int = 0
 
   if min(len(x_RxT), len(y_RxT)) < 2:
     return _estimate(fn(x_RxT, y_RxT)[0])
-  point, interval = _bootstrap((x_RxT, y_RxT), fn, reps=reps, seed=seed)
+  point, interval = _bootstrap((x_RxT, y_RxT), fn, reps=reps, seed=seed,
+                               confidence=confidence)
   return _estimate(point[0], interval[0, 0], interval[1, 0])
 
 
