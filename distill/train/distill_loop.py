@@ -131,7 +131,7 @@ def train_student(
   """Distills the frozen teachers into one student; resumes from checkpoints.
 
   The config is not validated here: the run's entry checks it once
-  (`experiments.stages.check_config`, which calls
+  (`distill.stages.check_config`, which calls
   `student.check_config`).
 
   Args:
