@@ -307,6 +307,18 @@ def count_choice(counts_T: jax.Array, choice: jax.Array) -> jax.Array:
   return counts_T.at[choice].set(optax.safe_increment(counts_T[choice]))
 
 
+def first_choice(num_tasks: int) -> dict[str, jax.Array]:
+  """A selector state's `choice`, `weights`, `counts` before any call."""
+  return dict(choice=jnp.zeros([], jnp.int32), weights=one_hot(0, num_tasks),
+              counts=jnp.zeros([num_tasks], jnp.int32))
+
+
+def chosen(choice: jax.Array, counts_T: jax.Array) -> dict[str, jax.Array]:
+  """A selector state's `choice`, `weights`, `counts` after `choice`."""
+  return dict(choice=choice, weights=one_hot(choice, counts_T.shape[0]),
+              counts=count_choice(counts_T, choice))
+
+
 def task_vector(name: str, arg: str, x: Any, num_tasks: int) -> jax.Array:
   """Checks the static shape of a per-task input and casts it to float32.
 

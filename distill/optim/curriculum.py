@@ -120,9 +120,7 @@ def max_kl(num_tasks: int, key: Any = None, *, mode: str = 'greedy',
     del params
     num_tasks = _common.require_static('max_kl', 'num_tasks', size)
     return MaxKLState(
-        choice=jnp.zeros([], jnp.int32),
-        weights=_common.one_hot(0, num_tasks),
-        counts=jnp.zeros([num_tasks], jnp.int32),
+        **_common.first_choice(num_tasks),
         scores=jnp.zeros([num_tasks], jnp.float32),
         probs=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
         key=_common.init_key(key, impl))
@@ -138,9 +136,7 @@ def max_kl(num_tasks: int, key: Any = None, *, mode: str = 'greedy',
     choice, probs_T = _common.select_task(step_key, kl_T, mode, temperature,
                                           epsilon)
     return updates, MaxKLState(
-        choice=choice,
-        weights=_common.one_hot(choice, num_tasks),
-        counts=_common.count_choice(state.counts, choice),
+        **_common.chosen(choice, state.counts),
         scores=kl_T,
         probs=probs_T,
         key=next_key)
@@ -198,9 +194,7 @@ def round_robin(num_tasks: int) -> optax.GradientTransformationExtraArgs:
     del params
     num_tasks = _common.require_static('round_robin', 'num_tasks', size)
     return RoundRobinState(
-        choice=jnp.zeros([], jnp.int32),
-        weights=_common.one_hot(0, num_tasks),
-        counts=jnp.zeros([num_tasks], jnp.int32),
+        **_common.first_choice(num_tasks),
         count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -209,9 +203,7 @@ def round_robin(num_tasks: int) -> optax.GradientTransformationExtraArgs:
     num_tasks = state.counts.shape[0]
     choice = (state.count % num_tasks).astype(jnp.int32)
     return updates, RoundRobinState(
-        choice=choice,
-        weights=_common.one_hot(choice, num_tasks),
-        counts=_common.count_choice(state.counts, choice),
+        **_common.chosen(choice, state.counts),
         count=optax.safe_increment(state.count).astype(jnp.int32))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -269,9 +261,7 @@ def uniform(num_tasks: int, key: Any) -> optax.GradientTransformationExtraArgs:
     del params
     num_tasks = _common.require_static('uniform', 'num_tasks', size)
     return UniformState(
-        choice=jnp.zeros([], jnp.int32),
-        weights=_common.one_hot(0, num_tasks),
-        counts=jnp.zeros([num_tasks], jnp.int32),
+        **_common.first_choice(num_tasks),
         key=_common.init_key(key, impl))
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -281,9 +271,7 @@ def uniform(num_tasks: int, key: Any) -> optax.GradientTransformationExtraArgs:
     next_key, step_key = _common.split_key(state.key, impl)
     choice = jax.random.randint(step_key, [], 0, num_tasks, dtype=jnp.int32)
     return updates, UniformState(
-        choice=choice,
-        weights=_common.one_hot(choice, num_tasks),
-        counts=_common.count_choice(state.counts, choice),
+        **_common.chosen(choice, state.counts),
         key=next_key)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -438,9 +426,7 @@ def learning_progress(
     # One buffer per field: a state whose fields share a buffer cannot be
     # donated to a jitted step ("donate the same buffer twice").
     return LearningProgressState(
-        choice=jnp.zeros([], jnp.int32),
-        weights=_common.one_hot(0, num_tasks),
-        counts=jnp.zeros([num_tasks], jnp.int32),
+        **_common.first_choice(num_tasks),
         scores=jnp.zeros([num_tasks], jnp.float32),
         probs=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
         last_divergences=jnp.zeros([num_tasks], jnp.float32),
@@ -473,9 +459,7 @@ def learning_progress(
     probs_T = jnp.where(trying, _common.one_hot(first_untried, num_tasks),
                         probs_T)
     return updates, LearningProgressState(
-        choice=choice,
-        weights=_common.one_hot(choice, num_tasks),
-        counts=_common.count_choice(state.counts, choice),
+        **_common.chosen(choice, state.counts),
         scores=scores_T.astype(jnp.float32),
         probs=probs_T.astype(jnp.float32),
         last_divergences=kl_T,

@@ -125,9 +125,7 @@ def rnd(num_tasks: int, key: Any, obs_dim: int, *, hidden: int = 64,
     target_key, predictor_key = jax.random.split(
         _common.wrap_key(_common.key_data(key, impl), impl))
     return RNDState(
-        choice=jnp.zeros([], jnp.int32),
-        weights=_common.one_hot(0, num_tasks),
-        counts=jnp.zeros([num_tasks], jnp.int32),
+        **_common.first_choice(num_tasks),
         scores=jnp.zeros([num_tasks], jnp.float32),
         target=_mlp_init(target_key, *dims),
         predictor=_mlp_init(predictor_key, *dims))
@@ -152,9 +150,7 @@ def rnd(num_tasks: int, key: Any, obs_dim: int, *, hidden: int = 64,
     predictor = jax.tree.map(lambda w, g: (w - lr * g).astype(jnp.float32),
                              state.predictor, grads)
     return updates, state._replace(
-        choice=choice,
-        weights=_common.one_hot(choice, num_tasks),
-        counts=_common.count_choice(state.counts, choice),
+        **_common.chosen(choice, state.counts),
         scores=novelty_T.astype(jnp.float32),
         predictor=predictor)
 
@@ -241,9 +237,7 @@ def bi_objective(num_tasks: int, *,
     num_tasks = _common.require_static('bi_objective', 'num_tasks', size)
     # One buffer per field, so that the state can be donated.
     return BiObjectiveState(
-        choice=jnp.zeros([], jnp.int32),
-        weights=_common.one_hot(0, num_tasks),
-        counts=jnp.zeros([num_tasks], jnp.int32),
+        **_common.first_choice(num_tasks),
         scores=jnp.zeros([num_tasks], jnp.float32),
         cos=jnp.zeros([num_tasks], jnp.float32),
         count=jnp.zeros([], jnp.int32),
@@ -270,9 +264,7 @@ def bi_objective(num_tasks: int, *,
     choice = jnp.argmax(scores_T).astype(jnp.int32)
     updates = jax.tree.map(lambda g: g[choice], updates_T)
     new_state = BiObjectiveState(
-        choice=choice,
-        weights=_common.one_hot(choice, num_tasks),
-        counts=_common.count_choice(state.counts, choice),
+        **_common.chosen(choice, state.counts),
         scores=scores_T.astype(jnp.float32),
         cos=cos_T,
         count=optax.safe_increment(state.count).astype(jnp.int32),
