@@ -43,7 +43,7 @@ SEEDS = tuple(range(5))
 STUDENT_STEPS = gate.TEACHER_STEPS
 # %BC's share of each task's transitions: the gate's best fraction at the
 # student's size (docs/gate.md), fixed before the study.
-BC_FRACTION = 0.1
+BC_FRACTION = 0.25
 SMALL = {'student.model.num_layers': 1, 'student.model.width': 8}
 
 _ARGS = (None, '', 'mt10')

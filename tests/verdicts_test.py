@@ -38,7 +38,7 @@ def test_supported_contradicted_inconclusive_and_not_run():
   assert result['hypotheses']['H2'] == 'inconclusive'
   # H3: the better cloning baseline (%BC, 45 > 30) is the one compared.
   h3 = by['H3 2x32', 'max_kl+previous', 'cloning']
-  assert h3['y_chosen'].endswith('student.bc_top_fraction=0.1')
+  assert h3['y_chosen'].endswith('student.bc_top_fraction=0.25')
   assert h3['difference']['value'] == np.mean(
       [r['tasks'][t]['student_score'] for r in runs
        if r['configuration'] == verdicts._configs()['max_kl+previous']  # pylint: disable=protected-access
