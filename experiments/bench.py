@@ -10,7 +10,7 @@ r"""The benchmarks: speed of this code on this machine, as JSON lines.
       --config=configs/mt_distill.py:paper
   python -m experiments.bench --only=data --data_transitions=200000
   python -m experiments.bench --only=mt10_eval
-  python -m experiments.bench --only=checksums --workdir=/tmp/b \
+  python -m experiments.bench --only=checksums --checksums_workdir=/tmp/b \
       --config=configs/mt_distill.py:smoke
 
 Every line is one JSON object, `{"figure": what it measures, "device":
@@ -142,7 +142,7 @@ _MT10_ENVS = flags.DEFINE_integer('mt10_envs', 8,
 _MT10_ROUNDS = flags.DEFINE_integer(
     'mt10_rounds', 2, 'mt10_eval: rounds, vector and one-env taking turns.')
 _WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'checksums: the run\'s workdir (default: a new'
+    'checksums_workdir', None, 'checksums: the run\'s workdir (default: a new'
     ' temporary directory).')
 
 

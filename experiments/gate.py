@@ -34,17 +34,6 @@ from distill import fileio
 from distill import sweeps
 from distill.data import scores as score_refs
 
-_METRIC = flags.DEFINE_enum(
-    'metric', 'score', ['score', 'success_rate'],
-    'Per-task measure: the normalized return or the success rate (points).')
-_MARGIN = flags.DEFINE_float(
-    'margin', 10.0, 'Points by which the teachers must beat the best cloning'
-    ' baseline on a task for that task to pass.')
-_MIN_TASKS = flags.DEFINE_integer(
-    'min_tasks', 2, 'Tasks that must pass for the gate to pass.')
-_OUT = flags.DEFINE_string(
-    'out', '', 'Write <out>.json and <out>.md (the table); empty: print only.')
-_REPS = flags.DEFINE_integer('reps', 2000, 'Bootstrap replications.')
 
 # Member results' per-task keys of each measure.
 KEYS = {'score': ('teacher_score', 'student_score', 'dataset_score'),
@@ -171,6 +160,23 @@ def write_table(table: Mapping[str, Any], out: str) -> None:
   fileio.write_atomic(out + '.md', render_markdown(table))
 
 
+def define_flags() -> None:
+  """Defines the command's flags, only when it runs as a command (other
+  commands define flags of the same names)."""
+  flags.DEFINE_enum(
+      'metric', 'score', ['score', 'success_rate'],
+      'Per-task measure: the normalized return or the success rate (points).')
+  flags.DEFINE_float(
+      'margin', 10.0, 'Points by which the teachers must beat the best'
+      ' cloning baseline on a task for that task to pass.')
+  flags.DEFINE_integer(
+      'min_tasks', 2, 'Tasks that must pass for the gate to pass.')
+  flags.DEFINE_string(
+      'out', '', 'Write <out>.json and <out>.md (the table); empty: print'
+      ' only.')
+  flags.DEFINE_integer('reps', 2000, 'Bootstrap replications.')
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) != 2:
     raise app.UsageError('usage: python -m experiments.gate SWEEP_DIR'
@@ -180,13 +186,15 @@ def main(argv: Sequence[str]) -> None:
   if missing:
     print(f'{len(missing)} member(s) not finished: the table covers'
           f' {len(runs)} run(s)')
-  table = gate_table(runs, metric=_METRIC.value, margin=_MARGIN.value,
-                     min_tasks=_MIN_TASKS.value, reps=_REPS.value)
+  f = flags.FLAGS
+  table = gate_table(runs, metric=f.metric, margin=f.margin,
+                     min_tasks=f.min_tasks, reps=f.reps)
   text = render_markdown(table)
   print(text)
-  if _OUT.value:
-    write_table(table, _OUT.value)
+  if flags.FLAGS.out:
+    write_table(table, flags.FLAGS.out)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

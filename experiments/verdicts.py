@@ -31,10 +31,6 @@ from distill import aggregate
 from distill import fileio
 from distill import sweeps
 
-_METRIC = flags.DEFINE_enum(
-    'metric', 'score', ['score', 'success_rate'],
-    'The primary measure: normalized score, or success rate (MT10, points).')
-_OUT = flags.DEFINE_string('out', '', 'Write <out>.json and <out>.md.')
 
 REPS = 2000
 SEED = 0
@@ -182,18 +178,28 @@ def render_markdown(result: Mapping[str, Any]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def define_flags() -> None:
+  """Defines the command's flags, only when it runs as a command (other
+  commands define flags of the same names)."""
+  flags.DEFINE_enum(
+      'metric', 'score', ['score', 'success_rate'],
+      'The primary measure: normalized score, or success rate (MT10, points).')
+  flags.DEFINE_string('out', '', 'Write <out>.json and <out>.md.')
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) != 2:
     raise app.UsageError('usage: python -m experiments.verdicts STUDY_DIR')
   _, runs, _ = sweeps.collect_runs(argv[1])
-  result = verdicts(runs, _METRIC.value)
+  result = verdicts(runs, flags.FLAGS.metric)
   text = render_markdown(result)
   print(text)
-  if _OUT.value:
-    os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
-    fileio.write_json(_OUT.value + '.json', result)
-    fileio.write_atomic(_OUT.value + '.md', text)
+  if flags.FLAGS.out:
+    os.makedirs(os.path.dirname(flags.FLAGS.out) or '.', exist_ok=True)
+    fileio.write_json(flags.FLAGS.out + '.json', result)
+    fileio.write_atomic(flags.FLAGS.out + '.md', text)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -111,7 +111,7 @@ def test_scale_section_with_a_child(capsys):
 def test_checksums_section(tmp_path):
   # The smoke's first two stages: dataset cards and cache checks, teacher
   # checkpoints with their manifests, stage digests, per-dispatch guards.
-  out = _bench('--only=checksums', f'--workdir={tmp_path / "run"}',
+  out = _bench('--only=checksums', f'--checksums_workdir={tmp_path / "run"}',
                '--config=configs/teachers.py:smoke',
                "--config.stages=('datasets','teachers')", '--repeats=1',
                timeout=900)

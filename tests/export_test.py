@@ -101,10 +101,11 @@ def test_actor_matches_evaluation_context(student_dir, tmp_path):
 
   ctx = evaluation._with_context(  # pylint: disable=protected-access
       recording, jax.random.key(0), num_envs=1, context_len=K,
-      state_size=17, action_size=6, act_dim=6, start_rtg=5.0,
+      state_size=17, action_size=6, start_rtg=5.0,
       rtg_scale=1000.0, max_timestep=1000,
       state_mean=np.asarray(meta['state_mean'][1], np.float32),
-      state_std=np.asarray(meta['state_std'][1], np.float32))
+      state_std=np.asarray(meta['state_std'][1], np.float32),
+      task_N=None, act_mask_NxA=np.ones((1, 6), bool))
   actor = loader.Actor(policy, 'walker2d', target_return=5000.0)
   r = np.random.default_rng(1)
   reward = 0.0
