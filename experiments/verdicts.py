@@ -1,7 +1,9 @@
 r"""The pre-registered verdicts of the second study (docs/preregistration.md).
 
-  python -m experiments.verdicts docs/study2 --out=docs/study2/verdicts
-  python -m experiments.verdicts runs/study2_mt10 --metric=success_rate
+  python -m experiments.verdicts docs/study2 --gate=not_passed \
+      --out=docs/study2/verdicts
+  python -m experiments.verdicts runs/study2_mt10 --metric=success_rate \
+      --gate=...
 
 Reads a study's finished members (a sweep directory or a published study)
 and applies the analysis fixed in docs/preregistration.md, nothing else:
@@ -156,10 +158,26 @@ def verdicts(runs: Sequence[Mapping[str, Any]], metric: str = 'score'
           'missing': missing}
 
 
-def render_markdown(result: Mapping[str, Any]) -> str:
-  """The verdict table as Markdown."""
+GATE_LABELS = {
+    'passed': 'Testbed passed its gate (docs/gate.md).',
+    'not_passed': ('**Testbed did not pass its gate** (docs/gate.md): its'
+                   ' teachers do not beat the best cloning of their data,'
+                   ' so these verdicts are read as such.'),
+}
+
+
+def render_markdown(result: Mapping[str, Any], gate: str | None = None
+                    ) -> str:
+  """The verdict table as Markdown, under the gate's label when given.
+
+  Args:
+    result: `verdicts`'s result.
+    gate: None, or a key of `GATE_LABELS`: whether the testbed passed its
+      gate, said above the tables.
+  """
   fmt = aggregate.format_estimate
-  lines = ['| hypothesis | X | Y | runs | X - Y, 95% | corrected interval'
+  lines = [GATE_LABELS[gate], ''] if gate else []
+  lines += ['| hypothesis | X | Y | runs | X - Y, 95% | corrected interval'
            ' | verdict | corrected |', '|---|---|---|---|---|---|---|---|']
   for r in result['comparisons']:
     y = r['y'] + (f' ({r["y_chosen"]})' if r.get('y_chosen') else '')
@@ -185,6 +203,11 @@ def define_flags() -> None:
       'metric', 'score', ['score', 'success_rate'],
       'The primary measure: normalized score, or success rate (MT10, points).')
   flags.DEFINE_string('out', '', 'Write <out>.json and <out>.md.')
+  flags.DEFINE_enum(
+      'gate', None, list(GATE_LABELS),
+      "Whether the testbed passed its gate (docs/gate.md): 'passed' or"
+      " 'not_passed', said above every table (required).")
+  flags.mark_flag_as_required('gate')
 
 
 def main(argv: Sequence[str]) -> None:
@@ -192,7 +215,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError('usage: python -m experiments.verdicts STUDY_DIR')
   _, runs, _ = sweeps.collect_runs(argv[1])
   result = verdicts(runs, flags.FLAGS.metric)
-  text = render_markdown(result)
+  result['gate'] = flags.FLAGS.gate
+  text = render_markdown(result, flags.FLAGS.gate)
   print(text)
   if flags.FLAGS.out:
     os.makedirs(os.path.dirname(flags.FLAGS.out) or '.', exist_ok=True)

@@ -54,6 +54,10 @@ def test_supported_contradicted_inconclusive_and_not_run():
           > c['difference']['ci_high'] - c['difference']['ci_low'])
   text = verdicts.render_markdown(result)
   assert '| H1 | contradicted |' in text and 'not run' in text
+  assert 'gate' not in text
+  labelled = verdicts.render_markdown(result, 'not_passed')
+  assert labelled.startswith('**Testbed did not pass its gate**')
+  assert labelled.endswith(text)
 
 
 def test_the_difference_is_aggregates_mean_difference():
