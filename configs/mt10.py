@@ -7,7 +7,8 @@ r"""Distillation on Meta-World MT10: ten teachers, one student, success rates.
 MT10 tasks (`distill/envs/mt10.py`: 39 observation / 4 action dims each,
 500-step episodes) with their generated datasets
 `suite:mt10/<task>-<quality>` (`distill/envs/mt10_suite.py`; `mixed` by
-default, `--config.data.quality=medium` for the one-noise-level data). The
+default, `--config.data.quality=medium` for the one-noise-level data,
+`switch` for the noise std switched every 50 steps within episodes). The
 student gets the task index as for the locomotion suite. Evaluations report
 Meta-World's success rate next to the normalized return (random policy 0,
 the scripted policy without noise 100; `distill/data/scores.py`).

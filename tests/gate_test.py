@@ -1,15 +1,23 @@
 """The gate's table (experiments/gate.py) and its sweep (configs/gate.py)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from configs import gate as gate_config
+from configs import mt10 as mt10_config
+from distill import preflight
 from distill import sweeps
+from distill.envs import mt10
+from distill.train import student as student_lib
 from experiments import gate
 
 TASKS = ('hopper', 'walker2d')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _runs(teacher, baselines):
@@ -110,3 +118,118 @@ def test_gate_sweep_members():
                             for m in sweep.members})[-1], 1.0)
   with pytest.raises(ValueError, match='configs/gate.py'):
     gate_config.get_config('nope')
+
+
+@pytest.mark.parametrize('arg,quality', [('mt10', 'mixed'),
+                                         ('mt10_switch', 'switch')])
+def test_mt10_gate_sweep_members_and_config(arg, quality, tmp_path):
+  sweep = gate_config.get_sweep(arg)
+  assert sweep.members == gate_config.get_sweep().members
+  config = gate_config.get_config(arg)
+  student_lib.check_config(config)
+  preflight.check_config(config)
+  assert tuple(config.tasks) == mt10.TASK_NAMES
+  assert config.data.spec == 'suite:mt10/{task}-{quality}'
+  assert config.data.quality == quality
+  assert config.data.suite_transitions == 20_000
+  assert config.curriculum.name == 'scratch'
+  assert config.surgery.name == 'none'
+  assert config.teacher.steps == config.student.steps == 3000 == (
+      gate_config.TEACHER_STEPS_MT10)
+  assert config.student.optimizer.decay_steps == 3000
+  assert config.teacher.batch_size == 64
+  assert config.student.batch_size % len(config.tasks) == 0
+  assert (config.teacher.model.num_layers, config.teacher.model.width) == (
+      2, 64)
+  assert config.eval.episodes == 10
+  assert config.eval.target_return.to_dict() == mt10_config.TARGET_RETURNS
+  teachers, members = sweeps.plan(f'configs/gate.py:{arg}', sweep,
+                                  str(tmp_path))
+  assert len(teachers) == 3 and len(members) == 18  # one teacher per seed
+  sizes_fractions = {(m.config['student']['model']['num_layers'],
+                      m.config['student']['model']['width'],
+                      m.config['student']['bc_top_fraction'])
+                     for m in members}
+  assert sizes_fractions == {(2, w, f) for w in (32, 64)
+                             for f in (1.0, 0.25, 0.1)}
+  for m in members:
+    assert m.config['data']['quality'] == quality
+    assert m.config['curriculum']['name'] == 'scratch'
+    assert m.config['student']['steps'] == 3000
+
+
+def test_unknown_args_name_the_valid_ones():
+  valid = "valid: '', 'n20k', 'smoke', 'mt10', 'mt10_switch'"
+  for fn in (gate_config.get_config, gate_config.get_sweep):
+    with pytest.raises(ValueError, match=valid):
+      fn('mt10_medium')
+
+
+def _mt10_runs(lead_tasks):
+  """Runs of a fake MT10 gate: 3 seeds x 6 cloning configurations.
+
+  The best baseline has success rate 0.5 on every task; the teachers lead
+  it by 0.15 on `lead_tasks` and trail it by 0.1 elsewhere.
+  """
+  configurations = [sweeps.configuration_name(m)
+                    for m in gate_config.baselines()]
+  runs = []
+  for seed in (0, 1, 2):
+    for c, configuration in enumerate(configurations):
+      tasks = {}
+      for task in mt10.TASK_NAMES:
+        tasks[task] = {
+            'teacher_success_rate': 0.65 if task in lead_tasks else 0.4,
+            'student_success_rate': 0.5 if c == 3 else 0.2,
+            'dataset_success_rate': 0.6,
+            'teacher_score': 50.0, 'student_score': 40.0,
+            'dataset_score': 45.0}
+      runs.append({'member': f'{configuration},seed={seed}',
+                   'configuration': configuration, 'seed': seed,
+                   'tasks': tasks})
+  return runs, configurations
+
+
+def test_mt10_gate_counts_success_rate_points_over_ten_tasks():
+  lead = mt10.TASK_NAMES[:3]
+  runs, configurations = _mt10_runs(lead)
+  table = gate.gate_table(runs, metric='success_rate', min_tasks=3, reps=200)
+  assert [r['task'] for r in table['tasks']] == list(mt10.TASK_NAMES)
+  assert table['passed_tasks'] == list(lead)
+  assert table['passed']
+  for row in table['tasks']:
+    assert row['best'] == configurations[3]
+    assert row['behaviour'] is None
+    assert row['margin']['value'] == pytest.approx(
+        15.0 if row['task'] in lead else -10.0)
+  text = gate.render_markdown(table)
+  assert 'success rate, points' in text and '**PASSED**' in text
+  assert '| reach-v3 | 60.0 | - | 65.0' in text
+  runs, _ = _mt10_runs(lead[:2])
+  assert not gate.gate_table(runs, metric='success_rate', min_tasks=3,
+                             reps=200)['passed']
+
+
+@pytest.mark.slow  # A Python start (a few seconds on a busy CPU).
+def test_gate_command_reads_an_mt10_sweep(tmp_path):
+  runs, _ = _mt10_runs(mt10.TASK_NAMES[:3])
+  jobs = []
+  for r in runs:
+    name = r['member']
+    (tmp_path / 'members' / name).mkdir(parents=True)
+    (tmp_path / 'members' / name / 'results.json').write_text(json.dumps(
+        {'seed': r['seed'], 'tasks': r['tasks'], 'student_params': 1}))
+    jobs.append({'kind': 'member', 'name': name, 'status': 'done',
+                 'configuration': r['configuration'], 'log': ''})
+  (tmp_path / sweeps.STATE).write_text(json.dumps({'jobs': jobs}))
+  out = tmp_path / 'gate' / 'mt10_switch'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.gate', str(tmp_path),
+       '--metric=success_rate', '--min_tasks=3', '--reps=100',
+       f'--out={out}'], cwd=ROOT, capture_output=True, text=True,
+      timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert '**PASSED**' in proc.stdout
+  table = json.loads((tmp_path / 'gate' / 'mt10_switch.json').read_text())
+  assert table['passed'] and table['min_tasks'] == 3
+  assert table['passed_tasks'] == list(mt10.TASK_NAMES[:3])

@@ -190,3 +190,125 @@ def test_mt10_configs_build_and_pass_the_checks(arg):
       study.get_sweep().members)
   with pytest.raises(ValueError, match='unknown'):
     mt10_config.get_config('nope')
+
+
+def _reference_switch_actions(seed, env_id, first_T, levels, every,
+                               carry=True):
+  """A naive per-step version of the switching noise (zero scripted mean).
+
+  Returns the actions and stds of one sub-environment: the std index is
+  drawn from its stream at steps 0, every, 2 every, ... of each episode,
+  before that step's noise; the AR(1) state restarts with an episode (and,
+  with `carry=False`, also with a segment).
+  """
+  g = mt10.noise_stream(seed, env_id)
+  rho = mt10.NOISE_CORR
+  z, t, std = np.zeros(mt10.ACT_DIM), 0, None
+  actions, stds = [], []
+  for first in first_T:
+    t = 0 if first else t + 1
+    if t % every == 0:
+      std = levels[g.integers(len(levels))]
+    eps = g.standard_normal(mt10.ACT_DIM)
+    restart = first or (not carry and t % every == 0)
+    z = eps if restart else rho * z + np.sqrt(1.0 - rho**2) * eps
+    out = np.clip(0.0 + std * z, -1.0, 1.0)
+    actions.append(np.round(out / mt10.ACTION_QUANTUM) * mt10.ACTION_QUANTUM)
+    stds.append(std)
+  return np.array(actions), np.array(stds)
+
+
+def test_switching_noise_follows_its_schedule(monkeypatch):
+  monkeypatch.setattr(mt10, 'scripted_policy',
+                      lambda task: lambda obs: np.zeros(mt10.ACT_DIM))
+  levels = mt10_suite.NOISE_STDS['switch']
+  every, steps = 50, 200
+  # Episodes of 120 (env 0) and 75 (env 1) steps: not multiples of 50, so
+  # a clock that did not restart per episode would switch elsewhere.
+  first_TxE = np.zeros((steps, 2), bool)
+  first_TxE[::120, 0] = True
+  first_TxE[::75, 1] = True
+
+  def run(seed):
+    log = []
+    policy = mt10.behavior_policy('reach-v3', levels, seed, [3, 5],
+                                  switch_steps=every, std_log=log)
+    obs_ExS = np.zeros((2, mt10.OBS_DIM))
+    acts = [policy(t, obs_ExS, np.zeros(2), first_TxE[t])
+            for t in range(steps)]
+    return np.stack(acts, axis=1), np.stack(log, axis=1)  # [E, T(, A)]
+
+  act_ExTxA, std_ExT = run(seed=7)
+  for e, env_id in enumerate([3, 5]):
+    ref_act, ref_std = _reference_switch_actions(7, env_id, first_TxE[:, e],
+                                                 levels, every)
+    np.testing.assert_array_equal(act_ExTxA[e], ref_act)
+    np.testing.assert_array_equal(std_ExT[e], ref_std)
+  assert set(std_ExT.ravel()) <= set(levels)
+  # The std changes only where a segment starts: 0, 50, 100 of each
+  # episode (env 0: steps 0, 50, 100, 120, 170; env 1: 0, 50, 75, 125, ...).
+  starts = {0: {0, 50, 100, 120, 170}, 1: {0, 50, 75, 125, 150}}
+  for e, allowed in starts.items():
+    changes = set(np.flatnonzero(np.diff(std_ExT[e])) + 1)
+    assert changes <= allowed and len(changes) >= 2
+  # The AR(1) state carries over segment boundaries inside an episode.
+  restarted, _ = _reference_switch_actions(7, 3, first_TxE[:, 0], levels,
+                                           every, carry=False)
+  assert not np.array_equal(act_ExTxA[0], restarted)
+  np.testing.assert_array_equal(act_ExTxA[0, :50], restarted[:50])
+  # Reproducible per seed.
+  np.testing.assert_array_equal(run(seed=7)[0], act_ExTxA)
+  assert not np.array_equal(run(seed=8)[1], std_ExT)
+
+
+def test_switching_noise_args_are_checked():
+  with pytest.raises(ValueError, match='switch_steps'):
+    mt10.behavior_policy('reach-v3', (0.1, 0.5), 0, [0])
+  with pytest.raises(ValueError, match='switch_steps'):
+    mt10.behavior_policy('reach-v3', 0.5, 0, [0], switch_steps=50)
+  with pytest.raises(ValueError, match='switch_steps'):
+    mt10.behavior_policy('reach-v3', (0.1,), 0, [0], switch_steps=0)
+
+
+def test_switch_file_name_hashes_the_schedule(monkeypatch):
+  path = lambda q: mt10_suite.dataset_path('reach-v3', q, num_transitions=10)
+  mixed, switch = path('mixed'), path('switch')
+  assert '-switch-n10-' in switch
+  assert mixed.rsplit('-', 1)[1] != switch.rsplit('-', 1)[1]
+  monkeypatch.setattr(mt10_suite, 'SWITCH_STEPS', 25)
+  assert path('switch') != switch and path('mixed') == mixed
+  assert suite.parse_name('mt10/reach-v3-switch') == ('reach-v3', 'switch')
+
+
+@pytest.mark.slow  # Two 1,000-step rollouts (about 20 s on a busy CPU).
+def test_switch_dataset_segments_and_card():
+  levels = mt10_suite.NOISE_STDS['switch']
+  # One sub-environment, two 500-step episodes.
+  data, card = mt10_suite.generate('reach-v3', 'switch', num_transitions=1000,
+                                   seed=0, num_envs=1)
+  noise = data[mt10_suite.NOISE_KEY]
+  assert noise.shape == (1000,) and noise.dtype == np.float32
+  segments = noise.reshape(-1, mt10_suite.SWITCH_STEPS)  # 20 segments
+  np.testing.assert_array_equal(
+      segments, np.repeat(segments[:, :1], segments.shape[1], axis=1))
+  assert set(segments[:, 0]) <= {np.float32(s) for s in levels}
+  for episode in segments.reshape(2, -1, mt10_suite.SWITCH_STEPS):
+    assert len(set(episode[:, 0])) > 1  # no episode at one std
+  assert card['switch_steps'] == mt10_suite.SWITCH_STEPS == 50
+  assert card['complete_episodes'] == 2
+  assert [lv['noise_std'] for lv in card['levels']] == list(levels)
+  assert sum(lv['transitions'] for lv in card['levels']) == 1000
+  assert sum(lv['share'] for lv in card['levels']) == pytest.approx(1.0)
+  for lv in card['levels']:
+    assert lv['transitions'] == int(np.sum(noise == np.float32(
+        lv['noise_std'])))
+  # The noise key is part of the data digest, and the bytes repeat.
+  assert card['data_sha256'] == d4rl.data_sha256(data, mt10_suite.DATA_KEYS)
+  assert card['data_sha256'] != d4rl.data_sha256(
+      data, mt10_suite.DATA_KEYS[:-1])
+  again, _ = mt10_suite.generate('reach-v3', 'switch', num_transitions=1000,
+                                 seed=0, num_envs=1)
+  assert d4rl.data_sha256(again, mt10_suite.DATA_KEYS) == card['data_sha256']
+  with pytest.raises(ValueError, match='outside'):
+    mt10_suite.switch_levels({**data, mt10_suite.NOISE_KEY: noise * 3},
+                             levels)

@@ -40,6 +40,11 @@ button-press-topdown and both window tasks at 100% success up to std 3
 (`experiments/mt10_measure.py --corr=0`, README.md). The noise comes from
 per-sub-environment streams, so the actions are reproducible.
 
+Switching noise (`behavior_policy(..., switch_steps=n)` with several
+stds): every n steps of an episode, counted from its first step, a
+sub-environment draws its std uniformly from the given ones from its own
+noise stream; the AR(1) state z carries over, only its scale changes.
+
 Meta-World is imported inside the functions, so importing `distill` stays
 cheap.
 
@@ -128,14 +133,15 @@ def scripted_policy(task_name: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def noisy_actions(task_name: str, obs_ExS: np.ndarray, eps_ExA: np.ndarray,
-                  noise_std: float) -> np.ndarray:
+                  noise_std: float | np.ndarray) -> np.ndarray:
   """The scripted policy's actions with Gaussian noise, reproducibly.
 
   Args:
     task_name: one of `TASK_NAMES`.
     obs_ExS: observations.
     eps_ExA: standard normal noise (float64).
-    noise_std: the noise's standard deviation (0: the scripted policy).
+    noise_std: the noise's standard deviation (0: the scripted policy), one
+      for all sub-environments or one per sub-environment (`[E, 1]`).
 
   Returns:
     float64 actions `clip(policy(obs) + noise_std * eps, -1, 1)`, rounded
@@ -154,28 +160,60 @@ def noise_stream(seed: int, env_id: int) -> np.random.Generator:
       np.random.SeedSequence([int(seed), int(env_id)])))
 
 
-def behavior_policy(task_name: str, noise_std: float | None, seed: int,
-                    env_ids: list[int], *, noise_corr: float = NOISE_CORR
+def behavior_policy(task_name: str,
+                    noise_std: float | tuple[float, ...] | None, seed: int,
+                    env_ids: list[int], *, noise_corr: float = NOISE_CORR,
+                    switch_steps: int | None = None,
+                    std_log: list[np.ndarray] | None = None
                     ) -> Callable[..., np.ndarray]:
   """A `distill.envs.rollout.Policy` of the noisy scripted policy.
 
   Args:
     task_name: one of `TASK_NAMES`.
-    noise_std: the Gaussian noise's std; None acts uniformly at random in
-      [-1, 1] (the random reference policy).
+    noise_std: the Gaussian noise's std; with `switch_steps`, the stds a
+      sub-environment draws from; None acts uniformly at random in [-1, 1]
+      (the random reference policy).
     seed: seed of the noise streams.
     env_ids: the global index of each sub-environment (its stream).
     noise_corr: rho of the AR(1) noise (0: independent per step).
+    switch_steps: with a tuple `noise_std`: at steps 0, n, 2n, ... of each
+      episode a sub-environment draws its std uniformly from `noise_std`
+      (an index from its noise stream, before that step's noise); the
+      AR(1) state carries over.
+    std_log: receives each call's noise stds, float64 `[E]` (NaN for the
+      random policy).
 
   Returns:
     `policy(step, obs_ExS, reward_E, first_E) -> actions_ExA` (float64).
+
+  Raises:
+    ValueError: a tuple of stds without `switch_steps` or the reverse, an
+      empty tuple, or `switch_steps` < 1.
   """
+  switching = switch_steps is not None
+  if switching != isinstance(noise_std, tuple) or (
+      switching and (switch_steps < 1 or not noise_std)):
+    raise ValueError('mt10.behavior_policy: a tuple of noise stds goes with'
+                     ' switch_steps >= 1 and a single std without; got'
+                     f' noise_std={noise_std!r}, switch_steps={switch_steps!r}')
+  e = len(env_ids)
   noise_E = [noise_stream(seed, i) for i in env_ids]
-  z_ExA = np.zeros((len(env_ids), ACT_DIM))
+  z_ExA = np.zeros((e, ACT_DIM))
   scale = np.sqrt(1.0 - noise_corr**2)
+  levels = np.asarray(noise_std if switching else (), np.float64)
+  # Each sub-environment's current std (drawn at its segments' starts).
+  std_E = np.full(e, np.nan if noise_std is None or switching
+                  else float(noise_std))
+  t_E = np.zeros(e, np.int64)  # step within the episode
 
   def policy(step, obs_ExS, reward_E, first_E):
     del step, reward_E  # The noise streams advance.
+    if switching:
+      t_E[:] = np.where(first_E, 0, t_E + 1)
+      for j in np.flatnonzero(t_E % switch_steps == 0):
+        std_E[j] = levels[noise_E[j].integers(len(levels))]
+    if std_log is not None:
+      std_log.append(std_E.copy())
     if noise_std is None:
       out = np.stack([g.uniform(-1.0, 1.0, ACT_DIM) for g in noise_E])
       return np.round(out / ACTION_QUANTUM) * ACTION_QUANTUM
@@ -183,6 +221,7 @@ def behavior_policy(task_name: str, noise_std: float | None, seed: int,
     # A new episode starts from the stationary distribution.
     z_ExA[:] = np.where(first_E[:, None], eps_ExA,
                         noise_corr * z_ExA + scale * eps_ExA)
-    return noisy_actions(task_name, obs_ExS, z_ExA, noise_std)
+    return noisy_actions(task_name, obs_ExS, z_ExA,
+                         std_E[:, None] if switching else noise_std)
 
   return policy

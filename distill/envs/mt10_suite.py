@@ -17,6 +17,11 @@ README.md):
   medium: one noise std, `NOISE_STDS['medium']`.
   mixed:  several noise stds from nearly the scripted policy to nearly
           random, an equal share of the transitions each, in that order.
+  switch: the same stds, switched within every episode: each segment of
+          `SWITCH_STEPS` steps (from the episode's first step) has a std
+          drawn uniformly from them, so no episode is wholly clean and
+          filtering whole episodes by return cannot isolate the good
+          behaviour; the step's std is in `infos/noise_std`.
 
 Episodes last 500 steps and never terminate (terminals are all 0); an
 episode cut at 500 steps, or by the end of a sub-environment's share of the
@@ -26,7 +31,8 @@ from its own generator (see `distill.envs.mt10`). Same task, quality, size
 and seed give the same bytes with the same package versions (the actions
 are rounded to multiples of 2**-16 and the noise comes from per-sub-env
 PCG64 streams); the file name holds a hash of the generator version, the
-noise stds and correlation and the MuJoCo and Meta-World versions.
+noise stds and correlation (and `SWITCH_STEPS` for `switch`) and the MuJoCo
+and Meta-World versions.
 
 Shape letters: E sub-environments, T steps.
 """
@@ -50,12 +56,21 @@ NAME_PREFIX = 'mt10/'
 NOISE_STDS = {
     'medium': (1.0,),
     'mixed': (0.1, 0.5, 1.0, 2.0),
+    'switch': (0.1, 0.5, 1.0, 2.0),
 }
 QUALITIES = tuple(NOISE_STDS)
+# Qualities whose std changes within episodes, every SWITCH_STEPS steps
+# (ten segments per 500-step episode).
+SWITCHING = ('switch',)
+SWITCH_STEPS = 50
 # Bumped whenever generation changes what a (task, quality, size, seed) holds.
 GENERATOR_VERSION = 1
 SUCCESS_KEY = 'infos/success'
-DATA_KEYS = d4rl.KEYS + ('next_observations', SUCCESS_KEY)
+# The step's noise std (switching qualities only).
+NOISE_KEY = 'infos/noise_std'
+# A missing key is skipped by `d4rl.data_sha256`: the other qualities'
+# digests do not depend on NOISE_KEY.
+DATA_KEYS = d4rl.KEYS + ('next_observations', SUCCESS_KEY, NOISE_KEY)
 PACKAGES = generated.PACKAGES + ('metaworld',)
 
 DEFAULTS = {
@@ -105,11 +120,18 @@ def parse_name(name: str) -> tuple[str, str]:
   return task, quality
 
 
+def switch_steps(quality: str) -> int | None:
+  """Steps per noise segment of a switching quality, else None."""
+  return SWITCH_STEPS if quality in SWITCHING else None
+
+
 def _fingerprint(quality: str) -> str:
   h = hashlib.sha256(f'mt10-v{GENERATOR_VERSION}'.encode())
   ver = generated.versions(('mujoco', 'metaworld'))
   h.update(f'mujoco-{ver["mujoco"]}-metaworld-{ver["metaworld"]}'.encode())
   h.update(repr((NOISE_STDS[quality], mt10.NOISE_CORR)).encode())
+  if quality in SWITCHING:
+    h.update(f'switch-every-{SWITCH_STEPS}'.encode())
   return h.hexdigest()[:10]
 
 
@@ -138,20 +160,26 @@ def dataset_path(task: str, quality: str, *, num_transitions: int | None,
   return os.path.join(generated.data_dir(), 'mt10', name)
 
 
-def _rollout_streams(task: str, noise_std: float, env_ids: list[int],
-                     quotas: list[int], seed: int) -> list[dict]:
+def _rollout_streams(task: str, noise_std: float | tuple[float, ...],
+                     env_ids: list[int], quotas: list[int], seed: int,
+                     switch_every: int | None = None) -> list[dict]:
   """Steps the given sub-environments; returns one stream dict per env.
 
   Sub-env i is reset with seed `seed + i`, draws its noise from stream
-  (seed, i) and keeps its first `quotas` steps. Top-level so that a worker
-  process can run it (`generated.run_groups`).
+  (seed, i) and keeps its first `quotas` steps. With `switch_every`, the
+  std switches among the `noise_std` tuple (`mt10.behavior_policy`) and
+  the streams hold NOISE_KEY. Top-level so that a worker process can run
+  it (`generated.run_groups`).
   """
   env = gymnasium.vector.SyncVectorEnv(
       [lambda: mt10.make_env(task) for _ in env_ids],
       autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
+  std_log = []
   try:
     tr = rollout.run(
-        env, mt10.behavior_policy(task, noise_std, seed, env_ids),
+        env, mt10.behavior_policy(task, noise_std, seed, env_ids,
+                                  switch_steps=switch_every,
+                                  std_log=std_log),
         num_steps=int(max(quotas)), seed=[seed + int(i) for i in env_ids],
         record=True).transitions  # [E, T, ...]
   finally:
@@ -165,6 +193,8 @@ def _rollout_streams(task: str, noise_std: float, env_ids: list[int],
       'timeouts': (tr['truncations'] & ~tr['terminals']).astype(bool),
       SUCCESS_KEY: tr['successes'].astype(np.float32),
   }
+  if switch_every is not None:
+    stacked[NOISE_KEY] = np.stack(std_log, axis=1).astype(np.float32)
   streams = []
   for j, quota in enumerate(quotas):
     stream = {k: x[j, :quota] for k, x in stacked.items()}
@@ -209,6 +239,35 @@ def _summary(task: str, data: dict) -> dict[str, Any]:
       success_rate=float(won.mean()))
 
 
+def switch_levels(data: dict, stds: tuple[float, ...]
+                  ) -> list[dict[str, Any]]:
+  """The steps at each std of a switching dataset: count, share, reward.
+
+  Args:
+    data: D4RL-format arrays with NOISE_KEY.
+    stds: the quality's stds.
+
+  Returns:
+    `[{'noise_std', 'transitions', 'share', 'reward_per_step'}]`, one per
+    std, in order (`reward_per_step` None for a std no step has).
+
+  Raises:
+    ValueError: a step whose std is none of `stds`.
+  """
+  noise_N = np.asarray(data[NOISE_KEY])
+  rewards_N = np.asarray(data['rewards'], np.float64)
+  at = [noise_N == np.float32(std) for std in stds]
+  stray = len(noise_N) - sum(int(m.sum()) for m in at)
+  if stray:
+    raise ValueError(f'{NOISE_KEY}: {stray} steps have a std outside'
+                     f' {list(stds)}')
+  return [dict(noise_std=std, transitions=int(m.sum()),
+               share=float(m.mean()),
+               reward_per_step=float(rewards_N[m].mean()) if m.any()
+               else None)
+          for std, m in zip(stds, at)]
+
+
 def generate(task: str, quality: str, *, num_transitions: int, seed: int,
              num_envs: int, num_workers: int = 1) -> tuple[dict, dict]:
   """Rolls out a dataset (no caching).
@@ -217,23 +276,29 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
     task: an MT10 task.
     quality: one of `QUALITIES`.
     num_transitions: dataset size.
-    seed: generation seed (noise level i uses seed `1000 * seed + i`).
+    seed: generation seed (noise level i uses seed `1000 * seed + i`; a
+      switching quality is one level).
     num_envs: vector environment size.
     num_workers: processes stepping environments; no effect on the data.
 
   Returns:
-    (data dict in D4RL format with `infos/success`, dataset card dict).
+    (data dict in D4RL format with `infos/success` (and NOISE_KEY for a
+    switching quality), dataset card dict).
   """
   check(task, quality)
   stds = NOISE_STDS[quality]
-  k = len(stds)
-  shares = [num_transitions // k + (i < num_transitions % k)
-            for i in range(k)]
+  every = switch_steps(quality)
+  if every:  # One level: every sub-environment switches among the stds.
+    plan = [(tuple(float(std) for std in stds), num_transitions)]
+  else:
+    k = len(stds)
+    plan = [(float(std), num_transitions // k + (i < num_transitions % k))
+            for i, std in enumerate(stds)]
   num_groups = max(1, min(num_workers, num_envs))
   groups = [[] for _ in range(num_groups)]
   job_levels = [[] for _ in range(num_groups)]  # the level of each job
   used = []
-  for i, (std, n) in enumerate(zip(stds, shares)):
+  for i, (std, n) in enumerate(plan):
     if n == 0:
       continue
     e = max(1, min(num_envs, n))
@@ -241,8 +306,9 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
     quota_E[: n % e] += 1
     for g, ids in enumerate(np.array_split(np.arange(e), num_groups)):
       if len(ids):
-        groups[g].append((task, float(std), ids.tolist(),
-                          [int(quota_E[j]) for j in ids], seed * 1000 + i))
+        groups[g].append((task, std, ids.tolist(),
+                          [int(quota_E[j]) for j in ids], seed * 1000 + i,
+                          every))
         job_levels[g].append(len(used))
     used.append((std, n))
   results = generated.run_groups(_rollout_streams, groups)
@@ -255,20 +321,30 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
     part = {key: np.concatenate([st[key] for st in streams])
             for key in streams[0]}
     parts.append(part)
-    levels.append(dict(noise_std=std, transitions=n, **_summary(task, part)))
+    if not every:
+      levels.append(dict(noise_std=std, transitions=n,
+                         **_summary(task, part)))
   data = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
   ep = episode_stats(data)
+  if every:
+    levels = switch_levels(data, stds)
+    noise = (f'whose std is drawn uniformly from {list(stds)} for every'
+             f' {every}-step segment of an episode (from its first step;'
+             ' the noise state carries over)')
+    goals = 'sub-env i seeded 1000 * seed + i'
+  else:
+    noise = f'of std {list(stds)} (equal shares, in order)'
+    goals = 'sub-env i of noise level l seeded 1000 * seed + l + i'
   card = dict(
       name=f'suite:{NAME_PREFIX}{task}-{quality}',
       task=task,
       quality=quality,
       env_id=f'metaworld:{task}',
       policy=('metaworld.policies scripted policy + AR(1) Gaussian noise'
-              f' (rho {mt10.NOISE_CORR}) of std {list(stds)} (equal shares,'
-              ' in order), clipped to [-1, 1], rounded to multiples of'
-              f' {mt10.ACTION_QUANTUM!r}'),
+              f' (rho {mt10.NOISE_CORR}) {noise}, clipped to [-1, 1],'
+              f' rounded to multiples of {mt10.ACTION_QUANTUM!r}'),
       goals=('a new goal per episode from the task\'s random-reset space,'
-             ' sub-env i of noise level l seeded 1000 * seed + l + i'),
+             f' {goals}'),
       noise_stds=list(stds),
       noise_corr=mt10.NOISE_CORR,
       levels=levels,
@@ -285,6 +361,8 @@ def generate(task: str, quality: str, *, num_transitions: int, seed: int,
       data_sha256=d4rl.data_sha256(data, DATA_KEYS),
       versions=generated.versions(PACKAGES),
   )
+  if every:
+    card['switch_steps'] = every
   return data, card
 
 
