@@ -57,6 +57,7 @@ scale, distill and checksums sections.
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -147,7 +148,13 @@ _WORKDIR = flags.DEFINE_string(
 
 
 def _config_args(argv):
-  """The `--config...` arguments of the command line (for child runs)."""
+  """The `--config...` arguments of the command line (for child runs).
+
+  Read from `argv` as the user typed it (`sys.argv`), not from the
+  arguments absl leaves to `main`: absl consumes `--config` and every
+  `--config.x` override as flags, so the child would otherwise run the
+  default config.
+  """
   return [a for a in argv[1:] if a.startswith('--config')]
 
 
@@ -191,7 +198,7 @@ def main(argv):
   if 'scale' in only:
     scale.bench_scale(config, _SCALE_STEPS.value, _SCALE_MEMBERS.value,
                       [int(x) for x in _SCALE_DEVICES.value if x.strip()],
-                      _SCALE_POP_DEVICES.value, _config_args(argv))
+                      _SCALE_POP_DEVICES.value, _config_args(sys.argv))
   if 'distill' in only:
     distill_variants.bench_distill(config, _DISTILL_STEPS.value, repeats,
                                    _DISTILL_TRANSITIONS.value)
@@ -200,7 +207,7 @@ def main(argv):
                     _DATA_CONTEXT.value, _DATA_SECONDS.value,
                     _DATA_STEP_SECONDS.value)
   if 'checksums' in only:
-    checksums.bench_checksums(_WORKDIR.value, _config_args(argv))
+    checksums.bench_checksums(_WORKDIR.value, _config_args(sys.argv))
   common.emit('matmul_end', n=2048,
               gflops=round(train.bench_matmul(repeats), 1))
 

@@ -119,6 +119,10 @@ def test_checksums_section(tmp_path):
   rows = _lines(out.stdout)
   assert [r['figure'] for r in rows] == ['matmul', 'checksums', 'matmul_end']
   row = rows[1]
+  # The child ran the config of the command line, not the default one.
+  assert '--config=configs/teachers.py:smoke' in row['argv']
+  assert "--config.stages=('datasets','teachers')" in row['argv']
+  assert not (tmp_path / 'run' / 'student').exists()
   assert row['exit'] == 0 and row['sha256_mb'] > 0 and row['guard_calls'] > 0
   assert 0 < row['overhead_fraction'] < 1
   assert (tmp_path / 'run' / 'datasets.json').exists()
