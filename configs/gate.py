@@ -59,7 +59,7 @@ import ml_collections
 
 from configs import mt10
 from configs import mt_distill
-from distill import sweeps
+from distill.run import sweeps
 
 SEEDS = (0, 1, 2)
 TEACHER_STEPS = 6000

@@ -12,7 +12,7 @@ r"""The study: curricula x surgery x seeds, the baselines and a size curve.
 `get_config(arg)` is `configs/mt_distill.py` (one member runs as
 `python -m experiments.run --config=configs/study.py --workdir=DIR
 --config.<field>=<value> ...`); `get_sweep(arg)` lists the members (see
-distill/sweeps.py). Teachers are trained once per seed under
+distill/run/sweeps.py). Teachers are trained once per seed under
 `<workdir>/teachers/` and shared by every member of that seed: each seed has
 its own teachers.
 
@@ -57,7 +57,7 @@ about 1.5-2 hours. Publishing re-aggregated the whole study after every
 member (about a minute of CPU at 70 members, taken from the running jobs);
 `--publish_aggregate_s=1800` does it twice an hour and at the end.
 
-Estimate (`--print`, distill/cost.py's unit costs from the default run's
+Estimate (`--print`, distill/run/cost.py's unit costs from the default run's
 stages on the 2-core CPU, 2026-12-05): with `--parallel=2` a teacher job
 2 min 20 s of the machine (about 4 min 40 s of wall time beside another
 job), a 2 x 32 member 1 min 17 s (2 min 34 s wall), from scratch 52 s;
@@ -77,7 +77,7 @@ import ml_collections
 
 from configs import mt10
 from configs import mt_distill
-from distill import sweeps
+from distill.run import sweeps
 
 SEEDS = (0, 1, 2, 3, 4)
 

@@ -33,14 +33,14 @@ as the distilled students and the teachers), batch 64, and is evaluated on
 Meta-World MT10 (`configs/mt10.py`), its setting fixed by the MT10 gate in
 an amendment to docs/preregistration.md before its first member.
 
-Cost (`--print`, distill/cost.py): see docs/preregistration.md's budget.
+Cost (`--print`, distill/run/cost.py): see docs/preregistration.md's budget.
 """
 
 import ml_collections
 
 from configs import gate
 from configs import mt10
-from distill import sweeps
+from distill.run import sweeps
 
 SEEDS_H12 = tuple(range(10))
 SEEDS = tuple(range(5))

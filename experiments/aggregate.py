@@ -17,7 +17,7 @@ can come from a subset of them, which `sweep.md` names), performance
 profiles, the student / teacher score ratio and the parameter count; and
 each task's dataset score and best behaviour policy. `sweep.json` keeps each
 run's per-task scores, so the aggregates can be recomputed from it (see
-`distill.sweep_summary.summarize`).
+`distill.report.sweep_summary.summarize`).
 """
 
 import os
@@ -26,9 +26,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from distill import aggregate
-from distill import sweep_summary
-from distill import sweeps
+from distill.report import aggregate
+from distill.report import sweep_summary
+from distill.run import sweeps
 
 _BASELINE = flags.DEFINE_string(
     'baseline', None, "Configuration the others are compared with (default:"

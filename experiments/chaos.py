@@ -47,7 +47,7 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random points.')
 _FLAGS = flags.DEFINE_multi_string('run_flag', [], 'More flags for the runs.')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Not outputs: logs, and the workdir's lock (distill/lock.py).
+# Not outputs: logs, and the workdir's lock (distill/io/lock.py).
 LOGS = ('metrics.jsonl', 'tensorboard', 'sweep_job.log', '.lock')
 
 
@@ -81,7 +81,7 @@ def _run(root: str, workdir: str, kill_after: float | None = None,
 
 
 def _leaves(directory: str) -> list[np.ndarray]:
-  from distill import checkpointing  # pylint: disable=g-import-not-at-top
+  from distill.train import checkpointing  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   return jax.tree.leaves(checkpointing.load_policy(directory)[1])
 

@@ -16,11 +16,11 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from distill import fileio
 from distill.envs import rollout
 from distill.envs import sac
 from distill.envs import suite
 from distill.envs import tasks as tasks_lib
+from distill.io import fileio
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/collect.py", "Collection config.", lock_config=True

@@ -22,9 +22,9 @@ import time
 from absl import app
 from absl import flags
 
-from distill import datasets
 from distill.data import d4rl
 from distill.data import summary
+from distill.envs import datasets
 
 _CLIP_ACTIONS = flags.DEFINE_bool(
     'clip_actions', False,

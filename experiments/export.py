@@ -6,7 +6,7 @@ r"""Exports a run's student as a deployable jax.export artifact.
 Reads `<workdir>/student/last` (or `--checkpoint`) and writes `policy.jaxexport`
 (StableHLO, parameters inside, symbolic batch size), `policy.json` (tasks,
 normalization statistics, context) and `export_loader.py` (jax + numpy only)
-into `--out` (default `<workdir>/export`); see `distill/export.py`.
+into `--out` (default `<workdir>/export`); see `distill/report/export.py`.
 """
 
 import os
@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from distill import export
+from distill.report import export
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.',
                                required=True)

@@ -29,10 +29,10 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from distill import aggregate
-from distill import fileio
-from distill import sweeps
 from distill.data import scores as score_refs
+from distill.io import fileio
+from distill.report import aggregate
+from distill.run import sweeps
 
 
 # Member results' per-task keys of each measure.
@@ -56,7 +56,7 @@ def gate_table(runs: Sequence[Mapping[str, Any]], *, metric: str = 'score',
   """The gate's per-task table from a sweep's runs.
 
   Args:
-    runs: `distill.sweeps.collect_runs`'s runs (`configuration`, `seed`,
+    runs: `distill.run.sweeps.collect_runs`'s runs (`configuration`, `seed`,
       `tasks`: each task's results.json entry).
     metric: 'score' or 'success_rate'.
     margin: points the teachers must lead the best baseline by on a task.

@@ -32,9 +32,9 @@ from typing import Any
 from absl import logging
 import numpy as np
 
-from distill import fileio
-from distill import provenance
-from distill import sweeps
+from distill.io import fileio
+from distill.run import provenance
+from distill.run import sweeps
 
 WINDOWS = 30  # windows of a member's curves (100 steps each for 3000 steps)
 

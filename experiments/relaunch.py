@@ -13,7 +13,7 @@ from typing import Any
 
 from absl import logging
 
-from distill import sweeps
+from distill.run import sweeps
 
 
 def earlier_pid(job: sweeps.Job) -> int | None:

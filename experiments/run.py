@@ -8,11 +8,11 @@ r"""Runs the pipeline stages listed in `config.stages` in a workdir.
 
 A stage is skipped when its outputs are in the workdir for the same config, so
 a rerun resumes and a second distillation run reuses the teachers; see
-`distill/stages.py` for the stage table (and `distill/engine.py` for how a
-stage is skipped or rerun).
+`distill/run/stages.py` for the stage table (and `distill/run/engine.py` for
+how a stage is skipped or rerun).
 
 One launch per workdir: a second `run` on a workdir in use exits at once
-with status 1, naming the running one's pid (`distill.lock`).
+with status 1, naming the running one's pid (`distill.io.lock`).
 
 A population of seeds trains in one program, member s in `<workdir>/seed_<s>/`:
 
@@ -21,7 +21,7 @@ A population of seeds trains in one program, member s in `<workdir>/seed_<s>/`:
 
 Many hosts: every process runs the same command; `jax.distributed` is
 initialized from `--coordinator/--num_processes/--process_id`, or from the
-environment on a SLURM allocation or a TPU pod (`distill.parallel`).
+environment on a SLURM allocation or a TPU pod (`distill.train.parallel`).
 """
 
 import signal
@@ -60,9 +60,9 @@ from absl import logging  # noqa: E402
 import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from distill import lock  # noqa: E402
-from distill import parallel  # noqa: E402
-from distill import stages  # noqa: E402
+from distill.io import lock  # noqa: E402
+from distill.run import stages  # noqa: E402
+from distill.train import parallel  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/mt_distill.py', 'Experiment config.', lock_config=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from distill import plots
+from distill.report import plots
 
 
 def member_tasks(files: Mapping[str, Any]) -> list[str]:

@@ -30,11 +30,11 @@ from absl import flags
 import numpy as np
 
 from configs import study as study_config
-from distill import aggregate
-from distill import fileio
-from distill import plots
-from distill import sweep_summary
-from distill import sweeps
+from distill.io import fileio
+from distill.report import aggregate
+from distill.report import plots
+from distill.report import sweep_summary
+from distill.run import sweeps
 from experiments import publish
 from experiments import study_curves
 

@@ -8,7 +8,7 @@ r"""Runs every member of a config's sweep through submitit, then aggregates.
   python -m experiments.sweep --config=configs/study.py --workdir=runs/study \
       --print
 
-The config module defines `get_sweep(arg)` (see distill/sweeps.py). Every
+The config module defines `get_sweep(arg)` (see distill/run/sweeps.py). Every
 job is the plain command line that `--print` shows (run them from the same
 directory, teachers first, with any other scheduler):
 
@@ -57,10 +57,10 @@ import submitit
 
 from experiments import publish
 from experiments import relaunch
-from distill import cost
-from distill import fileio
-from distill import sweep_summary
-from distill import sweeps
+from distill.io import fileio
+from distill.report import sweep_summary
+from distill.run import cost
+from distill.run import sweeps
 
 _CONFIG = flags.DEFINE_string(
     'config', None, 'Config file with get_sweep(), `path[:arg]`.',
@@ -72,7 +72,7 @@ _EXECUTOR = flags.DEFINE_enum('executor', 'local', ['local', 'slurm', 'debug'],
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Jobs running at once.')
 _PRINT = flags.DEFINE_bool('print', False, 'Print the command lines (teachers'
                            ' first) and their estimated machine time'
-                           ' (distill/cost.py) instead of running them.')
+                           ' (distill/run/cost.py) instead of running them.')
 _TIMEOUT_MIN = flags.DEFINE_integer('timeout_min', 24 * 60,
                                     'Time limit of one job, in minutes.')
 _PARTITION = flags.DEFINE_string('slurm_partition', '',

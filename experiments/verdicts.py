@@ -29,9 +29,9 @@ from absl import flags
 import numpy as np
 
 from configs import study2
-from distill import aggregate
-from distill import fileio
-from distill import sweeps
+from distill.io import fileio
+from distill.report import aggregate
+from distill.run import sweeps
 
 
 REPS = 2000

@@ -1,4 +1,4 @@
-"""distill/aggregate.py and distill/sweep_summary.py against hand values."""
+"""distill/report/aggregate.py and sweep_summary.py against hand values."""
 
 import itertools
 import json
@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from distill import aggregate
-from distill import sweep_summary
+from distill.report import aggregate
+from distill.report import sweep_summary
 
 X_2x2 = np.array([[10.0, 20.0], [30.0, 40.0]])
 

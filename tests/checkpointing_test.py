@@ -1,4 +1,4 @@
-"""Tests of distill/checkpointing.py (and teacher resume)."""
+"""Tests of distill/train/checkpointing.py (and teacher resume)."""
 
 import os
 
@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from distill import checkpointing
-from distill import fileio
+from distill.io import fileio
 from distill.models import model as model_lib
+from distill.train import checkpointing
 from distill.train import teacher
 import teacher_test  # tests/ is on sys.path under pytest
 

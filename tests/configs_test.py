@@ -6,8 +6,8 @@ from configs import d4rl_locomotion
 from configs import mt10
 from configs import mt_distill
 from configs import teachers
-from distill import pipeline
-from distill import stages
+from distill.run import pipeline
+from distill.run import stages
 from distill.train import student as student_lib
 
 

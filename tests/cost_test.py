@@ -1,4 +1,4 @@
-"""distill/cost.py: the sweep's estimate scales as its docstring says."""
+"""distill/run/cost.py: the sweep's estimate scales as its docstring says."""
 
 import copy
 import os
@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from configs import study
-from distill import cost
-from distill import sweeps
+from distill.run import cost
+from distill.run import sweeps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = os.path.join(ROOT, 'configs', 'study.py')

@@ -1,11 +1,11 @@
-"""Tests of distill/datasets.py: every spec kind reaches its loader."""
+"""Tests of distill/envs/datasets.py: every spec kind reaches its loader."""
 
 import h5py
 import numpy as np
 import pytest
 
-from distill import datasets
 from distill.data import d4rl
+from distill.envs import datasets
 from distill.envs import suite
 
 

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from distill import checkpointing
+from distill.train import checkpointing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

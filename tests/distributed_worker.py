@@ -11,7 +11,7 @@ only process 0 writes `OUTDIR/params.npz`.
 
 With D4RL_DIR, the processes run the teacher stages of the pipeline
 (`configs/teachers.py:smoke` on the files there) in one shared WORKDIR, and
-each prints the files it wrote through `distill.fileio` and the metric
+each prints the files it wrote through `distill.io.fileio` and the metric
 writers (orbax writes its own shards of the checkpoints).
 """
 
@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from distill import parallel
+from distill.train import parallel
 import parallel_worker
 
 
@@ -66,9 +66,9 @@ def main(coordinator, num_processes, process_id, outdir):
 
 def pipeline_main(coordinator, num_processes, process_id, workdir, d4rl_dir):
   from configs import teachers as teachers_config  # pylint: disable=g-import-not-at-top
-  from distill import fileio  # pylint: disable=g-import-not-at-top
+  from distill.io import fileio  # pylint: disable=g-import-not-at-top
   from distill.train import logs  # pylint: disable=g-import-not-at-top
-  from distill import stages  # pylint: disable=g-import-not-at-top
+  from distill.run import stages  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(coordinator, int(num_processes),
                                   int(process_id))
   written = []

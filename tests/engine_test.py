@@ -1,4 +1,4 @@
-"""Tests of distill/engine.py on toy stages (no JAX work, one process)."""
+"""Tests of distill/run/engine.py on toy stages (no JAX work, one process)."""
 
 import hashlib
 import json
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from distill import engine
-from distill import fileio
+from distill.io import fileio
+from distill.run import engine
 
 
 class Toy:

@@ -1,4 +1,4 @@
-"""Tests of distill/evaluation.py."""
+"""Tests of distill/envs/evaluation.py."""
 
 import chex
 import gymnasium
@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from distill import checkpointing
-from distill import evaluation
+from distill.envs import evaluation
 from distill.models import decision_transformer as dt_lib
 from distill.models import model as model_lib
+from distill.train import checkpointing
 
 
 class CountingEnv(gymnasium.Env):

@@ -1,4 +1,4 @@
-"""Tests of distill/export.py, export_loader.py and experiments/export.py."""
+"""distill/report/export.py, export_loader.py and experiments/export.py."""
 
 import importlib.util
 import json
@@ -10,11 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from distill import checkpointing
-from distill import evaluation
-from distill import export
+from distill.envs import evaluation
 from distill.models import decision_transformer as dt_lib
 from distill.models import model as model_lib
+from distill.report import export
+from distill.train import checkpointing
 
 K = 4
 TASKS = ['hopper', 'walker2d']

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from configs import mt_distill
-from distill import checkpointing
-from distill import evaluation
-from distill import report
-from distill import stages
+from distill.envs import evaluation
+from distill.report import run_report
+from distill.run import stages
+from distill.train import checkpointing
 from distill.train import logs
 import smoke_reference  # tests/ is on sys.path under pytest
 
@@ -388,8 +388,8 @@ def test_a_nan_evaluation_is_never_written_as_a_score(shared, tmp_path,
 def test_results_with_a_nan_score_are_refused(tmp_path):
   results = {'tasks': {'hopper': {'teacher_score': float('nan')}}}
   with pytest.raises(ValueError, match='nan at tasks/hopper/teacher_score'):
-    report.write_report(str(tmp_path), results, steps_N=np.zeros(0),
-                        kl_NxT=np.zeros((0, 1)), choice_N=np.zeros(0))
+    run_report.write_report(str(tmp_path), results, steps_N=np.zeros(0),
+                            kl_NxT=np.zeros((0, 1)), choice_N=np.zeros(0))
   assert os.listdir(tmp_path) == []
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from distill import fileio
+from distill.io import fileio
 
 
 def test_write_json_round_trip_and_permissions(tmp_path):

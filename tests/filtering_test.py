@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from configs import mt_distill
-from distill import pipeline
-from distill import stages
 from distill.data import filtering
 from distill.data import segments
 from distill.models import model as model_lib
+from distill.run import pipeline
+from distill.run import stages
 from distill.train import distill_loop
 from distill.train import student as student_lib
 

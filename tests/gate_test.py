@@ -10,9 +10,9 @@ import pytest
 
 from configs import gate as gate_config
 from configs import mt10 as mt10_config
-from distill import preflight
-from distill import sweeps
 from distill.envs import mt10
+from distill.run import preflight
+from distill.run import sweeps
 from distill.train import student as student_lib
 from experiments import gate
 

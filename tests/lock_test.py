@@ -1,4 +1,4 @@
-"""Tests of distill/lock.py: one launch per workdir."""
+"""Tests of distill/io/lock.py: one launch per workdir."""
 
 import os
 import signal
@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from distill import lock
+from distill.io import lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Holds the workdir's lock the way `stages.run` does, until killed.
 _HOLD = ('import sys, time\n'
-         'from distill import lock\n'
+         'from distill.io import lock\n'
          'with lock.hold(sys.argv[1]):\n'
          "  print('held', flush=True)\n"
          '  time.sleep(600)\n')

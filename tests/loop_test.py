@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill import checkpointing
+from distill.train import checkpointing
 from distill.train import guards
 from distill.train import loop
 

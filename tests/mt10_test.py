@@ -8,19 +8,19 @@ import pytest
 
 from configs import mt10 as mt10_config
 from configs import study
-from distill import datasets
-from distill import pipeline
-from distill import preflight
-from distill import report
-from distill import evaluation
 from distill.data import d4rl
 from distill.data import scores
 from distill.data import summary
+from distill.envs import datasets
+from distill.envs import evaluation
 from distill.envs import mt10
 from distill.envs import mt10_suite
 from distill.envs import rollout
 from distill.envs import suite
 from distill.envs import tasks
+from distill.report import run_report
+from distill.run import pipeline
+from distill.run import preflight
 from distill.train import student as student_lib
 
 # data_sha256 of `_tiny()` (metaworld 3.1.1, mujoco 3.3.0, generator 1).
@@ -51,7 +51,8 @@ def test_the_task_table_holds_mt10():
 
 @pytest.mark.slow  # A Python start (a few seconds on a busy CPU).
 def test_importing_distill_does_not_import_metaworld():
-  code = ('import sys, distill.pipeline, distill.evaluation, distill.datasets;'
+  code = ('import sys, distill.run.pipeline, distill.envs.evaluation,'
+          ' distill.envs.datasets;'
           ' print("metaworld" in sys.modules)')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                        text=True, check=True)
@@ -168,9 +169,9 @@ def test_report_shows_success_rates():
   tasks_ = {'push-v3': dict(dataset_success_rate=0.5,
                             teacher_success_rate=0.25,
                             student_success_rate=1.0)}
-  lines = '\n'.join(report._success_table(tasks_))  # pylint: disable=protected-access
+  lines = '\n'.join(run_report._success_table(tasks_))  # pylint: disable=protected-access
   assert '| push-v3 | 0.50 | 0.25 | 1.00 |' in lines
-  assert not report._success_table({'hopper': {}})  # pylint: disable=protected-access
+  assert not run_report._success_table({'hopper': {}})  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize('arg', [None, 'smoke'])

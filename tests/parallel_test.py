@@ -1,5 +1,5 @@
-"""Many devices and populations (distill/parallel.py, the teacher and student
-steps), on forced CPU devices.
+"""Many devices and populations (distill/train/parallel.py, the teacher and
+student steps), on forced CPU devices.
 
 The checks run in a child process (`parallel_worker.py`) started with 4
 forced host devices, so the other tests keep their single device. Forced CPU

@@ -18,9 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from conftest import make_fake_dataset
-from distill import parallel
 from distill.data import segments
 from distill.models import model as model_lib
+from distill.train import parallel
 from distill.train import student as student_lib
 from distill.train import teacher as teacher_lib
 import student_test

@@ -14,10 +14,10 @@ import jax
 import numpy as np
 import pytest
 
-from distill import checkpointing
-from distill import parallel
-from distill import pipeline
-from distill import stages
+from distill.run import pipeline
+from distill.run import stages
+from distill.train import checkpointing
+from distill.train import parallel
 import smoke_reference  # tests/ is on sys.path under pytest
 
 ROOT = smoke_reference.ROOT

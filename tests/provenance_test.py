@@ -1,4 +1,4 @@
-"""distill/provenance.py, what a sweep job records, and publishing's refusal."""
+"""distill/run/provenance.py: what a sweep job records; publishing's refusal."""
 
 import json
 import os
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from distill import provenance
-from distill import sweeps
+from distill.run import provenance
+from distill.run import sweeps
 from experiments import publish
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

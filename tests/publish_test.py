@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from distill import fileio
-from distill import sweeps
+from distill.io import fileio
+from distill.run import sweeps
 from experiments import publish
 
 SMOKE = 'configs/study.py:smoke'

@@ -1,4 +1,4 @@
-"""End-to-end tests of the stage table (distill/stages.py), teacher side."""
+"""End-to-end tests of the stage table (distill/run/stages.py), teacher side."""
 
 import json
 import os
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from configs import teachers as teachers_config
-from distill import checkpointing
-from distill import stages
+from distill.run import stages
+from distill.train import checkpointing
 
 
 def _config(d4rl_dir):

@@ -180,16 +180,16 @@ def test_minari_converter_marks_unended_middle_episode():
 
 def test_suite_spec_is_refused_with_the_loader_to_use():
   with pytest.raises(d4rl.DatasetError,
-                     match='suite:hopper-medium: .*distill.datasets'):
+                     match='suite:hopper-medium: .*distill.envs.datasets'):
     sources.load_dataset('suite:hopper-medium')
 
 
 def test_data_package_does_not_import_envs_or_behavior_policies():
-  # Layering: distill.data sits below distill.envs (see distill/datasets.py).
+  # Layering: distill.data sits below distill.envs (distill/envs/datasets.py).
   code = ('import sys; import distill.data.d4rl, distill.data.scores,'
           ' distill.data.segments, distill.data.sources, distill.data.summary;'
           ' print([m for m in sys.modules if m.startswith("distill.")'
           ' and not m.startswith("distill.data")])')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                        text=True, check=True, timeout=120).stdout
-  assert out.strip() == "['distill.fileio']"
+  assert out.strip() == "['distill.io.fileio']"

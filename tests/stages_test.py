@@ -1,4 +1,4 @@
-"""Tests of distill/stages.py: the table, what derives from it, the entry.
+"""Tests of distill/run/stages.py: the table, what derives from it, the entry.
 
 The whole pipeline runs in run_test.py, pipeline_test.py and faults_test.py;
 the engine's rules on toy stages in engine_test.py.
@@ -8,10 +8,10 @@ import inspect
 import json
 import os
 
-from distill import pipeline
-from distill import preflight
-from distill import stages
-from distill import sweeps
+from distill.run import pipeline
+from distill.run import preflight
+from distill.run import stages
+from distill.run import sweeps
 from distill.train import student as student_lib
 
 
@@ -48,7 +48,7 @@ def test_the_entry_validates_the_config_once(smoke_config, tmp_path,
   smoke_config.stages = ('datasets',)
   workdir = str(tmp_path / 'w')
   stages.run(smoke_config, workdir)
-  assert sorted(calls) == ['distill.preflight', 'distill.train.student']
+  assert sorted(calls) == ['distill.run.preflight', 'distill.train.student']
   with open(os.path.join(workdir, 'datasets.json')) as f:
     assert set(json.load(f)) == set(smoke_config.tasks)
   # A rerun skips the stage, and validates once again (its own entry).

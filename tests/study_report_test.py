@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs import study
-from distill import aggregate
-from distill import sweeps
+from distill.report import aggregate
+from distill.run import sweeps
 from experiments import study_curves
 from experiments import study_report
 

@@ -1,4 +1,4 @@
-"""distill/sweeps.py and `experiments.sweep` / `experiments.aggregate`."""
+"""distill/run/sweeps.py and `experiments.sweep` / `experiments.aggregate`."""
 
 import json
 import os
@@ -14,8 +14,8 @@ from rliable import metrics
 import scipy.stats
 
 from configs import study
-from distill import provenance
-from distill import sweeps
+from distill.run import provenance
+from distill.run import sweeps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = 'configs/study.py:smoke'
@@ -340,7 +340,7 @@ print(json.dumps(calls))
 
 @pytest.mark.slow
 # arch deprecates the RandomState that rliable passes; the recomputation
-# below uses it on purpose (distill.aggregate does the same).
+# below uses it on purpose (distill.report.aggregate does the same).
 @pytest.mark.filterwarnings('ignore:random_state is deprecated:FutureWarning')
 def test_smoke_sweep_end_to_end(tmp_path):
   root = tmp_path / 'sweep'
@@ -387,8 +387,8 @@ def test_smoke_sweep_end_to_end(tmp_path):
     scores[name] = x
     assert c['student']['iqm']['value'] == pytest.approx(
         scipy.stats.trim_mean(x, 0.25, axis=None))
-    # rliable draws from NumPy's global generator; distill.aggregate seeds
-    # it with the recorded bootstrap seed.
+    # rliable draws from NumPy's global generator; distill.report.aggregate
+    # seeds it with the recorded bootstrap seed.
     np.random.seed(boot['seed'])
     point, interval = rly.get_interval_estimates(
         {'x': x}, lambda s: np.array([metrics.aggregate_iqm(s),
@@ -519,7 +519,7 @@ def test_a_relaunch_waits_for_and_adopts_the_earlier_launchs_jobs(tmp_path):
   code = r'''
 import json, os, subprocess, sys, time
 import submitit
-from distill import sweeps
+from distill.run import sweeps
 from experiments import relaunch, sweep
 root = sys.argv[1]
 def job(name, sleep_s):
@@ -536,7 +536,7 @@ t = sweeps.Job(kind='teacher', name='t', workdir=os.path.join(root, 't'),
                config={}, overrides={}, output=t_out)
 a, b = job('a', 3.0), job('b', 0.0)
 earlier = subprocess.Popen([sys.executable, '-c',
-    'import pickle, sys; from distill import sweeps;'
+    'import pickle, sys; from distill.run import sweeps;'
     ' sweeps.run_job(pickle.loads(bytes.fromhex(sys.argv[1])), cwd=".")',
     __import__('pickle').dumps(a).hex()])
 while (sweeps.read_record(a) or {}).get('status') != 'running':

@@ -9,10 +9,10 @@ evaluation of a checkpoint, whatever subset and order of tasks is asked for.
 import jax
 import numpy as np
 
-from distill import checkpointing
-from distill import evaluation
 from distill.data import segments
+from distill.envs import evaluation
 from distill.models import model as model_lib
+from distill.train import checkpointing
 import evaluation_test  # tests/ is on sys.path under pytest
 
 TASKS = ('halfcheetah-forward', 'halfcheetah-backward', 'hopper', 'walker2d')

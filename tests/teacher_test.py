@@ -11,12 +11,12 @@ import pytest
 
 from configs import teachers as teachers_config
 from conftest import make_fake_dataset
-from distill import parallel
-from distill import sweeps
 from distill.data import segments
 from distill.models import model as model_lib
+from distill.run import sweeps
 from distill.train import logs
 from distill.train import optimizer as optimizer_lib
+from distill.train import parallel
 from distill.train import teacher
 
 K = 4

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from distill import aggregate
+from distill.report import aggregate
 from experiments import verdicts
 
 TASKS = ('hopper', 'walker2d')

@@ -21,7 +21,7 @@ import warnings
 import h5py
 import numpy as np
 
-from distill import fileio
+from distill.io import fileio
 
 KEYS = ('observations', 'actions', 'rewards', 'terminals', 'timeouts')
 # Keys without which a dataset is refused; `timeouts` is missing from old

@@ -11,8 +11,8 @@ Every source returns the same validated D4RL-style dict (see `d4rl.validate`).
 The fourth kind of spec, 'suite:<task>-<quality>', names a dataset that the
 project generates by rolling out behavior policies in environments; that
 needs `distill.envs`, which sits above this package, so
-`distill.datasets.load_dataset` reads all four kinds and this module refuses
-it.
+`distill.envs.datasets.load_dataset` reads all four kinds and this module
+refuses it.
 """
 
 import os
@@ -48,7 +48,7 @@ def load_dataset(spec: str, *, clip_actions: bool = False) -> dict[str, Any]:
   if spec.startswith('suite:'):
     raise d4rl.DatasetError(
         f'{spec}: generated suite datasets are loaded by'
-        ' distill.datasets.load_dataset, not distill.data.sources')
+        ' distill.envs.datasets.load_dataset, not distill.data.sources')
   path = os.path.expanduser(spec)
   if not os.path.isfile(path):
     raise d4rl.DatasetError(f'{spec}: no such file ({_SPEC_HELP})')

@@ -7,7 +7,7 @@ file with a JSON dataset card beside it:
 
     data = generated.load_or_generate(path, make)  # make() -> (data, card)
 
-Both files are written atomically (`distill.fileio`); the card is written
+Both files are written atomically (`distill.io.fileio`); the card is written
 last and records the file's SHA-256 (`file_sha256`), checked on every load:
 a damaged or card-less file is moved aside with a warning and generated
 again. `run_groups` steps groups of rollout jobs in worker processes;
@@ -27,8 +27,8 @@ import warnings
 
 import numpy as np
 
-from distill import fileio
 from distill.data import d4rl
+from distill.io import fileio
 
 PACKAGES = ('distill', 'gymnasium', 'mujoco', 'jax', 'flax', 'numpy', 'h5py')
 

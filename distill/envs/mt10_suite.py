@@ -44,12 +44,12 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from distill import fileio
 from distill.data import d4rl
 from distill.data import scores
 from distill.envs import generated
 from distill.envs import mt10
 from distill.envs import rollout
+from distill.io import fileio
 
 NAME_PREFIX = 'mt10/'
 # Noise stds per quality (see the module docstring).

@@ -3,7 +3,7 @@
     result = rollout.run(envs, policy, episodes=10, seed=0)
     result.returns, result.lengths  # per finished episode
 
-One loop serves evaluation (`distill.evaluation`), the behavior policies'
+One loop serves evaluation (`distill.envs.evaluation`), the behavior policies'
 evaluations (`experiments/collect.py`) and the suite generator
 (`distill.envs.suite`, which records every transition). The policy is a host
 callback called once per vector step for all sub-environments:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from distill import fileio
+from distill.io import fileio
 from distill import losses
 from distill.models import heads
 

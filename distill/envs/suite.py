@@ -42,7 +42,6 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from distill import fileio
 from distill.data import d4rl
 from distill.data import scores
 from distill.envs import generated
@@ -50,6 +49,7 @@ from distill.envs import mt10_suite
 from distill.envs import rollout
 from distill.envs import sac
 from distill.envs import tasks as tasks_lib
+from distill.io import fileio
 
 PREFIX = "suite:"
 QUALITIES = ("medium", "mixed")

@@ -26,14 +26,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from distill import checkpointing
-from distill import fileio
-from distill import parallel
 from distill.data import segments
+from distill.io import fileio
 from distill.models import model as model_lib
+from distill.train import checkpointing
 from distill.train import guards
 from distill.train import logs
 from distill.train import loop
+from distill.train import parallel
 from distill.train import student as student_lib
 
 HISTORY_KEYS = (
@@ -131,7 +131,7 @@ def train_student(
   """Distills the frozen teachers into one student; resumes from checkpoints.
 
   The config is not validated here: the run's entry checks it once
-  (`distill.stages.check_config`, which calls
+  (`distill.run.stages.check_config`, which calls
   `student.check_config`).
 
   Args:

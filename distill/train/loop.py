@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import tqdm
 
-from distill import checkpointing
-from distill import parallel
+from distill.train import checkpointing
 from distill.train import guards
+from distill.train import parallel
 
 
 class Members(NamedTuple):

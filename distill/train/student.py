@@ -41,12 +41,12 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from distill import losses
-from distill import optim
-from distill import parallel
 from distill.data import segments
+from distill import losses
 from distill.models import model as model_lib
+from distill import optim
 from distill.train import optimizer as optimizer_lib
+from distill.train import parallel
 
 CHOSEN, MIXED, PER_TEACHER = 'chosen', 'mixed', 'per_teacher'
 

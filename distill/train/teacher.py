@@ -39,15 +39,15 @@ import ml_collections
 import numpy as np
 import optax
 
-from distill import checkpointing
-from distill import losses
-from distill import parallel
 from distill.data import segments
+from distill import losses
 from distill.models import model as model_lib
+from distill.train import checkpointing
 from distill.train import guards
 from distill.train import logs
 from distill.train import loop
 from distill.train import optimizer as optimizer_lib
+from distill.train import parallel
 
 
 class TrainState(NamedTuple):

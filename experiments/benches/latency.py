@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import mt_distill
-from distill import evaluation
+from distill.envs import evaluation
 from distill.models import model as model_lib
 from experiments.benches import common
 from experiments.benches import train
@@ -96,8 +96,8 @@ def _policy_cost(model, params):
 def _exported_student_call(student, params):
   """Batch-1 call of the student exported and loaded back (export_loader)."""
   # Imported here: serialization needs flatbuffers.
-  from distill import export  # pylint: disable=g-import-not-at-top
-  from distill import export_loader  # pylint: disable=g-import-not-at-top
+  from distill.report import export  # pylint: disable=g-import-not-at-top
+  from distill.report import export_loader  # pylint: disable=g-import-not-at-top
   directory = tempfile.mkdtemp(prefix='bench_export_')
   with open(os.path.join(directory, export_loader.ARTIFACT), 'wb') as f:
     f.write(export.export_fn(student, params).serialize())

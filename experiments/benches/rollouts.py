@@ -25,7 +25,7 @@ import numpy as np
 
 from configs import mt10 as mt10_config
 from configs import mt_distill
-from distill import evaluation
+from distill.envs import evaluation
 from distill.envs import mt10
 from distill.models import model as model_lib
 from experiments.benches import common

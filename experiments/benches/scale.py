@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill import parallel
 from distill.data import segments
 from distill.models import model as model_lib
+from distill.train import parallel
 from distill.train import student as student_lib
 from experiments.benches import common
 

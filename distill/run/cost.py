@@ -222,7 +222,7 @@ def format_estimate(estimate: dict[str, Any]) -> list[str]:
   Returns:
     A header line, one line per job, and the totals.
   """
-  lines = [f'# estimated machine time (distill/cost.py: unit costs measured'
+  lines = [f'# estimated machine time (distill/run/cost.py: unit costs measured'
            f' on the 2-core CPU), --parallel={estimate["parallel"]} (each'
            f' job {estimate["share"]:.2f} of its time alone):']
   for job in estimate['jobs']:

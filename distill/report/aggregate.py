@@ -16,8 +16,8 @@ the study's round-robin IQM kept only halfcheetah values). `iqm_kept` counts
 each task's kept values and `iqm_uneven` applies the rule the reports state
 (`IQM_RULE`).
 
-`distill.sweep_summary` aggregates a sweep's configurations with these
-(`sweep.json`, `sweep.md`); `distill.report` a run's seeds.
+`distill.report.sweep_summary` aggregates a sweep's configurations with these
+(`sweep.json`, `sweep.md`); `distill.report.run_report` a run's seeds.
 
 Shapes: R runs (seeds), T tasks, U thresholds tau.
 

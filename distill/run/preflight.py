@@ -25,12 +25,12 @@ from typing import Any
 import jax
 import ml_collections
 
-from distill import pipeline
 from distill.data import d4rl
 from distill.data import sources
 from distill.envs import suite
 from distill.envs import tasks as tasks_lib
 from distill.models import model as model_lib
+from distill.run import pipeline
 
 
 def _int(lo: int) -> tuple[Callable[[Any], bool], str]:

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from distill import aggregate
-from distill import plots
 from distill.data import scores as score_refs
-from distill.fileio import write_atomic
-from distill.fileio import write_json
+from distill.io.fileio import write_atomic
+from distill.io.fileio import write_json
+from distill.report import aggregate
+from distill.report import plots
 
 _fmt = aggregate.format_number  # "-" for None or a non-finite value
 

@@ -13,8 +13,8 @@ writes into the output directory
   policy.json       tasks (task-id order), obs/act dims, per-task state
                     mean/std, context_len, rtg_scale, max_timestep, S, A, the
                     model's constructor arguments and the checkpoint step;
-  export_loader.py  a copy of `distill.export_loader` (imports jax and numpy
-                    only), which loads the two and acts.
+  export_loader.py  a copy of `distill.report.export_loader` (imports jax and
+                    numpy only), which loads the two and acts.
 
 Shape letters: N rows, K context, S/A the model's padded state/action size.
 """
@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill import checkpointing
-from distill import export_loader
-from distill import fileio
+from distill.io import fileio
 from distill.models import model as model_lib
+from distill.report import export_loader
+from distill.train import checkpointing
 
 
 def export_fn(model: model_lib.DecisionTransformer,

@@ -1,6 +1,6 @@
 """What a run does with its config: the work of each stage, as functions.
 
-The stage table (`distill/stages.py`) calls one of these per stage; each
+The stage table (`distill/run/stages.py`) calls one of these per stage; each
 reads only the sub-configs it names and the directories it is given.
 
     datasets = load_datasets(config)
@@ -31,21 +31,21 @@ import jax
 import ml_collections
 import numpy as np
 
-from distill import checkpointing
-from distill import datasets as datasets_lib
-from distill import evaluation
-from distill import fileio
-from distill import parallel
-from distill import report
 from distill.data import d4rl
 from distill.data import filtering
 from distill.data import scores
 from distill.data import segments
 from distill.data import summary as summary_lib
+from distill.envs import datasets as datasets_lib
+from distill.envs import evaluation
 from distill.envs import tasks as tasks_lib
+from distill.io import fileio
 from distill.models import model as model_lib
+from distill.report import run_report
+from distill.train import checkpointing
 from distill.train import distill_loop
 from distill.train import loop
+from distill.train import parallel
 
 
 def dataset_spec(config: ml_collections.ConfigDict, task: str) -> str:
@@ -361,7 +361,7 @@ def evaluate_teachers(config: ml_collections.ConfigDict,
                       teachers: Sequence[tuple[str, str]]
                       ) -> list[dict[str, Any]]:
   """Evaluates teacher checkpoints, each in its task; a run's processes
-  (many hosts) share the work (`distill.parallel.my_share`).
+  (many hosts) share the work (`distill.train.parallel.my_share`).
 
   Args:
     config: the whole config (reads `eval`).
@@ -437,7 +437,7 @@ def _member_results(config: ml_collections.ConfigDict, workdir: str,
   _, student_params, _ = checkpointing.load_policy(
       os.path.join(member.student, 'last'))
   history = distill_loop.load_history(member.student)
-  results = report.assemble_results(
+  results = run_report.assemble_results(
       tasks=tasks,
       datasets=fileio.read_json(os.path.join(workdir, 'datasets.json')),
       teachers=fileio.read_json(os.path.join(member.teachers, 'eval.json')),
@@ -451,12 +451,12 @@ def _member_results(config: ml_collections.ConfigDict, workdir: str,
       student_steps=config.student.steps,
       teacher_steps=config.teacher.steps, reps=config.report.reps)
   if parallel.is_main_process():
-    report.write_report(member.directory, results,
-                        steps_N=history.get('step', np.zeros(0)),
-                        kl_NxT=history.get('distill/kl',
-                                           np.zeros((0, len(tasks)))),
-                        choice_N=history.get('curriculum/choice',
-                                             np.zeros(0, np.int32)))
+    run_report.write_report(member.directory, results,
+                            steps_N=history.get('step', np.zeros(0)),
+                            kl_NxT=history.get('distill/kl',
+                                               np.zeros((0, len(tasks)))),
+                            choice_N=history.get('curriculum/choice',
+                                                 np.zeros(0, np.int32)))
   return results
 
 
@@ -464,7 +464,7 @@ def write_reports(config: ml_collections.ConfigDict, workdir: str,
                   run_members: Sequence[Member], *,
                   wall_s: Mapping[str, float]) -> None:
   """Writes each member's `results.json`, `report.md` and plots, and a
-  population's own (`distill.report`); process 0 writes.
+  population's own (`distill.report.run_report`); process 0 writes.
 
   Args:
     config: the whole config.
@@ -486,5 +486,6 @@ def write_reports(config: ml_collections.ConfigDict, workdir: str,
   results = [_member_results(config, workdir, m, latency_ms, wall_s)
              for m in run_members]
   if len(run_members) > 1 and parallel.is_main_process():
-    report.write_population_report(workdir, results, reps=config.report.reps)
+    run_report.write_population_report(workdir, results,
+                                       reps=config.report.reps)
   parallel.barrier('stage report')

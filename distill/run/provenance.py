@@ -1,7 +1,7 @@
 """What code and config a job ran: the commit, the tree's state, a hash.
 
 A sweep job records these in its `sweep_job.json` when it starts
-(`distill.sweeps.run_job`), and publishing copies them beside the member's
+(`distill.run.sweeps.run_job`), and publishing copies them beside the member's
 results (experiments/publish.py), so a published score names the code that
 produced it. The first study's members ran before this existed; its report
 says so instead of naming a commit.
@@ -71,7 +71,7 @@ def config_hash(config: Mapping[str, Any]) -> str:
   """SHA-256 of a config's JSON values (keys sorted), as a hex string.
 
   Args:
-    config: the config as JSON values (`distill.sweeps.config_json`).
+    config: the config as JSON values (`distill.run.sweeps.config_json`).
 
   Returns:
     The digest: two jobs with the same hash ran the same config.

@@ -1,10 +1,11 @@
-"""distill/report.py: the mean first, per-task intervals, reference scores."""
+"""distill/report/run_report.py: the mean first, per-task intervals, reference
+scores."""
 
 import numpy as np
 import pytest
 
-from distill import aggregate
-from distill import report
+from distill.report import aggregate
+from distill.report import run_report
 
 
 def _member(seed, student):
@@ -27,14 +28,14 @@ def test_population_report_puts_the_mean_first_and_names_the_iqm_tasks():
   # middle 4, those of halfcheetah-forward and walker2d.
   members = [_member(0, (41.0, 70.0, 30.0, 1.0)),
              _member(1, (42.0, 75.0, 31.0, 2.0))]
-  results = report.population_results(members, reps=200)
+  results = run_report.population_results(members, reps=200)
   student = results['aggregate']['student']
   assert student['iqm_kept'] == {'halfcheetah-forward': 2, 'hopper': 0,
                                  'walker2d': 2, 'other': 0}
   est = results['tasks']['hopper']['student_score_estimate']
   assert est['value'] == pytest.approx(72.5)
   assert (est['ci_low'], est['ci_high']) == (70.0, 75.0)
-  text = report.render_population_markdown(results)
+  text = run_report.render_population_markdown(results)
   assert '| policy | runs | mean | IQM |' in text
   mean = aggregate.format_estimate(student['mean'], 2)
   assert f'| student | 2 | {mean} |' in text
@@ -50,7 +51,7 @@ def test_single_run_report_shows_the_best_behaviour_policy():
   results = _member(0, (41.0, 70.0, 30.0, 1.0))
   results['aggregate'] = {'student': aggregate.interval_estimates(
       np.array([[41.0, 70.0, 30.0, 1.0]]))}
-  text = report.render_markdown(results)
+  text = run_report.render_markdown(results)
   assert ('| task | dataset | teacher | student | student / teacher |'
           ' best behaviour policy |') in text
   assert '| 0.82 | 42.9 |' in text  # halfcheetah-forward: 41 / 50

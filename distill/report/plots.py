@@ -1,9 +1,9 @@
 """PNG plots of aggregates (matplotlib's Agg canvas, no global pyplot state).
 
 `figure` and `save_png` are the shared plumbing (also of the run's plots in
-`distill.report`); the `plot_*` functions draw what `distill.aggregate`
-computes: estimates with their intervals, performance profiles and per-task
-scores.
+`distill.report.run_report`); the `plot_*` functions draw what
+`distill.report.aggregate` computes: estimates with their intervals,
+performance profiles and per-task scores.
 """
 
 from collections.abc import Mapping, Sequence
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.fileio import write_atomic
+from distill.io.fileio import write_atomic
 
 
 def figure(width: float = 6.0, height: float = 3.5):

@@ -6,7 +6,7 @@
 depend on, its outputs, what else it consumed (the datasets' fingerprints,
 the upstream checkpoints' steps and content digests, upstream files'
 SHA-256), how to tell that its outputs are complete, and the files whose
-SHA-256 its stamp records. `distill.engine` runs the table: it skips a
+SHA-256 its stamp records. `distill.run.engine` runs the table: it skips a
 stage whose outputs are up to date, moves stale or damaged outputs aside
 and reruns it. Each body calls one library function (`pipeline`,
 `train_teachers`) and writes what it returns.
@@ -21,7 +21,7 @@ runs, and the fields it is keyed by) are derived from the table.
 
 Before any stage, `check_config` and `check_workdir` refuse what cannot run
 (field types and ranges, tasks, datasets' files and sizes, writable
-directories, free disk space; see `distill.preflight`); this is the only
+directories, free disk space; see `distill.run.preflight`); this is the only
 place a config is validated. During the run, SIGTERM and SIGINT stop it
 cleanly (a training stage saves its checkpoint first; `distill.train.guards`),
 and a rerun of the same command continues: a run killed at any point ends
@@ -42,17 +42,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from distill import checkpointing
-from distill import datasets as datasets_lib
-from distill import engine
-from distill import fileio
-from distill import lock
-from distill import parallel
-from distill import pipeline
-from distill import preflight
 from distill.data import segments
+from distill.envs import datasets as datasets_lib
+from distill.io import fileio
+from distill.io import lock
+from distill.run import engine
+from distill.run import pipeline
+from distill.run import preflight
+from distill.train import checkpointing
 from distill.train import guards
 from distill.train import logs
+from distill.train import parallel
 from distill.train import student as student_lib
 from distill.train import teacher as teacher_lib
 
@@ -322,7 +322,7 @@ RESUMABLE = ('teacher.steps', 'teacher.log_every', 'teacher.ckpt_every',
 # through `seed`, see `stage_config`) and how the members are placed on the
 # devices (which changes no result).
 RUN_FIELDS = ('seeds', 'mesh')
-# A sweep's teacher job (`distill.sweeps`): the stages up to the last shared
+# A sweep's teacher job (`distill.run.sweeps`): the stages up to the last shared
 # one, and the config fields they read, which key the teachers' sharing.
 TEACHER_STAGES = tuple(list(STAGES)[:1 + max(
     i for i, s in enumerate(STAGES.values()) if s.shared)])
@@ -335,7 +335,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Refuses a config that cannot run, before any work.
 
   Checks the stage names, then every field's type and range, the tasks and
-  their datasets (`distill.preflight.check_config`), then the curriculum,
+  their datasets (`distill.run.preflight.check_config`), then the curriculum,
   surgery and loss combination. `run` calls it once, at the run's entry;
   nothing later validates the config again.
 
@@ -379,7 +379,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses a workdir the run cannot use, before any work.
 
   Checks that the directories can be written and have room
-  (`distill.preflight.check_workdir`), and that no teacher or student
+  (`distill.run.preflight.check_workdir`), and that no teacher or student
   checkpoint that the run would continue is already past the configured
   steps (lowering `teacher.steps` cannot un-train a teacher).
 
@@ -451,7 +451,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     workdir: output directory (created).
 
   Only one run uses a workdir at a time: once the checks pass, process 0
-  holds `<workdir>/.lock` until the run ends (`distill.lock`), and a
+  holds `<workdir>/.lock` until the run ends (`distill.io.lock`), and a
   second launch is refused before it changes anything.
 
   Raises:

@@ -17,9 +17,9 @@ import json
 import os
 from typing import Any
 
-from distill import fileio
 from distill.data import sources
 from distill.envs import suite
+from distill.io import fileio
 
 
 def load_dataset(spec: str, *, clip_actions: bool = False,

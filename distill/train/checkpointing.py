@@ -36,9 +36,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from distill import fileio
-from distill import parallel
+from distill.io import fileio
 from distill.models import model as model_lib
+from distill.train import parallel
 
 MANIFEST = 'sha256.json'
 

@@ -45,11 +45,11 @@ import gymnasium
 import jax
 import numpy as np
 
-from distill import checkpointing
 from distill.data import scores
 from distill.envs import rollout
 from distill.envs import tasks as tasks_lib
 from distill.models import model as model_lib
+from distill.train import checkpointing
 
 # policy(rtg_NxKx1, states_NxKxS, actions_NxKxA, timesteps_NxK, mask_NxK,
 #        key, task=None) -> actions_NxA in [-1, 1]; `task` ([N] int task
@@ -106,8 +106,8 @@ def batch1_latency_ms(model: model_lib.DecisionTransformer, params: Any, *,
   """Median wall time (ms) of one batch-1 action call, as deployed.
 
   The parameters are fixed inside the compiled call (as in the exported
-  artifact, `distill.export`), so the figure is the policy's own cost, not
-  that of passing its parameter tree on every call.
+  artifact, `distill.report.export`), so the figure is the policy's own cost,
+  not that of passing its parameter tree on every call.
 
   Args:
     model: from `distill.models.model`.

@@ -1,6 +1,6 @@
 """Loads an exported student policy and acts from it; needs only jax, numpy.
 
-`distill.export.export_policy` writes a directory with `policy.jaxexport`
+`distill.report.export.export_policy` writes a directory with `policy.jaxexport`
 (the deterministic policy as serialized `jax.export` StableHLO, parameters
 inside, symbolic batch size) and `policy.json` (tasks, normalization
 statistics, context length, return scale); this file is copied beside them,

@@ -2,7 +2,7 @@ r"""A sweep's configurations aggregated: `sweep.json`, `sweep.md`, plots.
 
   python -m experiments.aggregate runs/study
 
-`summarize` turns a sweep's finished runs (`distill.sweeps.collect_runs`)
+`summarize` turns a sweep's finished runs (`distill.run.sweeps.collect_runs`)
 into the contents of `sweep.json`: per configuration (its seeds), the mean
 normalized score over tasks with its 95% stratified bootstrap interval (the
 primary aggregate), each task's mean with its interval, the probability of
@@ -10,7 +10,7 @@ improvement over the baseline overall and per task, the IQM (secondary,
 with the tasks its kept values come from) and performance profiles; beside
 them each task's dataset score and best behaviour policy.
 `write_sweep_report` writes it with `sweep.md` and the plots. The
-statistics themselves are in `distill.aggregate`.
+statistics themselves are in `distill.report.aggregate`.
 """
 
 from collections.abc import Mapping, Sequence
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from distill import aggregate
-from distill import plots
 from distill.data import scores as score_refs
-from distill.fileio import write_atomic
-from distill.fileio import write_json
+from distill.io.fileio import write_atomic
+from distill.io.fileio import write_json
+from distill.report import aggregate
+from distill.report import plots
 
 def _matrix(runs: Sequence[Mapping[str, Any]], tasks: Sequence[str],
             key: str) -> np.ndarray:

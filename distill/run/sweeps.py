@@ -18,7 +18,7 @@ explicit extra members):
 
 A member is named from its overrides (`curriculum=max_kl,seed=0`); members
 that differ only by seed form one configuration (`curriculum=max_kl`), the
-unit `distill.aggregate` compares. Each member runs as the command line
+unit `distill.report.aggregate` compares. Each member runs as the command line
 
   python -m experiments.run --config=<config>:<arg> \
       --workdir=<sweep>/members/<name> --config.<field>=<value> ... \
@@ -51,13 +51,13 @@ from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
-from distill import fileio
-from distill import provenance
-from distill import stages
+from distill.io import fileio
+from distill.run import provenance
+from distill.run import stages
 
 # What a teacher job runs (the stages up to the last shared one, in table
 # order) and the config fields those stages read: members that agree on
-# these share one teacher job. Both derive from `distill.stages.STAGES`.
+# these share one teacher job. Both derive from `distill.run.stages.STAGES`.
 TEACHER_STAGES = stages.TEACHER_STAGES
 TEACHER_FIELDS = stages.TEACHER_FIELDS
 # Overrides that name a member's seeds: members differing only in these are
@@ -280,7 +280,7 @@ def load_sweep(config_arg: str) -> Sweep:
   spec.loader.exec_module(module)
   if not hasattr(module, 'get_sweep'):
     raise ValueError(f'--config={config_arg}: {path} defines no get_sweep();'
-                     ' see distill/sweeps.py')
+                     ' see distill/run/sweeps.py')
   sweep = module.get_sweep(arg or None)
   if not isinstance(sweep, Sweep) or not sweep.members:
     raise ValueError(f'--config={config_arg}: get_sweep() must return a'
@@ -327,7 +327,8 @@ def _teacher_hash(config_dict: Mapping[str, Any]) -> str:
 
 def _output(workdir: str, config_dict: Mapping[str, Any], rel: str) -> str:
   """Where a job's last output lands: a population (`config.seeds`, as
-  `distill.pipeline.member_seeds` reads it) writes member s in `seed_<s>/`."""
+  `distill.run.pipeline.member_seeds` reads it) writes member s in
+  `seed_<s>/`."""
   seeds = list(config_dict.get('seeds') or [config_dict['seed']])
   if len(seeds) == 1:
     return os.path.join(workdir, rel)
@@ -540,7 +541,7 @@ def published_members(root: str) -> dict[str, dict[str, Any]] | None:
 
 def collect_runs(root: str) -> tuple[dict[str, Any], list[dict[str, Any]],
                                      list[dict[str, Any]]]:
-  """The finished members of a sweep directory, for `distill.aggregate`.
+  """The finished members of a sweep directory, for `distill.report.aggregate`.
 
   Args:
     root: the sweep directory (with `sweep_state.json`), or a published

@@ -20,7 +20,7 @@ stage's outputs are up to date:
 
 In a run over several processes (many hosts) every process runs every stage;
 process 0 writes the stamps and moves files, the others wait at a barrier
-(`distill.parallel.barrier`) until it has. `run_stages` runs a table:
+(`distill.train.parallel.barrier`) until it has. `run_stages` runs a table:
 
     run_stages({'a': Stage(make_a, ('x',), ('a.json',), files=('a.json',))},
                ['a'], state, workdir=workdir, config=lambda name: {'x': 1})
@@ -35,8 +35,8 @@ from typing import Any, NamedTuple
 
 from absl import logging
 
-from distill import fileio
-from distill import parallel
+from distill.io import fileio
+from distill.train import parallel
 
 STAMPS = 'stamps'
 WALL = 'wall_s.json'
