@@ -1,6 +1,9 @@
-r"""Writes `docs/results.md` from the published study (`docs/study/`).
+r"""Writes a study's results page from its published members.
 
-  python -m experiments.study_report --study=docs/study --out=docs/results.md
+  python -m experiments.study_report --design=study2 --study=docs/study2 \
+      --out=docs/results.md
+  python -m experiments.study_report --design=study --study=docs/study \
+      --out=docs/results_study1.md
 
 Reads what `python -m experiments.sweep --config=configs/study.py
 --publish=docs/study` published (`sweep.json`, `sweep_state.json` and
@@ -19,7 +22,15 @@ each member's own task order, experiments/study_curves.py); the size curve;
 the code each member ran, as far as its record says. The conclusion is
 written by hand in `<study>/conclusion.md` and included as it is. Every
 number comes from the published files, so anyone can recompute them.
+
+`--design` names the study's config (`configs/study.py`, the first study;
+`configs/study2.py`, the pre-registered second study): its rows, the rows
+found after the data (the first study's), and for the second study the
+pre-registered verdicts (`experiments/verdicts.py`, under the gate's label)
+and the gate's table, included as the gate published it.
 """
+
+import dataclasses
 
 import json
 import os
@@ -30,6 +41,7 @@ from absl import flags
 import numpy as np
 
 from configs import study as study_config
+from configs import study2 as study2_config
 from distill.io import fileio
 from distill.report import aggregate
 from distill.report import plots
@@ -37,10 +49,19 @@ from distill.report import sweep_summary
 from distill.run import sweeps
 from experiments import publish
 from experiments import study_curves
+from experiments import verdicts as verdicts_lib
 
 _STUDY = flags.DEFINE_string('study', 'docs/study', 'Published study.')
 _OUT = flags.DEFINE_string('out', 'docs/results.md', 'Markdown to write.')
 _REPS = flags.DEFINE_integer('reps', 2000, 'Bootstrap replications.')
+_DESIGN = flags.DEFINE_enum(
+    'design', 'study', ['study', 'study2'],
+    "The study's config: 'study' (configs/study.py, the first study) or"
+    " 'study2' (configs/study2.py, pre-registered).")
+_GATE = flags.DEFINE_enum(
+    'gate', None, list(verdicts_lib.GATE_LABELS),
+    "--design=study2: whether the testbed passed its gate (docs/gate.md),"
+    " said above the verdicts (required there).")
 
 METHOD = 'curriculum=max_kl,surgery=previous'
 BASELINES = ('curriculum=round_robin,surgery=none',
@@ -55,6 +76,10 @@ CURVE_VARIANTS = ('curriculum=max_kl,surgery=previous',
                   'curriculum=mixture,surgery=none')
 SIZE_FIELDS = ('student.model.num_layers', 'student.model.width')
 FOUND_MARK = ' †'  # rows added after seeing the data (configs/study.py)
+SCRATCH = 'curriculum=scratch,surgery=none'
+PCT_BC = sweeps.configuration_name(
+    {'curriculum.name': 'scratch', 'surgery.name': 'none',
+     'student.bc_top_fraction': study2_config.BC_FRACTION})
 
 
 def found_after_data() -> dict[str, str]:
@@ -71,6 +96,69 @@ def found_after_data() -> dict[str, str]:
               if k not in ('curriculum.temperature', 'surgery.decay')}
     out[name] = sweeps.configuration_name(parent)
   return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+  """What differs between the studies' pages.
+
+  Attributes:
+    title: the page's heading.
+    config: the study's config file, for the reproduce line.
+    baselines: the rows `max_kl + previous` is compared with, in order.
+    size_labels: configuration (without its size fields) -> label of the
+      size curve; the first is compared with `scratch` at each size.
+    size_note: what the size curve can and cannot separate.
+    preregistered: whether the pre-registered verdicts
+      (`experiments/verdicts.py`) and the gate's table head the page.
+    gate_table: the gate's published table (`experiments.gate --out`),
+      relative to the repository, or ''.
+  """
+  title: str
+  config: str
+  baselines: tuple[str, ...]
+  size_labels: dict[str, str]
+  size_note: str
+  preregistered: bool = False
+  gate_table: str = ''
+
+  def found(self) -> dict[str, str]:
+    return found_after_data() if self.config == 'configs/study.py' else {}
+
+
+DESIGNS = {
+    'study': Design(
+        title='The study: results',
+        config='configs/study.py',
+        baselines=BASELINES,
+        size_labels={METHOD: 'distilled (max_kl + previous)',
+                     SCRATCH: 'from scratch'},
+        size_note=(
+            'The distilled students differ from those trained from scratch'
+            ' in two ways at once: they learn from the teachers, and they'
+            ' learn through the curriculum and surgery of `max_kl +'
+            ' previous`. So the curve confounds the teachers with the'
+            ' curriculum; separating them needs a distilled row with the'
+            ' baseline\'s curriculum (`round_robin`, or the mixture) at'
+            ' each size, which this study did not run.')),
+    'study2': Design(
+        title='The second study (pre-registered): results',
+        config='configs/study2.py',
+        baselines=BASELINES + (PCT_BC,),
+        size_labels={METHOD: 'distilled (max_kl + previous)',
+                     'curriculum=mixture,surgery=none':
+                         'distilled (mixture)',
+                     SCRATCH: 'from scratch',
+                     PCT_BC: f'%BC (best {study2_config.BC_FRACTION:.0%})'},
+        size_note=(
+            'Both distilled rows and both cloning rows ran at each size:'
+            ' the mixture row separates the teachers from the curriculum,'
+            ' %BC is the filtered cloning baseline. The pre-registered'
+            ' comparison at each size (H3) is against the better of'
+            ' `scratch` and %BC (the verdicts above).'),
+        preregistered=True,
+        gate_table='docs/gate/mixed.md'),
+}
 
 
 def _load(path: str) -> Any:
@@ -126,7 +214,8 @@ def _mean(configs: dict[str, Any], name: str) -> str:
                                    configs[name]['n'])
 
 
-def improvement_table(summary: dict[str, Any], reps: int
+def improvement_table(summary: dict[str, Any], reps: int,
+                      baselines: tuple[str, ...] = BASELINES
                       ) -> tuple[list[str], dict[str, Any]]:
   """P(METHOD > baseline) and the difference of means for each baseline."""
   configs = summary['configurations']
@@ -137,7 +226,7 @@ def improvement_table(summary: dict[str, Any], reps: int
   lines += ['| X | runs of X | mean of X | P(max_kl + previous > X) |'
             ' mean of max_kl + previous - mean of X |',
             '|---|---:|---|---|---|']
-  for base in BASELINES:
+  for base in baselines:
     if base not in configs:
       lines.append(f'| `{base}` | 0 | - | not run yet | - |')
       continue
@@ -229,10 +318,11 @@ def _plot_sizes(path: str, points: dict[str, list[tuple[int, dict, int]]]
 
 
 def main_table(summary: dict[str, Any],
-               by_config: dict[str, list[dict[str, Any]]]) -> list[str]:
+               by_config: dict[str, list[dict[str, Any]]],
+               found: dict[str, str] | None = None) -> list[str]:
   """One row per configuration, then the teachers, datasets and behaviour."""
   configs, tasks = summary['configurations'], summary['tasks']
-  found = found_after_data()
+  found = found_after_data() if found is None else found
   lines = ['## Students per configuration', '',
            '| configuration | seeds | mean | ' + ' | '.join(tasks)
            + ' | P(X > baseline) | IQM | IQM keeps | kept of teachers |'
@@ -287,9 +377,10 @@ def main_table(summary: dict[str, Any],
       ' mean over seeds); *best behaviour policy*: the deterministic score'
       ' of the best snapshot that generated them'
       ' (`distill.data.scores.BEHAVIOUR_SCORES`, distill/envs/SNAPSHOTS.md;'
-      f' - where none was measured). {FOUND_MARK.strip()}: added after'
-      ' seeing the data (`configs/study.py` `found_after_data`, which says'
-      ' why).', '']
+      ' - where none was measured).'
+      + (f' {FOUND_MARK.strip()}: added after seeing the data'
+         ' (`configs/study.py` `found_after_data`, which says why).'
+         if found else ''), '']
   return lines
 
 
@@ -311,13 +402,14 @@ def per_task_improvement_table(summary: dict[str, Any]) -> list[str]:
 
 
 def size_table(summary: dict[str, Any], reps: int, plot_path: str,
-               rel_plot: str) -> list[str]:
-  """Distilled (max_kl + previous) against from scratch at each size."""
-  configs, found = summary['configurations'], found_after_data()
+               rel_plot: str, design: Design = DESIGNS['study']
+               ) -> list[str]:
+  """Each size's rows; the first label's against from scratch."""
+  configs, found = summary['configurations'], design.found()
   points: dict[str, list[tuple[int, dict, int]]] = {}
   names: dict[tuple[str, int], str] = {}
-  labels = {METHOD: 'distilled (max_kl + previous)',
-            'curriculum=scratch,surgery=none': 'from scratch'}
+  labels = design.size_labels
+  first = next(iter(labels))
   for name, c in configs.items():
     method, _ = _size_key(name)
     if method in labels and name not in found:
@@ -327,21 +419,14 @@ def size_table(summary: dict[str, Any], reps: int, plot_path: str,
   if not points:
     return []
   _plot_sizes(plot_path, points)
-  lines = ['## Size curve', '',
-           'The distilled students differ from those trained from scratch in'
-           ' two ways at once: they learn from the teachers, and they learn'
-           ' through the curriculum and surgery of `max_kl + previous`. So'
-           ' the curve confounds the teachers with the curriculum; separating'
-           ' them needs a distilled row with the baseline\'s curriculum'
-           ' (`round_robin`, or the mixture) at each size, which this study'
-           ' did not run.', '',
+  lines = ['## Size curve', '', design.size_note, '',
            '| student | params | mean | P(distilled > from scratch) |'
            ' mean distilled - mean from scratch |', '|---|---:|---|---|---|']
   for label, pts in points.items():
     for params, est, n in sorted(pts, key=lambda p: p[0]):
-      pair = [names.get((m, params)) for m in labels]
+      pair = [names.get((m, params)) for m in (first, SCRATCH)]
       cell, diff = '-', '-'
-      if label == labels[METHOD] and all(pair):
+      if label == labels[first] and all(pair):
         cell = _improvement(summary, pair[0], pair[1], reps)[1]
         diff = _difference(summary, pair[0], pair[1], reps)[1]
       lines.append(f'| {label} | {params:,} |'
@@ -383,8 +468,55 @@ def curves_section(summary: dict[str, Any],
   return lines
 
 
-def render(study: str, out_path: str, reps: int) -> str:
-  """The Markdown of docs/results.md (writes the plots beside `study`)."""
+def verdicts_section(study: str, gate: str | None) -> list[str]:
+  """The pre-registered verdicts (experiments/verdicts.py), as registered."""
+  _, runs, _ = sweeps.collect_runs(study)
+  result = verdicts_lib.verdicts(runs, 'score')
+  return ['## The pre-registered verdicts', '',
+          'As fixed in `docs/preregistration.md` before the first member'
+          ' ran, computed by `python -m experiments.verdicts'
+          f' {study} --gate={gate}` from the members\' own results: X - Y'
+          ' is the difference of the means over tasks x seeds with its 95%'
+          ' stratified bootstrap interval, and at the Bonferroni level over'
+          f' the {len(verdicts_lib.COMPARISONS)} comparisons'
+          f' ({result["confidence_corrected"]:.2%}).', '',
+          verdicts_lib.render_markdown(result, gate).rstrip(), '',
+          *_improvement_lines(result), '']
+
+
+def _improvement_lines(result: dict[str, Any]) -> list[str]:
+  """Each comparison's per-task P(X > Y) (reported; decides nothing)."""
+  rows = [r for r in result['comparisons'] if r.get('improvement')]
+  if not rows:
+    return []
+  tasks = result['tasks']
+  lines = ['P(X > Y) per task for each comparison (reported beside the'
+           ' verdicts; decides nothing):', '',
+           '| hypothesis | X | Y | ' + ' | '.join(tasks) + ' |',
+           '|---|---|---|' + '---|' * len(tasks)]
+  for r in rows:
+    n = min(r['runs'])
+    lines.append(f'| {r["hypothesis"]} | {r["x"]} | {r["y"]} | ' + ' | '.join(
+        aggregate.format_estimate(r['improvement'][t], n, 2) for t in tasks)
+                 + ' |')
+  return lines
+
+
+def render(study: str, out_path: str, reps: int,
+           design: Design = DESIGNS['study'], gate: str | None = None
+           ) -> str:
+  """The Markdown of a study's results page (writes plots beside `study`).
+
+  Args:
+    study: the published study (`sweep.json`, `members.jsonl`, ...).
+    out_path: where the page will be written (for relative links).
+    reps: bootstrap replications of the page's own intervals.
+    design: the study's `Design`.
+    gate: with a pre-registered design, 'passed' or 'not_passed'.
+  """
+  if design.preregistered and gate not in verdicts_lib.GATE_LABELS:
+    raise ValueError(f'{design.config}: the pre-registered verdicts need'
+                     f' the gate\'s outcome, got gate={gate!r}')
   summary = _load(os.path.join(study, 'sweep.json'))
   state = _load(os.path.join(study, sweeps.STATE))
   tasks = summary['tasks']
@@ -401,7 +533,7 @@ def render(study: str, out_path: str, reps: int) -> str:
   records = [f['record'] for ms in by_config.values() for f in ms
              if 'record' in f]
   lines = [
-      '# The study: results', '',
+      f'# {design.title}', '',
       f'{done} of {len(members)} members finished'
       f' ({len(by_config)} of'
       f' {len(dict.fromkeys(j["configuration"] for j in members))}'
@@ -417,26 +549,38 @@ def render(study: str, out_path: str, reps: int) -> str:
       ' tasks, which here are mostly the hopper and walker2d runs, so its'
       ' kept values come mostly or only from the two halfcheetah tasks'
       ' (column *IQM keeps*).', '',
-      'Reproduce: `python -m experiments.sweep --config=configs/study.py'
-      ' --workdir=runs/study --parallel=2 --publish=docs/study'
-      ' --publish_commit --publish_aggregate_s=1800` (a rerun skips'
-      ' finished members), then'
-      ' `python -m experiments.study_report`. Each member\'s own command,'
-      ' record, results and curves are one line of'
-      ' `docs/study/members.jsonl`; the intervals are recomputed from the'
-      ' members\' results there by `python -m experiments.aggregate'
-      ' docs/study`.', '',
+      f'Reproduce: `python -m experiments.sweep --config={design.config}'
+      f' --workdir=runs/{os.path.basename(os.path.normpath(study))}'
+      f' --parallel=2 --publish={study} --publish_commit` (a rerun skips'
+      ' finished members), then `python -m experiments.study_report'
+      f' --design={os.path.basename(design.config)[:-3]} --study={study}'
+      + (f' --gate={gate}' if design.preregistered else '')
+      + '`. Each member\'s own command, record, results and curves are one'
+      f' line of `{study}/members.jsonl`; the intervals are recomputed from'
+      ' the members\' results there by `python -m experiments.aggregate'
+      f' {study}`.', '',
       publish.provenance_note(state, records), '']
   if os.path.exists(os.path.join(study, 'conclusion.md')):
     with open(os.path.join(study, 'conclusion.md'), encoding='utf-8') as f:
       lines += ['## Conclusion', '', f.read().strip(), '']
+  if design.preregistered:
+    lines += verdicts_section(study, gate)
+  if design.gate_table:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, design.gate_table), encoding='utf-8') as f:
+      gate_text = f.read().strip()
+    lines += ['## The gate (measured before the study)', '',
+              f'`{design.gate_table}`, as `experiments.gate` published it'
+              ' (docs/gate.md tells how it was run):', '',
+              gate_text.replace('\n# ', '\n### ').lstrip('# '), '']
 
-  lines += main_table(summary, by_config)
+  found = design.found()
+  lines += main_table(summary, by_config, found)
   lines += per_task_improvement_table(summary)
-  lines += found_table(summary, found_after_data(), reps)
+  lines += found_table(summary, found, reps)
 
   # Improvement and profiles.
-  imp_lines, estimates = improvement_table(summary, reps)
+  imp_lines, estimates = improvement_table(summary, reps, design.baselines)
   lines += ['## Does `max_kl + previous` improve on the baselines?', '']
   lines += imp_lines + ['']
   if estimates:
@@ -458,7 +602,7 @@ def render(study: str, out_path: str, reps: int) -> str:
   lines += surgery_table(summary, reps)
   lines += curves_section(summary, by_config, plot, rel)
   lines += size_table(summary, reps, plot('results_sizes.png'),
-                      rel(plot('results_sizes.png')))
+                      rel(plot('results_sizes.png')), design)
   if summary.get('missing'):
     lines += [f'{len(summary["missing"])} members have no results yet.', '']
   return '\n'.join(lines)
@@ -473,7 +617,12 @@ def main(argv):
                          ' there with experiments.sweep --publish)')
   if _REPS.value < 1:
     raise app.UsageError(f'--reps={_REPS.value}: must be >= 1')
-  text = render(study, _OUT.value, _REPS.value)
+  design = DESIGNS[_DESIGN.value]
+  if design.preregistered and _GATE.value is None:
+    raise app.UsageError(f'--design={_DESIGN.value}: give --gate=passed or'
+                         ' --gate=not_passed (whether the testbed passed its'
+                         ' gate, docs/gate.md)')
+  text = render(study, _OUT.value, _REPS.value, design, _GATE.value)
   fileio.write_atomic(_OUT.value, text + '\n')
   print(_OUT.value)
 

@@ -509,10 +509,10 @@ def main(argv):
                                    _PUBLISH_COMMIT.value,
                                    _PUBLISH_AGGREGATE_S.value,
                                    _ALLOW_DIRTY.value)
+    published = sweeps.published_members(dest) or {}
     for job in members:  # finished in an earlier sweep, not yet published
       if (sweep.status[(job.kind, job.name)] == 'skipped'
-          and not os.path.exists(os.path.join(dest, 'members', job.name,
-                                              'results.json'))):
+          and job.name not in published):
         sweep.on_done(job)
   start = time.time()
   executor = make_executor(os.path.join(root, 'submitit', '%j'))

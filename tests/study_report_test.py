@@ -12,6 +12,7 @@ from distill.report import aggregate
 from distill.run import sweeps
 from experiments import study_curves
 from experiments import study_report
+from experiments import verdicts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = os.path.join(ROOT, 'docs', 'study')
@@ -240,3 +241,34 @@ def test_published_choice_shares_match_the_members_own_counts(tmp_path):
     assert f'{t} {c / total:.2f}' in line
   assert 'halfcheetah-forward 0.23' in line
   assert 'halfcheetah-backward 0.17' in line
+
+
+STUDY2 = os.path.join(ROOT, 'docs', 'study2')
+
+
+def test_second_study_page_heads_with_the_preregistered_verdicts(tmp_path):
+  study_dir = tmp_path / 'study2'
+  shutil.copytree(STUDY2, study_dir, ignore=shutil.ignore_patterns('*.png'))
+  design = study_report.DESIGNS['study2']
+  with pytest.raises(ValueError, match='gate'):
+    study_report.render(str(study_dir), str(tmp_path / 'r.md'), reps=20,
+                        design=design)
+  text = study_report.render(str(study_dir), str(tmp_path / 'r.md'),
+                             reps=20, design=design, gate='not_passed')
+  lines = text.splitlines()
+  assert lines[0] == '# The second study (pre-registered): results'
+  # The verdicts come before any other table, under the gate's label.
+  assert (lines.index('## The pre-registered verdicts')
+          < lines.index('## Students per configuration'))
+  assert verdicts.GATE_LABELS['not_passed'] in text
+  _, runs, _ = sweeps.collect_runs(str(study_dir))
+  result = verdicts.verdicts(runs, 'score')
+  assert verdicts.render_markdown(result, 'not_passed').strip() in text
+  for hypothesis, verdict in result['hypotheses'].items():
+    assert f'| {hypothesis} | {verdict} |' in text
+  # The gate's own table, as published, and the %BC baseline's row.
+  with open(os.path.join(ROOT, design.gate_table), encoding='utf-8') as f:
+    assert f.readline().strip() in text
+  assert f'| `{study_report.PCT_BC}` |' in text
+  # No row of this study was added after the data.
+  assert study_report.FOUND_MARK not in text

@@ -465,6 +465,15 @@ def test_smoke_sweep_end_to_end(tmp_path):
   status = subprocess.run(['git', '-C', str(repo), 'status', '--porcelain'],
                           capture_output=True, text=True, check=True).stdout
   assert not status  # everything published is committed
+  # Relaunched, it publishes (and commits) nothing again: every member is
+  # already in members.jsonl.
+  proc = _cli('experiments.sweep', *args, f'--publish={pub}',
+              '--publish_commit', '--allow_dirty', env=env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert 'published and committed' not in proc.stderr
+  again = subprocess.run(['git', '-C', str(repo), 'log', '--format=%s'],
+                         capture_output=True, text=True, check=True).stdout
+  assert again == log
 
   # The aggregate entry point on its own, with another baseline.
   proc = _cli('experiments.aggregate', str(root),
