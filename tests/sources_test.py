@@ -192,4 +192,4 @@ def test_data_package_does_not_import_envs_or_behavior_policies():
           ' and not m.startswith("distill.data")])')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                        text=True, check=True, timeout=120).stdout
-  assert out.strip() == "['distill.io.fileio']"
+  assert out.strip() == "['distill.io', 'distill.io.fileio']"

@@ -8,8 +8,8 @@ Specs are those of `distill.data.sources` (a D4RL HDF5 path, 'd4rl:<name>',
 'minari:<id>') plus 'suite:<task>-<quality>' and 'suite:mt10/<task>-<quality>'
 (Meta-World MT10), which `distill.envs.suite` generates on first use.
 Generating needs the environments and the behavior policies, so this
-dispatch lives here, above both `distill.data` and `distill.envs`; the data
-package never imports the environments.
+dispatch lives in `distill.envs`, above `distill.data` and the suite
+generator; the data package never imports the environments.
 """
 
 import hashlib
