@@ -6,7 +6,9 @@
                 ms/step, XLA's FLOP count, GFLOP/s, the matmul FLOP count and
                 the model FLOP utilization (MFU) where the peak is known;
                 with a reference command, the same step of an external
-                implementation, interleaved, and the ratio
+                implementation, interleaved, and the ratios (best-round
+                wall, median per-round wall, and median process CPU time,
+                the steadier one when other processes hold the cores)
   student_step  the default distillation step (configs/mt_distill.py)
   fusion        fused updates per dispatch (1 vs 10)
   vmap          four teachers vmapped vs one by one (`teacher.vmap`)
@@ -215,18 +217,26 @@ def _teacher_row(layers, width, source, batch, repeats, reference_cmd):
   if reference_cmd and (layers, width) == (3, 128):
     ref = _Reference(reference_cmd)
     ours, theirs, ratios = [], [], []
+    ours_cpu, theirs_cpu = [], []
     run()
     for _ in range(repeats):
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       run()
       ours.append((time.perf_counter() - start) / 5)
-      theirs.append(ref.steps(5)[0])
+      ours_cpu.append((time.process_time() - start_cpu) / 5)
+      wall, cpu = ref.steps(5)
+      theirs.append(wall)
+      theirs_cpu.append(cpu)
       ratios.append(ours[-1] / theirs[-1])
     ref.close()
     t = min(ours)
+    cpu_ours, cpu_theirs = np.median(ours_cpu), np.median(theirs_cpu)
     row.update(reference_ms=round(min(theirs) * 1e3, 1),
                ratio_to_reference=round(t / min(theirs), 3),
-               median_round_ratio=round(float(np.median(ratios)), 3))
+               median_round_ratio=round(float(np.median(ratios)), 3),
+               cpu_ms=round(float(cpu_ours) * 1e3, 1),
+               reference_cpu_ms=round(float(cpu_theirs) * 1e3, 1),
+               cpu_ratio_to_reference=round(float(cpu_ours / cpu_theirs), 3))
   else:
     t = common.interleaved({'step': run}, repeats)['step'] / 5
   return row, t, xla_flops
