@@ -17,6 +17,7 @@ from experiments import bench
 from experiments.benches import distill_variants
 from experiments.benches import rollouts
 from experiments.benches import scale
+from experiments.benches import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,3 +128,29 @@ def test_checksums_section(tmp_path):
   assert 0 < row['overhead_fraction'] < 1
   assert (tmp_path / 'run' / 'datasets.json').exists()
   assert (tmp_path / 'run' / 'teachers').is_dir()
+
+
+_FAKE_REFERENCE = '''
+import sys
+print('ready', flush=True)
+for line in sys.stdin:
+  n = int(line)
+  print(f'{0.5} {0.25}', flush=True)
+'''
+
+
+@pytest.mark.slow  # ~1 min: the paper-size step compiled
+def test_teacher_row_against_a_reference_command(tmp_path, capsys):
+  # A reference server that reports 0.5 s wall and 0.25 s CPU per step.
+  script = tmp_path / 'ref.py'
+  script.write_text(_FAKE_REFERENCE)
+  train.bench_teacher_steps(2, 100.0, f'{sys.executable} {script}',
+                            [(3, 128)], [64], ['default'])
+  (row,) = _lines(capsys.readouterr().out)
+  assert row['figure'] == 'teacher_step' and row['reference_ms'] == 500.0
+  assert row['reference_cpu_ms'] == 250.0
+  assert row['ratio_to_reference'] == pytest.approx(
+      row['ms_per_step'] / 500.0, abs=2e-3)
+  assert row['cpu_ratio_to_reference'] == pytest.approx(
+      row['cpu_ms'] / 250.0, abs=2e-3)
+  assert row['cpu_ms'] > 0
