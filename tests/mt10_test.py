@@ -84,6 +84,7 @@ def test_tiny_dataset_is_the_same_twice_and_pinned():
   assert card['data_sha256'] == card2['data_sha256'] == PINNED
   assert card['data_sha256'] == d4rl.data_sha256(data2,
                                                   mt10_suite.DATA_KEYS)
+  assert card['data_sha256'] == d4rl.data_sha256(data2)  # dataset_info's
   assert card['noise_stds'] == list(mt10_suite.NOISE_STDS['mixed'])
   assert card['versions']['metaworld'] == '3.1.1'
 
@@ -307,6 +308,9 @@ def test_switch_dataset_segments_and_card():
   assert card['data_sha256'] == d4rl.data_sha256(data, mt10_suite.DATA_KEYS)
   assert card['data_sha256'] != d4rl.data_sha256(
       data, mt10_suite.DATA_KEYS[:-1])
+  # `experiments.dataset_info` prints the default digest of what a load
+  # returns: the card's, so it can be compared with README's table.
+  assert d4rl.data_sha256(data) == card['data_sha256']
   again, _ = mt10_suite.generate('reach-v3', 'switch', num_transitions=1000,
                                  seed=0, num_envs=1)
   assert d4rl.data_sha256(again, mt10_suite.DATA_KEYS) == card['data_sha256']

@@ -24,6 +24,10 @@ import numpy as np
 from distill.io import fileio
 
 KEYS = ('observations', 'actions', 'rewards', 'terminals', 'timeouts')
+# What `data_sha256` covers, in this order (a missing key is skipped): the
+# transitions, then the per-step infos that generated suites record
+# (Meta-World's success flag, a switching quality's noise std).
+DIGEST_KEYS = KEYS + ('next_observations', 'infos/success', 'infos/noise_std')
 # Keys without which a dataset is refused; `timeouts` is missing from old
 # D4RL files (and then episodes end at terminals only).
 REQUIRED_KEYS = KEYS[:4]
@@ -192,8 +196,8 @@ def load_hdf5(path: str | os.PathLike, *,
   return validate(data, source=path, clip_actions=clip_actions)
 
 
-def data_sha256(data: Mapping[str, Any], keys: tuple[str, ...] = KEYS + (
-    'next_observations',)) -> str:
+def data_sha256(data: Mapping[str, Any],
+                keys: tuple[str, ...] = DIGEST_KEYS) -> str:
   """SHA-256 of a dataset's arrays: their names, dtypes, shapes and bytes.
 
   Unlike the file's own digest it does not depend on the HDF5 library's

@@ -70,7 +70,8 @@ SUCCESS_KEY = 'infos/success'
 NOISE_KEY = 'infos/noise_std'
 # A missing key is skipped by `d4rl.data_sha256`: the other qualities'
 # digests do not depend on NOISE_KEY.
-DATA_KEYS = d4rl.KEYS + ('next_observations', SUCCESS_KEY, NOISE_KEY)
+DATA_KEYS = d4rl.DIGEST_KEYS
+assert DATA_KEYS[-2:] == (SUCCESS_KEY, NOISE_KEY)
 PACKAGES = generated.PACKAGES + ('metaworld',)
 
 DEFAULTS = {
