@@ -140,7 +140,7 @@ def filtered_bc(fraction: float = 0.1) -> dict[str, object]:
 def found_after_data() -> list[dict[str, object]]:
   """Rows added after seeing the first 60 members (issue item 4).
 
-  Labelled as such in docs/results.md. Why each:
+  Labelled as such in docs/results_study1.md. Why each:
     - `max_kl` softmax at temperature 0.25: after the first few hundred
       steps the teachers' probe KLs differ by less than about 0.7 (they
       fall from about 5 to 0.4-0.9), so softmax at the default temperature

@@ -1,9 +1,10 @@
 """A multi-task student acts in each task with that task's own adapters.
 
-Guards the walker2d finding of the first study (docs/results.md): tasks of
-equal observation and action sizes (halfcheetah and walker2d, 17 / 6) must
-still reach their own embeddings and heads, in training batches and in the
-evaluation of a checkpoint, whatever subset and order of tasks is asked for.
+Guards the walker2d finding of the first study (docs/results_study1.md):
+tasks of equal observation and action sizes (halfcheetah and walker2d,
+17 / 6) must still reach their own embeddings and heads, in training
+batches and in the evaluation of a checkpoint, whatever subset and order of
+tasks is asked for.
 """
 
 import jax
