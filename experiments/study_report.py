@@ -310,10 +310,8 @@ def _plot_sizes(path: str, points: dict[str, list[tuple[int, dict, int]]]
         ax.plot([xp, xp], [est['ci_low'], est['ci_high']], color=f'C{i}',
                 lw=4, alpha=0.35)
   ax.set_xscale('log')
-  ax.set_xlabel('student parameters')
-  ax.set_ylabel('mean normalized score over tasks (95% CI)')
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
+  plots.label_axes(ax, xlabel='student parameters',
+                   ylabel='mean normalized score over tasks (95% CI)')
   plots.save_png(fig, path)
 
 

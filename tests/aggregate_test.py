@@ -258,3 +258,18 @@ def test_iqm_kept_names_the_tasks_when_they_differ_in_scale():
   assert aggregate.iqm_uneven([2, 4, 2, 2]) is False  # none under 1.25
   assert aggregate.iqm_uneven([4, 1, 3, 2]) is True  # 1 < 0.5 x 2.5
   assert aggregate.format_iqm_kept(tasks, [3, 2, 3, 2]) == 'even'
+
+
+def test_improvement_is_rliables_statistic_bit_for_bit():
+  from rliable import metrics  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  for runs_x, runs_y in ((5, 5), (10, 5), (3, 7)):
+    # Whole numbers in a small range: many ties between and within rows.
+    x = rng.integers(0, 6, size=(runs_x, 4)).astype(np.float64)
+    y = rng.integers(0, 6, size=(runs_y, 4)).astype(np.float64)
+    got = aggregate.improvement_T(x, y)
+    want = [metrics.probability_of_improvement(x[:, [t]], y[:, [t]])
+            for t in range(4)]
+    assert got.tolist() == want
+    assert got.mean() == metrics.probability_of_improvement(x, y)
+  assert aggregate.improvement_T(x, x).tolist() == [0.5] * 4

@@ -24,6 +24,16 @@ def figure(width: float = 6.0, height: float = 3.5):
   return fig
 
 
+def label_axes(ax, *, xlabel: str, ylabel: str,
+               legend_size: int | None = 8) -> None:
+  """Axis labels, a legend (None: no legend) and a light grid."""
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if legend_size is not None:
+    ax.legend(fontsize=legend_size)
+  ax.grid(alpha=0.3)
+
+
 def save_png(fig, path: str) -> None:
   """Writes `fig` as a PNG atomically (a reader never sees half a file)."""
   buf = io.BytesIO()
@@ -80,11 +90,9 @@ def plot_profiles(path: str, taus_U: Sequence[float],
     if prof.get('ci_low') is not None:
       ax.fill_between(taus_U, prof['ci_low'], prof['ci_high'], color=color,
                       alpha=0.15)
-  ax.set_xlabel('D4RL-normalized score tau')
-  ax.set_ylabel('fraction of runs x tasks > tau')
   ax.set_ylim(0, 1.02)
-  ax.legend(fontsize=7)
-  ax.grid(alpha=0.3)
+  label_axes(ax, xlabel='D4RL-normalized score tau',
+             ylabel='fraction of runs x tasks > tau', legend_size=7)
   save_png(fig, path)
 
 

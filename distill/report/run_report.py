@@ -126,10 +126,8 @@ def plot_divergences(path: str, steps_N: np.ndarray, kl_NxT: np.ndarray,
   for t, task in enumerate(tasks):
     ax.plot(steps_N, kl_NxT[:, t], label=task, lw=1.2)
   ax.set_yscale("log")
-  ax.set_xlabel("distillation step")
-  ax.set_ylabel("KL(teacher || student), probe batches")
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
+  plots.label_axes(ax, xlabel="distillation step",
+                   ylabel="KL(teacher || student), probe batches")
   plots.save_png(fig, path)
 
 
