@@ -156,8 +156,9 @@ def setup():
       config.teacher.model, obs_dims=(max(OBS_DIMS),),
       act_dims=(max(ACT_DIMS),), context_len=K,
       max_timestep=config.data.max_timestep)
-  teacher_params_T = jax.vmap(lambda k: model_lib.init_params(teacher, k))(
-      jax.random.split(jax.random.key(1), len(OBS_DIMS)))
+  teacher_params_T = jax.jit(jax.vmap(
+      lambda k: model_lib.init_params(teacher, k)))(
+          jax.random.split(jax.random.key(1), len(OBS_DIMS)))
   return config, data, stats, source, clone, teacher, teacher_params_T
 
 

@@ -42,8 +42,9 @@ def setup(fake_dataset):
       obs_dims=(max(OBS_DIMS),), act_dims=(max(ACT_DIMS),), context_len=K,
       max_timestep=100)
   keys = jax.random.split(jax.random.key(1), len(OBS_DIMS))
-  teacher_params_T = jax.vmap(lambda k: model_lib.init_params(teacher, k))(
-      keys)
+  # Jitted: a vmapped init run op by op compiles every op on its own.
+  teacher_params_T = jax.jit(jax.vmap(
+      lambda k: model_lib.init_params(teacher, k)))(keys)
   return source, teacher, teacher_params_T
 
 

@@ -70,8 +70,8 @@ def bench_distill(config, steps, repeats, transitions, variants=VARIANTS):
       act_dims=(source.actions.shape[1],),
       context_len=base.data.context_len, max_timestep=base.data.max_timestep)
   keys = jax.random.split(jax.random.key(1), len(dims))
-  teacher_params_T = jax.vmap(lambda k: model_lib.init_params(teacher, k))(
-      keys)
+  teacher_params_T = jax.jit(jax.vmap(
+      lambda k: model_lib.init_params(teacher, k)))(keys)
   student = model_lib.make_model(
       base.student.model, obs_dims=[d[0] for d in dims],
       act_dims=[d[1] for d in dims], context_len=base.data.context_len,

@@ -56,8 +56,10 @@ def _member(config, data, seed, steps, placement=None):
       context_len=config.data.context_len,
       max_timestep=config.data.max_timestep)
   key = jax.random.key(seed)
-  teacher_params_T = jax.vmap(lambda k: model_lib.init_params(teacher, k))(
-      jax.random.split(key, len(dims)))
+  # Jitted: initialized op by op, a vmapped init compiles each op alone.
+  teacher_params_T = jax.jit(jax.vmap(
+      lambda k: model_lib.init_params(teacher, k)))(
+          jax.random.split(key, len(dims)))
   student = model_lib.make_model(
       config.student.model, obs_dims=[d[0] for d in dims],
       act_dims=[d[1] for d in dims], context_len=config.data.context_len,

@@ -256,8 +256,8 @@ def bench_student_step(repeats, steps_per_dispatch):
       context_len=config.data.context_len,
       max_timestep=config.data.max_timestep)
   keys = jax.random.split(jax.random.key(1), len(dims))
-  teacher_params_T = jax.vmap(
-      lambda k: model_lib.init_params(teacher_model, k))(keys)
+  teacher_params_T = jax.jit(jax.vmap(
+      lambda k: model_lib.init_params(teacher_model, k)))(keys)
   student = model_lib.make_model(
       config.student.model, obs_dims=[d[0] for d in dims],
       act_dims=[d[1] for d in dims], context_len=config.data.context_len,
