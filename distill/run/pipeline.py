@@ -430,12 +430,9 @@ def evaluate_students(config: ml_collections.ConfigDict,
 
 def _member_results(config: ml_collections.ConfigDict, workdir: str,
                     member: Member, latency_ms: dict[str, float],
+                    params: dict[str, int],
                     wall_s: Mapping[str, float]) -> dict[str, Any]:
   tasks = list(config.tasks)
-  _, params_T = load_teachers(member.teacher_dirs(tasks))
-  teacher_params = jax.tree.map(lambda x: x[0], params_T)
-  _, student_params, _ = checkpointing.load_policy(
-      os.path.join(member.student, 'last'))
   history = distill_loop.load_history(member.student)
   results = run_report.assemble_results(
       tasks=tasks,
@@ -443,8 +440,7 @@ def _member_results(config: ml_collections.ConfigDict, workdir: str,
       teachers=fileio.read_json(os.path.join(member.teachers, 'eval.json')),
       students=fileio.read_json(os.path.join(member.student, 'eval.json')),
       which=config.report.student_checkpoint,
-      teacher_params=model_lib.count_params(teacher_params),
-      student_params=model_lib.count_params(student_params),
+      teacher_params=params['teacher'], student_params=params['student'],
       latency_ms=latency_ms, history=history,
       curriculum=config.curriculum.name, surgery=config.surgery.name,
       wall_s=dict(wall_s), seed=member.seed,
@@ -477,13 +473,17 @@ def write_reports(config: ml_collections.ConfigDict, workdir: str,
   teacher, params_T = load_teachers(first.teacher_dirs(config.tasks))
   student, student_params, _ = checkpointing.load_policy(
       os.path.join(first.student, 'last'))
-  # The same modules in every member: their latency is measured once.
+  teacher_params = jax.tree.map(lambda x: x[0], params_T)
+  # The same modules in every member: their sizes and latency are measured
+  # once.
+  params = {'teacher': model_lib.count_params(teacher_params),
+            'student': model_lib.count_params(student_params)}
   latency_ms = {
-      'teacher_batch1': evaluation.batch1_latency_ms(
-          teacher, jax.tree.map(lambda x: x[0], params_T)),
+      'teacher_batch1': evaluation.batch1_latency_ms(teacher,
+                                                     teacher_params),
       'student_batch1': evaluation.batch1_latency_ms(student,
                                                      student_params)}
-  results = [_member_results(config, workdir, m, latency_ms, wall_s)
+  results = [_member_results(config, workdir, m, latency_ms, params, wall_s)
              for m in run_members]
   if len(run_members) > 1 and parallel.is_main_process():
     run_report.write_population_report(workdir, results,
