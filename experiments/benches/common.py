@@ -14,6 +14,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from distill.models import model as model_lib
+
 # The locomotion suite's tasks and their observation / action sizes.
 SUITE_TASKS = ('halfcheetah-forward', 'halfcheetah-backward', 'hopper',
                'walker2d')
@@ -26,6 +28,22 @@ def suite_config(config: ml_collections.ConfigDict
   config = ml_collections.ConfigDict(config.to_dict())
   config.tasks = tuple(f'task{i}' for i in range(len(SUITE_DIMS)))
   return config
+
+
+def random_teachers(config: ml_collections.ConfigDict, source: Any,
+                    key: jax.Array) -> tuple[Any, Any]:
+  """The config's teacher module and a random init per suite task, [T, ...].
+
+  The init is jitted: run op by op under vmap, each op compiles alone.
+  """
+  teacher = model_lib.make_model(
+      config.teacher.model, obs_dims=(source.states.shape[1],),
+      act_dims=(source.actions.shape[1],),
+      context_len=config.data.context_len,
+      max_timestep=config.data.max_timestep)
+  params_T = jax.jit(jax.vmap(lambda k: model_lib.init_params(teacher, k)))(
+      jax.random.split(key, len(SUITE_DIMS)))
+  return teacher, params_T
 
 
 def device() -> str:

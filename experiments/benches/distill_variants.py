@@ -65,13 +65,8 @@ def bench_distill(config, steps, repeats, transitions, variants=VARIANTS):
                                 actions='uniform'),
       context_len=base.data.context_len, rtg_scale=base.data.rtg_scale,
       max_timestep=base.data.max_timestep)
-  teacher = model_lib.make_model(
-      base.teacher.model, obs_dims=(source.states.shape[1],),
-      act_dims=(source.actions.shape[1],),
-      context_len=base.data.context_len, max_timestep=base.data.max_timestep)
-  keys = jax.random.split(jax.random.key(1), len(dims))
-  teacher_params_T = jax.jit(jax.vmap(
-      lambda k: model_lib.init_params(teacher, k)))(keys)
+  teacher, teacher_params_T = common.random_teachers(base, source,
+                                                     jax.random.key(1))
   student = model_lib.make_model(
       base.student.model, obs_dims=[d[0] for d in dims],
       act_dims=[d[1] for d in dims], context_len=base.data.context_len,

@@ -50,16 +50,8 @@ def source(config, n=20_000, seed=0):
 def _member(config, data, seed, steps, placement=None):
   """(step, state, teacher_params_T, pool) of one seed."""
   dims = common.SUITE_DIMS
-  teacher = model_lib.make_model(
-      config.teacher.model, obs_dims=(data.states.shape[1],),
-      act_dims=(data.actions.shape[1],),
-      context_len=config.data.context_len,
-      max_timestep=config.data.max_timestep)
   key = jax.random.key(seed)
-  # Jitted: initialized op by op, a vmapped init compiles each op alone.
-  teacher_params_T = jax.jit(jax.vmap(
-      lambda k: model_lib.init_params(teacher, k)))(
-          jax.random.split(key, len(dims)))
+  teacher, teacher_params_T = common.random_teachers(config, data, key)
   student = model_lib.make_model(
       config.student.model, obs_dims=[d[0] for d in dims],
       act_dims=[d[1] for d in dims], context_len=config.data.context_len,

@@ -250,14 +250,8 @@ def bench_student_step(repeats, steps_per_dispatch):
       common.synthetic_datasets(dims, 20_000),
       context_len=config.data.context_len,
       rtg_scale=config.data.rtg_scale, max_timestep=config.data.max_timestep)
-  teacher_model = model_lib.make_model(
-      config.teacher.model, obs_dims=(source.states.shape[1],),
-      act_dims=(source.actions.shape[1],),
-      context_len=config.data.context_len,
-      max_timestep=config.data.max_timestep)
-  keys = jax.random.split(jax.random.key(1), len(dims))
-  teacher_params_T = jax.jit(jax.vmap(
-      lambda k: model_lib.init_params(teacher_model, k)))(keys)
+  teacher_model, teacher_params_T = common.random_teachers(
+      config, source, jax.random.key(1))
   student = model_lib.make_model(
       config.student.model, obs_dims=[d[0] for d in dims],
       act_dims=[d[1] for d in dims], context_len=config.data.context_len,
