@@ -30,16 +30,20 @@ if 'pytest' in sys.modules and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 
-# The modules that hold the longest tests, longest first (measured with
-# `pytest -n 2 --durations=60` on a 2-core CPU, 2026-12-06: bench about
-# 270 s, faults 240 s, student 150 s, sweep 130 s, parallel, distributed and
-# gpu_check 115-120 s each). With `--dist loadscope` (pytest.ini) workers take
-# modules in collection order, so these go first: a long module started
-# last would run alone at the end while the other worker idles.
+# The longest modules, longest first (measured with `pytest -n 2
+# --durations=60` on a 2-core CPU, 2026-12-06: bench about 270 s, faults
+# 240 s, student 150 s, sweep 130 s, parallel, distributed and gpu_check
+# 115-120 s each; teacher 53 s alone). With `--dist loadscope` (pytest.ini)
+# workers take modules in collection order, so these go first: a long
+# module started last would run alone at the end while the other worker
+# idles.
 LONGEST_MODULES = ('bench_test.py', 'faults_test.py', 'student_test.py',
                    'sweep_test.py', 'parallel_test.py', 'distributed_test.py',
                    'gpu_check_test.py', 'pipeline_test.py',
-                   'decision_transformer_test.py', 'filtering_test.py')
+                   'decision_transformer_test.py', 'filtering_test.py',
+                   'teacher_test.py', 'checkpointing_test.py',
+                   'evaluation_test.py', 'suite_test.py', 'surgery_test.py',
+                   'mt10_test.py')
 
 
 def pytest_collection_modifyitems(session, config, items):
