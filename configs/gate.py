@@ -39,20 +39,21 @@ transitions each, 10 evaluation episodes per task, targets
 at each noise std, which %BC can select) and 'mt10_switch' on the `switch`
 data (the std switches every 50 steps within every episode, so no episode
 is wholly clean; `distill/envs/mt10_suite.py`). MT10's teachers (one 2 x 64
-per task, batch 64) train for `TEACHER_STEPS_MT10` = 3000 steps, three
-times `configs/mt10.py`'s 1000 (at which they reached a success rate of
-0.30 against the data's 0.60, README's MT10 section; that 3000 steps is
-converged is not measured), the cloning students as many at batch 60 (six
+per task, batch 64) train for `MT10_TEACHER_STEPS` steps: 3000 on
+`switch` (the gate run of docs/gate.md), 9000 on `mixed`, where a probe of
+seed 0's window-open and reach teachers rose from a success rate of 0.30 /
+0.30 at 3000 steps to 0.80 / 0.60 at 9000 (their data: 0.70 / 0.55;
+docs/gate.md). The cloning students train as many steps at batch 60 (six
 segments per task; a batch that mixes the tasks must be a multiple of
 ten). MT10's pass rule,
 fixed before running: over 3 seeds, the teachers beat the best of the six
 cloning baselines by at least 10 success-rate points on at least 3 of the
 10 tasks (`experiments/gate.py --metric=success_rate --min_tasks=3`).
-`experiments.sweep --print --parallel=2` estimates each MT10 gate at 51 min
-of machine time (teachers 31 min, members 20 min; 2026-12-05); its
-evaluation unit cost is the locomotion suite's, and MT10's evaluations in
-README's default MT10 run took 4-5 times that (on loaded cores), so
-expect more.
+`experiments.sweep --print --parallel=2` estimates the `switch` gate at
+1 h 07 min of machine time (teachers 41 min, members 26 min) and the
+`mixed` one, at three times the steps, at 2 h 14 min (teachers 1 h 31 min,
+members 43 min; 2026-12-06); the `switch` gate took 1 h 48 min of wall time
+on shared cores (docs/gate.md).
 """
 
 import ml_collections
@@ -63,9 +64,10 @@ from distill.run import sweeps
 
 SEEDS = (0, 1, 2)
 TEACHER_STEPS = 6000
-# MT10's teachers (and cloning students): longer than configs/mt10.py's
-# 1000 steps, after which its teachers were still weak.
-TEACHER_STEPS_MT10 = 3000
+# MT10's teachers (and cloning students) per variant: longer than
+# configs/mt10.py's 1000 steps, after which its teachers were still weak;
+# 9000 on `mixed` after a probe there (docs/gate.md).
+MT10_TEACHER_STEPS = {'mt10': 9000, 'mt10_switch': 3000}
 # The MT10 variants' data quality.
 MT10_QUALITIES = {'mt10': 'mixed', 'mt10_switch': 'switch'}
 # Raw returns the teachers are conditioned on: the best episode return in
@@ -95,10 +97,10 @@ def _mt10_config(arg: str) -> ml_collections.ConfigDict:
   config.data.quality = MT10_QUALITIES[arg]
   config.curriculum.name = 'scratch'
   config.surgery.name = 'none'
-  config.teacher.steps = TEACHER_STEPS_MT10
+  config.teacher.steps = MT10_TEACHER_STEPS[arg]
   config.teacher.batch_size = 64
   config.teacher.ckpt_every = 1000
-  config.student.steps = TEACHER_STEPS_MT10
+  config.student.steps = MT10_TEACHER_STEPS[arg]
   # Cloning mixes every task in each batch: a multiple of the ten tasks.
   config.student.batch_size = 60
   config.student.ckpt_every = 1000

@@ -120,9 +120,10 @@ def test_gate_sweep_members():
     gate_config.get_config('nope')
 
 
-@pytest.mark.parametrize('arg,quality', [('mt10', 'mixed'),
-                                         ('mt10_switch', 'switch')])
-def test_mt10_gate_sweep_members_and_config(arg, quality, tmp_path):
+@pytest.mark.parametrize('arg,quality,steps', [('mt10', 'mixed', 9000),
+                                               ('mt10_switch', 'switch',
+                                                3000)])
+def test_mt10_gate_sweep_members_and_config(arg, quality, steps, tmp_path):
   sweep = gate_config.get_sweep(arg)
   assert sweep.members == gate_config.get_sweep().members
   config = gate_config.get_config(arg)
@@ -134,9 +135,9 @@ def test_mt10_gate_sweep_members_and_config(arg, quality, tmp_path):
   assert config.data.suite_transitions == 20_000
   assert config.curriculum.name == 'scratch'
   assert config.surgery.name == 'none'
-  assert config.teacher.steps == config.student.steps == 3000 == (
-      gate_config.TEACHER_STEPS_MT10)
-  assert config.student.optimizer.decay_steps == 3000
+  assert config.teacher.steps == config.student.steps == steps == (
+      gate_config.MT10_TEACHER_STEPS[arg])
+  assert config.student.optimizer.decay_steps == steps
   assert config.teacher.batch_size == 64
   assert config.student.batch_size % len(config.tasks) == 0
   assert (config.teacher.model.num_layers, config.teacher.model.width) == (
@@ -155,7 +156,7 @@ def test_mt10_gate_sweep_members_and_config(arg, quality, tmp_path):
   for m in members:
     assert m.config['data']['quality'] == quality
     assert m.config['curriculum']['name'] == 'scratch'
-    assert m.config['student']['steps'] == 3000
+    assert m.config['student']['steps'] == steps
 
 
 def test_unknown_args_name_the_valid_ones():
