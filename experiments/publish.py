@@ -137,7 +137,7 @@ def member_entry(job: sweeps.Job, root: str,
         + '; not published (pass --allow_dirty to publish it anyway)')
   record = {k: full.get(k) for k in ('name', 'status', 'wall_s', 'started',
                                       'finished', 'host', 'code',
-                                      'config_sha256')}
+                                      'config_sha256', 'recipe_sha256')}
   record['command'] = [_rel(a, root) for a in job.command]
   entry = {'name': job.name, 'configuration': job.configuration,
            'overrides': dict(job.overrides), 'record': record,
@@ -196,7 +196,8 @@ def publish_state(root: str, dest: str) -> None:
   state['code_commit'] = head.stdout.strip() if not head.returncode else None
   published = sweeps.published_members(dest) or {}
   for job in state['jobs']:
-    if job['kind'] == 'member' and job['status'] in ('done', 'skipped'):
+    if job['kind'] == 'member' and job['status'] in ('done', 'skipped',
+                                                     'published'):
       job['status'] = 'done' if job['name'] in published else 'pending'
   fileio.write_json(os.path.join(dest, sweeps.STATE), state)
 

@@ -36,7 +36,11 @@ without running), and the sweep then exits with status 1. A sweep launched
 again while jobs of an earlier launch still run on this host (their
 records' pids alive) does not start them a second time: it waits for each
 and adopts its result (done: kept; ended unfinished: run again), running
-the other jobs meanwhile. At the end the
+the other jobs meanwhile. With `--publish=DEST`, a sweep started in an
+empty directory (a fresh machine, a new session) resumes the published
+study: members already in `DEST/members.jsonl`, done at the same recipe
+hash (config less paths), do not run again, nor do teacher jobs needed by no other member
+(`mark_published`). At the end the
 finished members are aggregated (`python -m experiments.aggregate DIR`:
 `sweep.json`, `sweep.md`, plots).
 """
@@ -60,6 +64,7 @@ from experiments import relaunch
 from distill.io import fileio
 from distill.report import sweep_summary
 from distill.run import cost
+from distill.run import provenance
 from distill.run import sweeps
 
 _CONFIG = flags.DEFINE_string(
@@ -206,6 +211,12 @@ def _fmt_s(seconds: float) -> str:
   return f'{seconds // 60}m{seconds % 60:02d}s'
 
 
+# A job's statuses that need no run: done now, finished in this sweep
+# directory earlier ('skipped'), or already in the --publish directory
+# ('published', `mark_published`).
+FINISHED = ('done', 'skipped', 'published')
+
+
 class Sweep:
   """The state of a running sweep: each job's status and record."""
 
@@ -263,7 +274,7 @@ class Sweep:
     parts = []
     for kind in ('teacher', 'member'):
       st = [s for k, s in self.status.items() if k[0] == kind]
-      done = sum(s in ('done', 'skipped') for s in st)
+      done = sum(s in FINISHED for s in st)
       parts.append(f'{kind}s {done}/{len(st)} done,'
                    f' {st.count("running")} running,'
                    f' {st.count("failed")} failed')
@@ -303,7 +314,7 @@ def _launch(sweep: Sweep, running: dict, executor: submitit.Executor,
                       job.name, teacher.name, teacher.log)
         changed = True
         continue
-      if t_status not in ('done', 'skipped'):
+      if t_status not in FINISHED:
         continue
     running[key] = executor.submit(
         sweeps.run_job, job, cwd=os.getcwd(), env_updates=env,
@@ -411,6 +422,54 @@ def aggregate_sweep(root: str, baseline: str, reps: int, *,
   return os.path.join(root, 'sweep.md')
 
 
+def mark_published(sweep: Sweep, published: dict[str, dict[str, Any]]
+                   ) -> tuple[int, int]:
+  """Marks what `published` already holds as not to be run again.
+
+  A sweep directory lives on one machine; its published directory lives in
+  the repository. On a fresh machine (an empty --workdir, the same
+  --publish), a member already published, done, with the recipe hash this
+  sweep plans for it (`provenance.recipe_hash`: its config less the sweep
+  directory's paths), is 'published' and does not run again; a teacher job
+  whose members are all finished or published is 'published' too (its
+  teachers are retrained only for a member that still has to run). A
+  published member whose config differs runs again and replaces its line.
+
+  Args:
+    sweep: the sweep (its statuses are updated in place).
+    published: `sweeps.published_members` of the --publish directory.
+
+  Returns:
+    (members, teacher jobs) marked.
+  """
+  members = teachers = 0
+  for job in sweep.jobs:
+    key = (job.kind, job.name)
+    entry = published.get(job.name)
+    if job.kind != 'member' or sweep.status[key] != 'pending' or not entry:
+      continue
+    record = entry.get('record') or {}
+    want = provenance.recipe_hash(job.config)
+    if record.get('status') != 'done' or record.get('recipe_sha256') != want:
+      logging.warning('member %s: its published record (status %s, recipe'
+                      ' %s) is not this sweep\'s (recipe %s); it runs again',
+                      job.name, record.get('status'),
+                      str(record.get('recipe_sha256'))[:12], want[:12])
+      continue
+    sweep.status[key] = 'published'
+    members += 1
+  for job in sweep.jobs:
+    key = (job.kind, job.name)
+    if job.kind != 'teacher' or sweep.status[key] != 'pending':
+      continue
+    own = [sweep.status[(m.kind, m.name)] for m in sweep.jobs
+           if m.kind == 'member' and m.teacher == job.name]
+    if own and all(s in FINISHED for s in own):
+      sweep.status[key] = 'published'
+      teachers += 1
+  return members, teachers
+
+
 def make_publisher(sweep: Sweep, dest: str, baseline: str, reps: int,
                    commit: bool, aggregate_every_s: float = 0.0,
                    allow_dirty: bool = False):
@@ -510,6 +569,11 @@ def main(argv):
                                    _PUBLISH_AGGREGATE_S.value,
                                    _ALLOW_DIRTY.value)
     published = sweeps.published_members(dest) or {}
+    marked = mark_published(sweep, published)
+    if any(marked):
+      logging.info('sweep %s: %d members and %d teacher jobs already in %s'
+                   ' (published; not run again)', root, *marked, dest)
+      sweep.write_state()
     for job in members:  # finished in an earlier sweep, not yet published
       if (sweep.status[(job.kind, job.name)] == 'skipped'
           and job.name not in published):

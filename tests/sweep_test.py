@@ -188,6 +188,41 @@ def test_run_job_records_success_failure_and_is_finished(tmp_path):
   assert not sweeps.is_finished(bad)
 
 
+def test_mark_published_skips_what_another_machine_published(tmp_path):
+  from experiments import sweep as sweep_cli  # pylint: disable=g-import-not-at-top
+  plan = sweeps.plan(SMOKE, study.get_sweep('smoke'), str(tmp_path / 'a'))
+  teachers, members = plan
+  # Published by a sweep in another directory: the same recipes, other
+  # paths (so other config hashes).
+  _, elsewhere = sweeps.plan(SMOKE, study.get_sweep('smoke'),
+                             str(tmp_path / 'b'))
+  def entry(job, status='done'):
+    return {'name': job.name, 'record': {
+        'status': status, 'config_sha256': provenance.config_hash(job.config),
+        'recipe_sha256': provenance.recipe_hash(job.config)}}
+  assert (provenance.config_hash(members[0].config)
+          != provenance.config_hash(elsewhere[0].config))
+  other = dict(elsewhere[2].config, seed=7)  # a recipe this sweep lacks
+  published = {
+      members[0].name: entry(elsewhere[0]),
+      members[1].name: entry(elsewhere[1]),
+      members[2].name: {'name': members[2].name, 'record': {
+          'status': 'done', 'recipe_sha256': provenance.recipe_hash(other)}},
+      members[3].name: entry(elsewhere[3], status='failed'),
+  }
+  state = sweep_cli.Sweep(str(tmp_path / 'a'), teachers, members, {})
+  assert sweep_cli.mark_published(state, published) == (2, 1)
+  status = {name: state.status[('member', name)]
+            for name in (m.name for m in members)}
+  assert list(status.values()) == ['published', 'published', 'pending',
+                                   'pending']
+  # seed=0's members are all published: its teachers need no training;
+  # seed=1's members still run, so its teacher job does.
+  assert [state.status[('teacher', t.name)] for t in teachers] == [
+      'published', 'pending']
+  assert 'members 2/4 done' in state.progress(1)
+
+
 def test_print_lists_the_commands():
   proc = _cli('experiments.sweep', f'--config={SMOKE}', '--workdir=/s',
               '--print')
@@ -474,6 +509,22 @@ def test_smoke_sweep_end_to_end(tmp_path):
   again = subprocess.run(['git', '-C', str(repo), 'log', '--format=%s'],
                          capture_output=True, text=True, check=True).stdout
   assert again == log
+  # A fresh machine: an empty sweep directory elsewhere, the same --publish.
+  # The published study is resumed: no job runs, no teacher is trained.
+  fresh = tmp_path / 'elsewhere' / 'sweep'
+  proc = _cli('experiments.sweep', f'--config={SMOKE}', f'--workdir={fresh}',
+              '--executor=debug', f'--publish={pub}', '--publish_commit',
+              '--allow_dirty', env=env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert 'started' not in proc.stderr
+  assert '4 members and 2 teacher jobs already in' in proc.stderr
+  state = json.load(open(fresh / 'sweep_state.json'))
+  assert {j['status'] for j in state['jobs']} == {'published'}
+  assert not (fresh / 'teachers').exists()
+  assert subprocess.run(['git', '-C', str(repo), 'log', '--format=%s'],
+                        capture_output=True, text=True,
+                        check=True).stdout == log
+  assert sorted(sweeps.published_members(str(pub))) == sorted(entries)
 
   # The aggregate entry point on its own, with another baseline.
   proc = _cli('experiments.aggregate', str(root),

@@ -80,6 +80,27 @@ def config_hash(config: Mapping[str, Any]) -> str:
   return hashlib.sha256(text.encode()).hexdigest()
 
 
+# Config fields that name this machine's directories, not what runs: a
+# sweep sets `teacher_workdir` to its own `teachers/<name>`.
+MACHINE_FIELDS = ('teacher_workdir',)
+
+
+def recipe_hash(config: Mapping[str, Any]) -> str:
+  """`config_hash` of the config less `MACHINE_FIELDS`.
+
+  The same member planned in another sweep directory, on another machine,
+  has the same recipe hash (its `config_hash` differs by the path).
+
+  Args:
+    config: the config as JSON values.
+
+  Returns:
+    The digest.
+  """
+  return config_hash({k: v for k, v in config.items()
+                      if k not in MACHINE_FIELDS})
+
+
 def dirty_message(what: str, state: Mapping[str, Any], limit: int = 20
                   ) -> str:
   """'<what> has uncommitted changes: a.py, b.py (...)' for an error.

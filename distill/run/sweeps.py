@@ -476,7 +476,9 @@ def run_job(job: Job, *, cwd: str,
     The final record: name, kind, command, config, status, returncode,
     error, log, wall_s, started, finished, host, and what ran: `code`
     (`provenance.code_state` of `cwd` when the job started: commit, dirty,
-    dirty_files) and `config_sha256` (`provenance.config_hash`).
+    dirty_files), `config_sha256` (`provenance.config_hash`) and
+    `recipe_sha256` (`provenance.recipe_hash`: the same less this machine's
+    paths).
   """
   os.makedirs(job.workdir, exist_ok=True)
   env = dict(os.environ)
@@ -491,7 +493,8 @@ def run_job(job: Job, *, cwd: str,
             'started': time.time(), 'finished': None,
             'host': os.uname().nodename, 'pid': os.getpid(),
             'code': provenance.code_state(cwd, ignore_dirty),
-            'config_sha256': provenance.config_hash(job.config)}
+            'config_sha256': provenance.config_hash(job.config),
+            'recipe_sha256': provenance.recipe_hash(job.config)}
   fileio.write_json(os.path.join(job.workdir, RECORD), record)
   start = time.time()
   with open(job.log, 'a', encoding='utf-8') as log:
@@ -570,7 +573,9 @@ def collect_runs(root: str) -> tuple[dict[str, Any], list[dict[str, Any]],
       r = published.get(job['name'], {}).get('results')
     else:
       r = fileio.read_json(results) if os.path.exists(results) else None
-    if job['status'] not in ('done', 'skipped') or r is None:
+    # 'published': already in a --publish directory when the sweep began
+    # (`experiments.sweep.mark_published`), with no results.json here.
+    if job['status'] not in ('done', 'skipped', 'published') or r is None:
       missing.append({'name': job['name'], 'status': job['status'],
                       'log': job['log']})
       continue
