@@ -39,8 +39,8 @@ and adopts its result (done: kept; ended unfinished: run again), running
 the other jobs meanwhile. With `--publish=DEST`, a sweep started in an
 empty directory (a fresh machine, a new session) resumes the published
 study: members already in `DEST/members.jsonl`, done at the same recipe
-hash (config less paths), do not run again, nor do teacher jobs needed by no other member
-(`mark_published`). At the end the
+hash (config less paths), do not run again, nor do teacher jobs needed by
+no other member (`mark_published`). At the end the
 finished members are aggregated (`python -m experiments.aggregate DIR`:
 `sweep.json`, `sweep.md`, plots).
 """

@@ -142,14 +142,17 @@ for line in sys.stdin:
 @pytest.mark.slow
 def test_teacher_row_against_a_reference_command(tmp_path, capsys):
   # A reference server that reports 0.5 s wall and 0.25 s CPU per step.
-  # The protocol is the same at any model size; the reference is asked at
-  # batch 64 only, so the row is a 1 x 16 teacher at batch 64 (the paper
-  # size, 3 x 128, took a minute to compile here).
+  # The protocol is the same at any model size: here a 1 x 16 teacher at
+  # batch 64 (the paper size, 3 x 128, took a minute to compile), and a
+  # 1 x 8 row that is not the reference's size, timed alone.
   script = tmp_path / 'ref.py'
   script.write_text(_FAKE_REFERENCE)
   train.bench_teacher_steps(2, 100.0, f'{sys.executable} {script}',
-                            [(1, 16)], [64], ['default'])
-  (row,) = _lines(capsys.readouterr().out)
+                            [(1, 16), (1, 8)], [64], ['default'],
+                            reference_size=(1, 16))
+  row, alone = _lines(capsys.readouterr().out)
+  assert (alone['layers'], alone['width']) == (1, 8)
+  assert 'reference_ms' not in alone and alone['ms_per_step'] > 0
   assert row['figure'] == 'teacher_step' and row['reference_ms'] == 500.0
   assert row['reference_cpu_ms'] == 250.0
   assert row['ratio_to_reference'] == pytest.approx(

@@ -172,8 +172,12 @@ def matmul_flops(jaxpr):
 
 
 def bench_teacher_steps(repeats, matmul_gflops, reference_cmd, sizes,
-                        batch_sizes, precisions, peak=None):
+                        batch_sizes, precisions, peak=None,
+                        reference_size=(3, 128)):
   """Rows per model, batch size and matmul precision.
+
+  `reference_cmd` runs the reference at one size, `reference_size`
+  (layers, width): the row of that size at batch 64 is timed beside it.
 
   The MFU counts the matmul FLOPs of the step (`matmul_flops`) against
   the device's dense peak (`peak` TFLOP/s, else `_PEAK_TFLOPS` for known
@@ -188,7 +192,8 @@ def bench_teacher_steps(repeats, matmul_gflops, reference_cmd, sizes,
         with jax.default_matmul_precision(precision):
           row, t, xla_flops = _teacher_row(
               layers, width, source, batch, repeats,
-              reference_cmd if batch_size == 64 else None)
+              reference_cmd if (batch_size == 64 and (layers, width)
+                                == tuple(reference_size)) else None)
         arithmetic = _arithmetic(precision)
         peak_tflops = _peak_tflops(arithmetic, peak)
         tflops = row['model_gflop_per_step'] / t / 1e3
@@ -214,7 +219,7 @@ def _teacher_row(layers, width, source, batch, repeats, reference_cmd):
              context=20, params=model_lib.count_params(state.params),
              gflop_per_step=round(xla_flops / 1e9, 2),
              model_gflop_per_step=round(model_flops / 1e9, 3))
-  if reference_cmd and (layers, width) == (3, 128):
+  if reference_cmd:
     ref = _Reference(reference_cmd)
     ours, theirs, ratios = [], [], []
     ours_cpu, theirs_cpu = [], []
