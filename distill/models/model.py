@@ -82,7 +82,12 @@ def dummy_inputs(model: DecisionTransformer, batch_size: int = 1
 
 
 def init_params(model: DecisionTransformer, key: jax.Array) -> Any:
-  """Initial parameters (from zero inputs of the model's shapes).
+  """Initial parameters (for inputs of the model's shapes).
+
+  Flax's `lazy_init`: the initializers run op by op as in `init`, so the
+  values are the same bits, but the forward pass on the inputs (only
+  their shapes are given) is traced, not run: op by op, each of its
+  operations would compile alone, about half of a process's init time.
 
   Args:
     model: from `make_model`.
@@ -91,7 +96,9 @@ def init_params(model: DecisionTransformer, key: jax.Array) -> Any:
   Returns:
     The parameter pytree.
   """
-  return model.init(key, *dummy_inputs(model), train=False)['params']
+  shapes = [jax.ShapeDtypeStruct(x.shape, x.dtype)
+            for x in dummy_inputs(model)]
+  return model.lazy_init(key, *shapes, train=False)['params']
 
 
 def apply(model: DecisionTransformer, params: Any, batch: Any, *,
