@@ -19,7 +19,8 @@ directory, teachers first, with any other scheduler):
   2. every member, `python -m experiments.run --config=...
      --workdir=DIR/members/<name> --config.<field>=<value> ...
      --config.teacher_workdir=DIR/teachers/<name>`, as soon as its teachers
-     are done; at most `--parallel` jobs run at once.
+     are done, before any teacher job still waiting (a sweep cut short
+     leaves whole seeds); at most `--parallel` jobs run at once.
 
 Executors (submitit): `local` (subprocesses on this machine, the default),
 `slurm` (`sbatch`; needs SLURM), `debug` (in this process, one at a time: for
@@ -285,9 +286,20 @@ class Sweep:
 
 def _launch(sweep: Sweep, running: dict, executor: submitit.Executor,
             parallel: int, env: dict[str, str | None]) -> bool:
-  """Submits the ready jobs, up to `parallel` running; True if any changed."""
+  """Submits the ready jobs, up to `parallel` running; True if any changed.
+
+  Members whose teachers are trained go before teacher jobs still to run,
+  so a sweep cut short (a session's end, a machine handed back) leaves
+  whole seeds finished rather than teachers whose members never ran: on
+  a fresh machine a published member needs nothing, an unfinished one its
+  teachers trained again.
+  """
   changed = False
-  for job in sweep.jobs:
+  ready = lambda j: (j.kind == 'member' and sweep.status[
+      ('teacher', j.teacher)] in FINISHED)
+  order = ([j for j in sweep.jobs if ready(j)]
+           + [j for j in sweep.jobs if not ready(j)])
+  for job in order:
     key = (job.kind, job.name)
     if len(running) + len(sweep.earlier) >= parallel:
       break

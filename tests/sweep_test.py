@@ -223,6 +223,36 @@ def test_mark_published_skips_what_another_machine_published(tmp_path):
   assert 'members 2/4 done' in state.progress(1)
 
 
+def test_members_of_trained_teachers_go_before_waiting_teacher_jobs(
+    tmp_path):
+  from experiments import sweep as sweep_cli  # pylint: disable=g-import-not-at-top
+  teachers, members = sweeps.plan(SMOKE, study.get_sweep('smoke'),
+                                  str(tmp_path))
+  state = sweep_cli.Sweep(str(tmp_path), teachers, members, {})
+
+  class Recorder:
+    def __init__(self):
+      self.jobs = []
+
+    def submit(self, fn, job, **kwargs):
+      del fn, kwargs
+      self.jobs.append((job.kind, job.name))
+      return job
+
+  executor = Recorder()
+  # Nothing trained yet: the two teacher jobs, in the sweep's order.
+  assert sweep_cli._launch(state, {}, executor, 2, {})
+  assert executor.jobs == [('teacher', 'seed=0'), ('teacher', 'seed=1')]
+  # seed=0's teachers are done, seed=1's wait: its members go first.
+  state = sweep_cli.Sweep(str(tmp_path), teachers, members, {})
+  state.status[('teacher', 'seed=0')] = 'done'
+  executor.jobs = []
+  assert sweep_cli._launch(state, {}, executor, 3, {})
+  assert executor.jobs == [('member', 'curriculum=max_kl,seed=0'),
+                           ('member', 'curriculum=round_robin,seed=0'),
+                           ('teacher', 'seed=1')]
+
+
 def test_print_lists_the_commands():
   proc = _cli('experiments.sweep', f'--config={SMOKE}', '--workdir=/s',
               '--print')
