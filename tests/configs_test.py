@@ -68,3 +68,29 @@ def test_mt10_variants_pass_the_distillation_checks(arg):
     assert pipeline.dataset_spec(config, task) == (
         f'suite:mt10/{task}-{config.data.quality}')
     pipeline.task_value(config.eval.target_return, task, 'eval.target_return')
+
+
+def test_study2_mt10_is_the_gates_setting_with_the_budget_cuts():
+  from configs import gate  # pylint: disable=g-import-not-at-top
+  from configs import study2  # pylint: disable=g-import-not-at-top
+  from distill.run import preflight  # pylint: disable=g-import-not-at-top
+  config = study2.get_config('mt10')
+  student_lib.check_config(config)
+  preflight.check_config(config)
+  gate_config = gate.get_config('mt10')
+  assert config.data.to_dict() == gate_config.data.to_dict()
+  assert config.teacher.to_dict() == gate_config.teacher.to_dict()
+  assert config.teacher.steps == 9000 and config.data.quality == 'mixed'
+  assert (config.curriculum.name, config.surgery.name) == ('max_kl',
+                                                           'previous')
+  assert config.student.steps == study2.STUDENT_STEPS == 6000
+  assert config.student.optimizer.decay_steps == 6000
+  assert config.student.batch_size == 60 and config.eval.episodes == 16
+  # Amendment 2: rows 8-11 cut, rows 6, 7 and 12 at three seeds, rows 1-5
+  # at ten; locomotion keeps all twelve.
+  full, cut = study2.rows(), study2.rows('mt10')
+  assert [r[1] for r in cut] == [r[1] for r in full[:7]] + [full[11][1]]
+  assert [len(r[2]) for r in cut] == [10] * 5 + [3] * 3
+  assert [len(r[2]) for r in full] == [10] * 5 + [5] * 7
+  assert len(study2.get_sweep('mt10').members) == 59
+  assert len(study2.get_sweep().members) == 85
