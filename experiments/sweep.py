@@ -434,6 +434,23 @@ def aggregate_sweep(root: str, baseline: str, reps: int, *,
   return os.path.join(root, 'sweep.md')
 
 
+def _same_recipe(record: dict[str, Any], job: sweeps.Job) -> bool:
+  """Whether a published record ran `job`'s config, wherever it ran.
+
+  Records hold `recipe_sha256`; older ones only `config_sha256`, which is
+  compared with this job's config given the record's own machine paths
+  (read back from its command's `--config.<field>=` arguments).
+  """
+  if 'recipe_sha256' in record:
+    return record['recipe_sha256'] == provenance.recipe_hash(job.config)
+  config = dict(job.config)
+  for arg in record.get('command') or []:
+    for field in provenance.MACHINE_FIELDS:
+      if arg.startswith(f'--config.{field}='):
+        config[field] = arg.split('=', 1)[1]
+  return record.get('config_sha256') == provenance.config_hash(config)
+
+
 def mark_published(sweep: Sweep, published: dict[str, dict[str, Any]]
                    ) -> tuple[int, int]:
   """Marks what `published` already holds as not to be run again.
@@ -442,7 +459,8 @@ def mark_published(sweep: Sweep, published: dict[str, dict[str, Any]]
   the repository. On a fresh machine (an empty --workdir, the same
   --publish), a member already published, done, with the recipe hash this
   sweep plans for it (`provenance.recipe_hash`: its config less the sweep
-  directory's paths), is 'published' and does not run again; a teacher job
+  directory's paths; `_same_recipe`), is 'published' and does not run
+  again; a teacher job
   whose members are all finished or published is 'published' too (its
   teachers are retrained only for a member that still has to run). A
   published member whose config differs runs again and replaces its line.
@@ -461,12 +479,10 @@ def mark_published(sweep: Sweep, published: dict[str, dict[str, Any]]
     if job.kind != 'member' or sweep.status[key] != 'pending' or not entry:
       continue
     record = entry.get('record') or {}
-    want = provenance.recipe_hash(job.config)
-    if record.get('status') != 'done' or record.get('recipe_sha256') != want:
-      logging.warning('member %s: its published record (status %s, recipe'
-                      ' %s) is not this sweep\'s (recipe %s); it runs again',
-                      job.name, record.get('status'),
-                      str(record.get('recipe_sha256'))[:12], want[:12])
+    if record.get('status') != 'done' or not _same_recipe(record, job):
+      logging.warning('member %s: its published record (status %s) is not'
+                      ' of this sweep\'s config; it runs again', job.name,
+                      record.get('status'))
       continue
     sweep.status[key] = 'published'
     members += 1

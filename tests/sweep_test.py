@@ -203,9 +203,16 @@ def test_mark_published_skips_what_another_machine_published(tmp_path):
   assert (provenance.config_hash(members[0].config)
           != provenance.config_hash(elsewhere[0].config))
   other = dict(elsewhere[2].config, seed=7)  # a recipe this sweep lacks
+  # A record from before recipe hashes: its config hash, with its own
+  # teacher_workdir in its command.
+  older = {'status': 'done',
+           'config_sha256': provenance.config_hash(elsewhere[1].config),
+           'command': elsewhere[1].command}
+  assert f'--config.teacher_workdir={tmp_path}/b/teachers/seed=0' in (
+      older['command'])
   published = {
       members[0].name: entry(elsewhere[0]),
-      members[1].name: entry(elsewhere[1]),
+      members[1].name: {'name': members[1].name, 'record': older},
       members[2].name: {'name': members[2].name, 'record': {
           'status': 'done', 'recipe_sha256': provenance.recipe_hash(other)}},
       members[3].name: entry(elsewhere[3], status='failed'),
