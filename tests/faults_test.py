@@ -313,6 +313,10 @@ BAD_INPUTS = [
     (_set('teacher.batch_size', 0), 'teacher.batch_size'),
     (_set('student.optimizer.lr', float('nan')), 'student.optimizer.lr'),
     (_set('teacher.optimizer.lr', -1e-3), 'teacher.optimizer.lr'),
+    # The cosine decay ends inside the warmup: refused before the teachers
+    # train, not when the distillation starts.
+    (_set('student.optimizer.warmup_steps', 1000),
+     'student.optimizer.decay_steps=40: must exceed'),
     (_set('teacher.model.dropout', 1.5), 'teacher.model.dropout'),
     (_set('teacher.keep', 0), 'teacher.keep'),
     (_set('teacher.steps_per_dispatch', 2.5), 'teacher.steps_per_dispatch'),

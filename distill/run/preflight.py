@@ -151,6 +151,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if model.head not in ('tanh_gaussian', 'deterministic'):
       raise _refuse(f'{prefix}.model.head', model.head,
                     "must be 'tanh_gaussian' or 'deterministic'")
+  for prefix in ('teacher', 'student'):
+    # The learning-rate schedule (distill/train/optimizer.py), checked here
+    # so that a student whose decay ends inside its warmup is refused
+    # before the teachers train, not when its distillation starts.
+    present, opt = _get(config, f'{prefix}.optimizer')
+    decay = int(opt.get('decay_steps', 0) or 0) if present else 0
+    if decay and decay <= opt.warmup_steps:
+      raise _refuse(f'{prefix}.optimizer.decay_steps', decay,
+                    f'must exceed {prefix}.optimizer.warmup_steps'
+                    f' ({opt.warmup_steps}); it is the total of steps,'
+                    ' warmup included')
   present, pool = _get(config, 'student.probe_pool')
   if present and config.student.probe_size > pool:
     raise _refuse('student.probe_size', config.student.probe_size,
