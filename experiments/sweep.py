@@ -68,49 +68,57 @@ from distill.run import cost
 from distill.run import provenance
 from distill.run import sweeps
 
-_CONFIG = flags.DEFINE_string(
-    'config', None, 'Config file with get_sweep(), `path[:arg]`.',
-    required=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory.',
-                               required=True)
-_EXECUTOR = flags.DEFINE_enum('executor', 'local', ['local', 'slurm', 'debug'],
-                              'submitit executor.')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Jobs running at once.')
-_PRINT = flags.DEFINE_bool('print', False, 'Print the command lines (teachers'
-                           ' first) and their estimated machine time'
-                           ' (distill/run/cost.py) instead of running them.')
-_TIMEOUT_MIN = flags.DEFINE_integer('timeout_min', 24 * 60,
-                                    'Time limit of one job, in minutes.')
-_PARTITION = flags.DEFINE_string('slurm_partition', '',
-                                 'SLURM partition (--executor=slurm).')
-_GPUS = flags.DEFINE_integer('gpus_per_job', 0, 'GPUs per job (SLURM); the'
-                             ' local executor leaves CUDA_VISIBLE_DEVICES as'
-                             ' it is.')
-_PUBLISH = flags.DEFINE_string(
-    'publish', '', 'Directory (inside the repository) that receives each'
-    " finished member's results, record and curves (one line of its"
-    ' members.jsonl each) and the aggregate (see experiments/publish.py);'
-    ' "" publishes nothing.')
-_PUBLISH_COMMIT = flags.DEFINE_bool(
-    'publish_commit', False, 'git-commit --publish after each member, so'
-    ' the results of an interrupted sweep are kept.')
-_PUBLISH_AGGREGATE_S = flags.DEFINE_float(
-    'publish_aggregate_s', 0.0, 'Re-aggregate the --publish directory at'
-    ' most once per this many seconds (0: after every member); the end of'
-    " the sweep always does. Aggregating a large study costs about a"
-    " minute of CPU, which a member's publishing otherwise takes from the"
-    ' running jobs.')
-_ALLOW_DIRTY = flags.DEFINE_bool(
-    'allow_dirty', False, 'Publish (--publish) even when the working tree'
-    ' has uncommitted changes outside the sweep and publish directories;'
-    ' without it the sweep refuses to start and a member that ran in a'
-    ' dirty tree is not published. Each member records its commit and'
-    ' changed files either way (sweep_job.json `code`).')
-_CACHE = flags.DEFINE_bool(
-    'compilation_cache', True, "Give the jobs one JAX compilation cache in"
-    ' DIR/jax_cache (unless JAX_COMPILATION_CACHE_DIR is set).')
-_BASELINE = flags.DEFINE_string('baseline', None, 'Configuration the others'
-                                " are compared with (default: the sweep's).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines the command's flags, only when it runs as a command (tests
+  import this module beside other commands that define flags of the same
+  names)."""
+  flags.DEFINE_string(
+      'config', None, 'Config file with get_sweep(), `path[:arg]`.',
+      required=True)
+  flags.DEFINE_string('workdir', None, 'Sweep directory.',
+                      required=True)
+  flags.DEFINE_enum('executor', 'local', ['local', 'slurm', 'debug'],
+                    'submitit executor.')
+  flags.DEFINE_integer('parallel', 1, 'Jobs running at once.')
+  flags.DEFINE_bool('print', False, 'Print the command lines (teachers'
+                    ' first) and their estimated machine time'
+                    ' (distill/run/cost.py) instead of running them.')
+  flags.DEFINE_integer('timeout_min', 24 * 60,
+                       'Time limit of one job, in minutes.')
+  flags.DEFINE_string('slurm_partition', '',
+                      'SLURM partition (--executor=slurm).')
+  flags.DEFINE_integer('gpus_per_job', 0, 'GPUs per job (SLURM); the'
+                       ' local executor leaves CUDA_VISIBLE_DEVICES as'
+                       ' it is.')
+  flags.DEFINE_string(
+      'publish', '', 'Directory (inside the repository) that receives each'
+      " finished member's results, record and curves (one line of its"
+      ' members.jsonl each) and the aggregate (see experiments/publish.py);'
+      ' "" publishes nothing.')
+  flags.DEFINE_bool(
+      'publish_commit', False, 'git-commit --publish after each member, so'
+      ' the results of an interrupted sweep are kept.')
+  flags.DEFINE_float(
+      'publish_aggregate_s', 0.0, 'Re-aggregate the --publish directory at'
+      ' most once per this many seconds (0: after every member); the end of'
+      " the sweep always does. Aggregating a large study costs about a"
+      " minute of CPU, which a member's publishing otherwise takes from the"
+      ' running jobs.')
+  flags.DEFINE_bool(
+      'allow_dirty', False, 'Publish (--publish) even when the working tree'
+      ' has uncommitted changes outside the sweep and publish directories;'
+      ' without it the sweep refuses to start and a member that ran in a'
+      ' dirty tree is not published. Each member records its commit and'
+      ' changed files either way (sweep_job.json `code`).')
+  flags.DEFINE_bool(
+      'compilation_cache', True, "Give the jobs one JAX compilation cache in"
+      ' DIR/jax_cache (unless JAX_COMPILATION_CACHE_DIR is set).')
+  flags.DEFINE_string('baseline', None, 'Configuration the others'
+                      " are compared with (default: the sweep's).")
+
 
 POLL_S = 2.0
 PROGRESS_EVERY_S = 60.0
@@ -118,34 +126,34 @@ PROGRESS_EVERY_S = 60.0
 
 def check_flags() -> None:
   """Refuses bad flag values before any work."""
-  if _PARALLEL.value < 1:
-    raise app.UsageError(f'--parallel={_PARALLEL.value}: must be >= 1')
-  if _TIMEOUT_MIN.value < 1:
-    raise app.UsageError(f'--timeout_min={_TIMEOUT_MIN.value}: must be >= 1')
-  if _GPUS.value < 0:
-    raise app.UsageError(f'--gpus_per_job={_GPUS.value}: must be >= 0')
-  if _PUBLISH_AGGREGATE_S.value < 0:
-    raise app.UsageError(f'--publish_aggregate_s={_PUBLISH_AGGREGATE_S.value}:'
+  if FLAGS.parallel < 1:
+    raise app.UsageError(f'--parallel={FLAGS.parallel}: must be >= 1')
+  if FLAGS.timeout_min < 1:
+    raise app.UsageError(f'--timeout_min={FLAGS.timeout_min}: must be >= 1')
+  if FLAGS.gpus_per_job < 0:
+    raise app.UsageError(f'--gpus_per_job={FLAGS.gpus_per_job}: must be >= 0')
+  if FLAGS.publish_aggregate_s < 0:
+    raise app.UsageError(f'--publish_aggregate_s={FLAGS.publish_aggregate_s}:'
                          ' must be >= 0')
-  if _PUBLISH_COMMIT.value and not _PUBLISH.value:
+  if FLAGS.publish_commit and not FLAGS.publish:
     raise app.UsageError('--publish_commit needs --publish=DIR')
-  if _PUBLISH.value:
-    near = os.path.abspath(_PUBLISH.value)
+  if FLAGS.publish:
+    near = os.path.abspath(FLAGS.publish)
     while not os.path.isdir(near):
       near = os.path.dirname(near)
     inside = subprocess.run(['git', '-C', near, 'rev-parse', '--git-dir'],
                             capture_output=True, text=True, check=False)
-    if _PUBLISH_COMMIT.value and inside.returncode:
-      raise app.UsageError(f'--publish={_PUBLISH.value}: not inside a git'
+    if FLAGS.publish_commit and inside.returncode:
+      raise app.UsageError(f'--publish={FLAGS.publish}: not inside a git'
                            ' repository, so --publish_commit cannot commit'
                            ' it')
-    if not _ALLOW_DIRTY.value and not _PRINT.value:
+    if not FLAGS.allow_dirty and not FLAGS.print:
       try:
-        publish.check_clean(os.getcwd(), (_PUBLISH.value, _WORKDIR.value))
+        publish.check_clean(os.getcwd(), (FLAGS.publish, FLAGS.workdir))
       except publish.DirtyTreeError as e:
-        raise app.UsageError(f'--publish={_PUBLISH.value}: {e}') from e
+        raise app.UsageError(f'--publish={FLAGS.publish}: {e}') from e
   missing = [c for c in ('sbatch', 'srun') if shutil.which(c) is None]
-  if _EXECUTOR.value == 'slurm' and not _PRINT.value and missing:
+  if FLAGS.executor == 'slurm' and not FLAGS.print and missing:
     raise app.UsageError(f'--executor=slurm: {" and ".join(missing)} not on'
                          ' PATH (no SLURM here); use --executor=local or'
                          ' --print')
@@ -153,17 +161,17 @@ def check_flags() -> None:
 
 def make_executor(folder: str) -> submitit.Executor:
   """The submitit executor named by --executor."""
-  if _EXECUTOR.value == 'debug':
+  if FLAGS.executor == 'debug':
     return submitit.DebugExecutor(folder)
-  if _EXECUTOR.value == 'local':
+  if FLAGS.executor == 'local':
     executor = submitit.LocalExecutor(folder)
-    executor.update_parameters(timeout_min=_TIMEOUT_MIN.value)
+    executor.update_parameters(timeout_min=FLAGS.timeout_min)
     return executor
   executor = submitit.AutoExecutor(folder, cluster='slurm')
-  params = dict(timeout_min=_TIMEOUT_MIN.value, gpus_per_node=_GPUS.value,
+  params = dict(timeout_min=FLAGS.timeout_min, gpus_per_node=FLAGS.gpus_per_job,
                 name='distill-sweep')
-  if _PARTITION.value:
-    params['slurm_partition'] = _PARTITION.value
+  if FLAGS.slurm_partition:
+    params['slurm_partition'] = FLAGS.slurm_partition
   executor.update_parameters(**params)
   return executor
 
@@ -549,19 +557,19 @@ def main(argv):
     raise app.UsageError(f'experiments/sweep.py: unexpected arguments'
                          f' {argv[1:]}')
   check_flags()
-  root = os.path.abspath(_WORKDIR.value)
+  root = os.path.abspath(FLAGS.workdir)
   try:
-    sweep_def = sweeps.load_sweep(_CONFIG.value)
-    teachers, members = sweeps.plan(_CONFIG.value, sweep_def, root)
-    base = sweeps.resolve_config(_CONFIG.value, [])
+    sweep_def = sweeps.load_sweep(FLAGS.config)
+    teachers, members = sweeps.plan(FLAGS.config, sweep_def, root)
+    base = sweeps.resolve_config(FLAGS.config, [])
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  baseline = sweep_def.baseline if _BASELINE.value is None else _BASELINE.value
+  baseline = sweep_def.baseline if FLAGS.baseline is None else FLAGS.baseline
   names = list(dict.fromkeys(m.configuration for m in members))
   if baseline and baseline not in names:
     raise app.UsageError(f'--baseline={baseline!r} is not a configuration of'
                          f' the sweep; configurations: {names}')
-  if _PRINT.value:
+  if FLAGS.print:
     print(f'# {len(teachers)} teacher jobs: run these first')
     for job in teachers:
       print(shell_line(job.command))
@@ -569,7 +577,7 @@ def main(argv):
     for job in members:
       print(shell_line(job.command))
     print('\n'.join(cost.format_estimate(
-        cost.sweep_estimate(teachers, members, _PARALLEL.value))))
+        cost.sweep_estimate(teachers, members, FLAGS.parallel))))
     return
   busy = relaunch.still_running(teachers + members)
   if busy:
@@ -580,22 +588,22 @@ def main(argv):
   os.makedirs(root, exist_ok=True)
   reps = int(base.report.reps) if 'report' in base else 2000
   sweep = Sweep(root, teachers, members, {
-      'config': _CONFIG.value, 'workdir': root, 'executor': _EXECUTOR.value,
-      'parallel': _PARALLEL.value, 'baseline': baseline, 'reps': reps,
+      'config': FLAGS.config, 'workdir': root, 'executor': FLAGS.executor,
+      'parallel': FLAGS.parallel, 'baseline': baseline, 'reps': reps,
       'python': sys.executable, 'cwd': os.getcwd()})
   # Results, not code: a member's record ignores changes under these.
-  sweep.ignore_dirty = [root] + ([os.path.abspath(_PUBLISH.value)]
-                                 if _PUBLISH.value else [])
+  sweep.ignore_dirty = [root] + ([os.path.abspath(FLAGS.publish)]
+                                 if FLAGS.publish else [])
   skipped = sum(s == 'skipped' for s in sweep.status.values())
   logging.info('sweep %s: %d teacher jobs, %d members; %d finished earlier'
                ' (skipped)', root, len(teachers), len(members), skipped)
   sweep.write_state()
-  if _PUBLISH.value:
-    dest = os.path.abspath(_PUBLISH.value)
+  if FLAGS.publish:
+    dest = os.path.abspath(FLAGS.publish)
     sweep.on_done = make_publisher(sweep, dest, baseline, reps,
-                                   _PUBLISH_COMMIT.value,
-                                   _PUBLISH_AGGREGATE_S.value,
-                                   _ALLOW_DIRTY.value)
+                                   FLAGS.publish_commit,
+                                   FLAGS.publish_aggregate_s,
+                                   FLAGS.allow_dirty)
     published = sweeps.published_members(dest) or {}
     marked = mark_published(sweep, published)
     if any(marked):
@@ -608,19 +616,19 @@ def main(argv):
         sweep.on_done(job)
   start = time.time()
   executor = make_executor(os.path.join(root, 'submitit', '%j'))
-  cache = os.path.join(root, 'jax_cache') if _CACHE.value else None
-  run_jobs(sweep, executor, _PARALLEL.value,
-           job_env(_EXECUTOR.value, _PARALLEL.value, cache))
+  cache = os.path.join(root, 'jax_cache') if FLAGS.compilation_cache else None
+  run_jobs(sweep, executor, FLAGS.parallel,
+           job_env(FLAGS.executor, FLAGS.parallel, cache))
   failed = [sweep.by_name[k] for k, s in sweep.status.items()
             if s == 'failed']
   logging.info('sweep finished in %s: %s', _fmt_s(time.time() - start),
-               sweep.progress(_PARALLEL.value))
+               sweep.progress(FLAGS.parallel))
   report = aggregate_sweep(root, baseline, reps, strict=False)
   if report:
     logging.info('aggregate: %s', report)
-  if _PUBLISH.value and _PUBLISH_AGGREGATE_S.value > 0:
-    finish_publishing(os.path.abspath(_PUBLISH.value), baseline, reps,
-                      _PUBLISH_COMMIT.value)
+  if FLAGS.publish and FLAGS.publish_aggregate_s > 0:
+    finish_publishing(os.path.abspath(FLAGS.publish), baseline, reps,
+                      FLAGS.publish_commit)
   if failed:
     for job in failed:
       logging.error('FAILED %s %s: %s; log: %s', job.kind, job.name,
@@ -630,4 +638,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -29,6 +29,19 @@ if 'pytest' in sys.modules and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _OWN_CACHE
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
+# XLA's backend optimizations off for the whole session (this process, the
+# workers and every subprocess, which inherit XLA_FLAGS): the tests' models
+# are tiny, so compiling is most of their time, and unoptimized code
+# compiles in about half of it (decision_transformer_test and student_test:
+# 490 s -> 256 s on one core, 2026-12-06). No test compares numbers with a
+# program compiled otherwise; programs that set their own XLA_FLAGS for a
+# child (forced device counts) add to these, not replace them.
+_NO_OPT = '--xla_backend_optimization_level=0'
+if ('pytest' in sys.modules
+    and _NO_OPT not in os.environ.get('XLA_FLAGS', '')):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' '
+                             + _NO_OPT).strip()
+
 
 # The longest modules, longest first (measured with `pytest -n 2
 # --durations=60` on a 2-core CPU, 2026-12-06: bench about 270 s, faults

@@ -19,7 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @pytest.fixture(scope='module')
 def measured():
   env = dict(os.environ,
-             XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
+                        ' --xla_force_host_platform_device_count=4').strip(),
              JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, os.path.join(HERE,
                                                       'parallel_worker.py')],

@@ -154,8 +154,10 @@ def bench_scale(config, steps, members, devices, population_devices,
               and jax.default_backend() == 'cpu' and members % n == 0]
   children += [(n, f'--scale_child_devices={n}') for n in devices]
   for n, child in children:
-    env = dict(os.environ,
-               XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
+    # The caller's XLA flags stay; the device count is added to them.
+    env = dict(os.environ, XLA_FLAGS=(
+        os.environ.get('XLA_FLAGS', '')
+        + f' --xla_force_host_platform_device_count={n}').strip())
     proc = subprocess.run(
         [sys.executable, '-m', 'experiments.bench', '--only=scale', child,
          f'--scale_steps={steps}', f'--scale_members={members}',
