@@ -44,9 +44,11 @@ if ('pytest' in sys.modules
 
 
 # The longest modules, longest first (measured with `pytest -n 2
-# --durations=60` on a 2-core CPU, 2026-12-06: bench about 270 s, faults
-# 240 s, student 150 s, sweep 130 s, parallel, distributed and gpu_check
-# 115-120 s each; teacher 53 s alone). With `--dist loadscope` (pytest.ini)
+# --durations=60` on a 2-core CPU, 2026-12-06, XLA optimizations still on:
+# bench about 270 s, faults 240 s, student 150 s, sweep 130 s, parallel,
+# distributed and gpu_check 115-120 s each; teacher 53 s alone; with them
+# off the longest single tests are sweep's end-to-end 179 s and gpu_check's
+# dry run 141 s). With `--dist loadscope` (pytest.ini)
 # workers take modules in collection order, so these go first: a long
 # module started last would run alone at the end while the other worker
 # idles.

@@ -30,7 +30,6 @@ def _free_port():
 def _launch(n, outdir, *more, shared=False):
   coordinator = f'localhost:{_free_port()}'
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=os.environ.get('XLA_FLAGS', ''),
              DISTILL_DATA_DIR=str(outdir / 'data'))
   procs = [subprocess.Popen(
       [sys.executable, os.path.join(HERE, 'distributed_worker.py'),
