@@ -41,9 +41,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = teachers.get_config(arg)
   config.stages = ('datasets', 'teachers', 'teacher_eval', 'distill',
                    'student_eval', 'report')
-  # Transitions per generated suite dataset (None: the suite's default).
-  config.data.suite_transitions = ml_collections.FieldReference(None,
-                                                                field_type=int)
 
   config.student = ml_collections.ConfigDict()
   config.student.model = ml_collections.ConfigDict(dict(
@@ -81,7 +78,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       reps=2000))  # bootstrap replications of the aggregate CIs
 
   if arg == 'smoke':
-    config.data.suite_transitions = 5000
     config.student.model.width = 8
     config.student.steps = 40
     config.student.batch_size = 8

@@ -64,6 +64,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.rtg_scale = 1000.0
   config.data.max_timestep = 1000
   config.data.clip_actions = False
+  # Transitions per generated suite dataset (None: the suite's default,
+  # 100k; `distill.envs.suite`).
+  config.data.suite_transitions = ml_collections.FieldReference(
+      None, field_type=int)
 
   config.teacher = ml_collections.ConfigDict()
   config.teacher.model = ml_collections.ConfigDict(dict(
@@ -127,6 +131,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == 'smoke':
     config.tasks = ('hopper', 'walker2d')
     config.data.context_len = 5
+    # Generating the suite's default 100k transitions per task takes about
+    # 100 s here; the smoke run's 20 steps need far fewer.
+    config.data.suite_transitions = 5000
     config.teacher.model.num_layers = 1
     config.teacher.model.width = 16
     config.teacher.batch_size = 8

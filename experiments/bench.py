@@ -33,8 +33,8 @@ GFLOP/s: the machine's drift over the run).
              dispatches of --student_steps); `teacher`: the teacher rows
              alone (experiments/benches/train.py)
   fusion     `fusion` (1 vs 10 updates per dispatch) and `vmap` (four
-             teachers vmapped vs one by one, `teacher.vmap`); `vmap`: that
-             alone
+             teachers of --vmap_size vmapped vs one by one,
+             `teacher.vmap`); `vmap`: that alone
   eval       `eval_teacher`, `eval_student`: vector environments vs one
              environment at a time (experiments/benches/rollouts.py)
   latency    `latency`: batch-1 action latency of the teachers, the student
@@ -91,6 +91,9 @@ _STUDENT_STEPS = flags.DEFINE_integer(
 _TEACHER_SIZES = flags.DEFINE_list(
     'teacher_sizes', ['3x128', '2x64'],
     'train: teacher steps timed, as LAYERSxWIDTH.')
+_VMAP_SIZE = flags.DEFINE_string(
+    'vmap_size', '2x64', 'vmap: the four teachers\' size, as LAYERSxWIDTH'
+    ' (the default run\'s teachers).')
 _TEACHER_BATCH = flags.DEFINE_list(
     'teacher_batch', ['64'], 'train: batch sizes of the timed teacher steps.')
 _PRECISION = flags.DEFINE_list(
@@ -186,7 +189,8 @@ def main(argv):
   if 'fusion' in only:
     train.bench_fusion(repeats)
   if only & {'fusion', 'vmap'}:
-    train.bench_vmap(repeats)
+    train.bench_vmap(repeats,
+                     *(int(x) for x in _VMAP_SIZE.value.split('x')))
   if 'latency' in only:
     latency.bench_latency()
   if 'eval' in only:

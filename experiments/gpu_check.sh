@@ -41,7 +41,7 @@ if [[ $DRY -eq 1 ]]; then
   export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_backend_optimization_level=0"
   ENV_S=120; BENCH_S=300; POP_S=600
   BENCH=(--only=teacher,vmap --teacher_sizes=1x16 --teacher_batch=8,16
-         --repeats=1)
+         --vmap_size=1x16 --repeats=1)
   POP=(--config=configs/study.py:smoke "--config.seeds=(0,1)"
        --config.teacher.steps=5 --config.student.steps=10)
 else

@@ -51,6 +51,8 @@ def test_cpu_dry_run_end_to_end(tmp_path):
   assert all(s['rc'] == 0 and not s['timed_out'] for s in stages.values())
   figures = [x['figure'] for x in lines]
   assert figures.count('teacher_step') == 2 and 'vmap' in figures
+  vmap = next(x for x in lines if x['figure'] == 'vmap')
+  assert (vmap['layers'], vmap['width']) == (1, 16)  # the dry run's size
   population = next(x for x in lines
                     if x['figure'] == 'gpu_check_population')
   assert population['members'] == 2 and population['seeds'] == [0, 1]

@@ -419,9 +419,9 @@ def test_smoke_sweep_end_to_end(tmp_path):
   # XLA code unoptimized, as in smoke_reference: the models are tiny and
   # compiling is most of a member's time; nothing here compares numbers
   # with a run compiled otherwise.
-  # The sweep's own compilation cache, not the test session's.
-  env = dict(os.environ, DISTILL_DATA_DIR=str(tmp_path / 'data'),
-             XLA_FLAGS='--xla_backend_optimization_level=0')
+  # The sweep's own compilation cache, not the test session's; the
+  # session's generated datasets (DISTILL_DATA_DIR, shared by the tests).
+  env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0')
   env.pop('JAX_COMPILATION_CACHE_DIR', None)
   args = (f'--config={SMOKE}', f'--workdir={root}', '--executor=debug')
   proc = _cli('experiments.sweep', *args, env=env)

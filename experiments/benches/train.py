@@ -313,10 +313,10 @@ def bench_fusion(repeats):
                 speedup=round(per1 / per10, 2))
 
 
-def bench_vmap(repeats):
-  """Four 2 x 64 teachers' updates vmapped vs one by one."""
+def bench_vmap(repeats, layers=2, width=64):
+  """Four teachers' updates (`layers` x `width`) vmapped vs one by one."""
   source = _source(num_tasks=4, n=5000)
-  _, step, state = _build(2, 64, source)
+  _, step, state = _build(layers, width, source)
   update = teacher.make_update_fn(step, batch_size=64, num_steps=10)
   single = jax.jit(update)
   stacked = jax.tree.map(lambda x: jnp.stack([x] * 4), state)
@@ -332,7 +332,7 @@ def bench_vmap(repeats):
       'single': run_single,
       'vmapped': lambda: jax.block_until_ready(
           vmapped(stacked, source, tasks))}, repeats)
-  common.emit('vmap', teachers=4, layers=2, width=64,
+  common.emit('vmap', teachers=4, layers=layers, width=width,
               ms_per_update_one_by_one=round(best['single'] / 10 * 1e3, 2),
               ms_per_update_vmapped=round(best['vmapped'] / 10 * 1e3, 2),
               speedup=round(best['single'] / best['vmapped'], 2))
