@@ -29,18 +29,22 @@ if 'pytest' in sys.modules and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _OWN_CACHE
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
-# XLA's backend optimizations off for the whole session (this process, the
-# workers and every subprocess, which inherit XLA_FLAGS): the tests' models
-# are tiny, so compiling is most of their time, and unoptimized code
-# compiles in about half of it (decision_transformer_test and student_test:
-# 490 s -> 256 s on one core, 2026-12-06). No test compares numbers with a
-# program compiled otherwise; programs that set their own XLA_FLAGS for a
-# child (forced device counts) add to these, not replace them.
-_NO_OPT = '--xla_backend_optimization_level=0'
-if ('pytest' in sys.modules
-    and _NO_OPT not in os.environ.get('XLA_FLAGS', '')):
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' '
-                             + _NO_OPT).strip()
+# XLA's backend optimizations and its newer fusion emitters off for the
+# whole session (this process, the workers and every subprocess, which
+# inherit XLA_FLAGS): the tests' models are tiny, so compiling is most of
+# their time. Unoptimized code compiles in about half of it
+# (decision_transformer_test and student_test: 490 s -> 256 s on one core,
+# 2026-12-06), and the older fusion code path halves it again (the study's
+# smoke run: 31.5 s -> 16.5 s of XLA compilation, 55 s -> 43 s in all,
+# scores equal to 1e-8). No test compares numbers with a program compiled
+# otherwise; programs that set their own XLA_FLAGS for a child (forced
+# device counts) add to these, not replace them.
+TEST_XLA_FLAGS = ('--xla_backend_optimization_level=0',
+                  '--xla_cpu_use_fusion_emitters=false')
+if 'pytest' in sys.modules:
+  _flags = os.environ.get('XLA_FLAGS', '').split()
+  os.environ['XLA_FLAGS'] = ' '.join(
+      _flags + [f for f in TEST_XLA_FLAGS if f not in _flags])
 
 
 # The longest modules, longest first (measured with `pytest -n 2

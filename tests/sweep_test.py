@@ -416,12 +416,10 @@ print(json.dumps(calls))
 @pytest.mark.filterwarnings('ignore:random_state is deprecated:FutureWarning')
 def test_smoke_sweep_end_to_end(tmp_path):
   root = tmp_path / 'sweep'
-  # XLA code unoptimized, as in smoke_reference: the models are tiny and
-  # compiling is most of a member's time; nothing here compares numbers
-  # with a run compiled otherwise.
-  # The sweep's own compilation cache, not the test session's; the
-  # session's generated datasets (DISTILL_DATA_DIR, shared by the tests).
-  env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0')
+  # The session's XLA flags (conftest.TEST_XLA_FLAGS) and generated
+  # datasets (DISTILL_DATA_DIR, shared by the tests); the sweep's own
+  # compilation cache, not the session's.
+  env = dict(os.environ)
   env.pop('JAX_COMPILATION_CACHE_DIR', None)
   args = (f'--config={SMOKE}', f'--workdir={root}', '--executor=debug')
   proc = _cli('experiments.sweep', *args, env=env)
