@@ -47,22 +47,24 @@ if 'pytest' in sys.modules:
       _flags + [f for f in TEST_XLA_FLAGS if f not in _flags])
 
 
-# The longest modules, longest first (measured with `pytest -n 2
-# --durations=60` on a 2-core CPU, 2026-12-06, XLA optimizations still on:
-# bench about 270 s, faults 240 s, student 150 s, sweep 130 s, parallel,
-# distributed and gpu_check 115-120 s each; teacher 53 s alone; with them
-# off the longest single tests are sweep's end-to-end 179 s and gpu_check's
-# dry run 141 s). With `--dist loadscope` (pytest.ini)
-# workers take modules in collection order, so these go first: a long
-# module started last would run alone at the end while the other worker
-# idles.
-LONGEST_MODULES = ('bench_test.py', 'faults_test.py', 'student_test.py',
-                   'sweep_test.py', 'parallel_test.py', 'distributed_test.py',
-                   'gpu_check_test.py', 'pipeline_test.py',
-                   'decision_transformer_test.py', 'filtering_test.py',
-                   'teacher_test.py', 'checkpointing_test.py',
-                   'evaluation_test.py', 'suite_test.py', 'surgery_test.py',
-                   'mt10_test.py')
+# The longest modules, longest first (the sum of their tests' durations in
+# `pytest -n 2 --durations=0` on a 2-core CPU with the flags above,
+# 2026-12-06: faults 266 s, sweep 215 s, bench 135 s, pipeline 128 s,
+# student 98 s, gpu_check 88 s, parallel 70 s, optim_interop 54 s,
+# decision_transformer 53 s, distributed 46 s, teacher 33 s, filtering 31 s,
+# dataset_info 26 s, run 23 s; the rest under 20 s each). With `--dist
+# loadscope` (pytest.ini) workers take modules in collection order, so these
+# go first: a long module started last would run alone at the end while the
+# other worker idles.
+LONGEST_MODULES = ('faults_test.py', 'sweep_test.py', 'bench_test.py',
+                   'pipeline_test.py', 'student_test.py', 'gpu_check_test.py',
+                   'parallel_test.py', 'optim_interop_test.py',
+                   'decision_transformer_test.py', 'distributed_test.py',
+                   'teacher_test.py', 'filtering_test.py',
+                   'dataset_info_test.py', 'run_test.py',
+                   'study_report_test.py', 'evaluation_test.py',
+                   'curriculum_test.py', 'checkpointing_test.py',
+                   'suite_test.py', 'mt10_test.py')
 
 
 def pytest_collection_modifyitems(session, config, items):
