@@ -5,7 +5,7 @@ r"""The benchmarks: speed of this code on this machine, as JSON lines.
   python -m experiments.bench --only=teacher --teacher_batch=64,4096 \
       --precision=default,highest
   python -m experiments.bench \
-      --reference_cmd='OMP_WAIT_POLICY=PASSIVE /venv/bin/python ref_dt.py 3x128'
+      --reference_cmd='/venv/bin/python ref_dt.py 3x128'
   python -m experiments.bench --only=scale,distill \
       --config=configs/mt_distill.py:paper
   python -m experiments.bench --only=data --data_transitions=200000

@@ -15,7 +15,10 @@
 
 The reference command speaks a line protocol: it prints 'ready' when warm;
 for each line 'N' on its stdin it runs N steps and prints 'wall_s cpu_s'
-per step.
+per step. Start it as it would run on its own: an OpenMP program started
+with `OMP_WAIT_POLICY=PASSIVE` sleeps its threads between parallel regions
+and lost about 25% of its speed here (docs/performance.md), which flatters
+the ratio.
 """
 
 import math
