@@ -421,6 +421,9 @@ def test_smoke_sweep_end_to_end(tmp_path):
   # compilation cache, not the session's.
   env = dict(os.environ)
   env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  # Every compilation cached, however fast this machine compiles it (the
+  # session's 0.2 s floor left exactly 10 entries on a fast VM).
+  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   args = (f'--config={SMOKE}', f'--workdir={root}', '--executor=debug')
   proc = _cli('experiments.sweep', *args, env=env)
   assert proc.returncode == 0, proc.stderr[-4000:]
