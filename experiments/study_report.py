@@ -1,6 +1,7 @@
 r"""Writes a study's results page from its published members.
 
-  python -m experiments.study_report --design=study2 --study=docs/study2 \
+  python -m experiments.study_report --design=study2,study2_mt10 \
+      --study=docs/study2,docs/study2_mt10 --gate=not_passed \
       --out=docs/results.md
   python -m experiments.study_report --design=study --study=docs/study \
       --out=docs/results_study1.md
@@ -24,10 +25,16 @@ written by hand in `<study>/conclusion.md` and included as it is. Every
 number comes from the published files, so anyone can recompute them.
 
 `--design` names the study's config (`configs/study.py`, the first study;
-`configs/study2.py`, the pre-registered second study): its rows, the rows
-found after the data (the first study's), and for the second study the
-pre-registered verdicts (`experiments/verdicts.py`, under the gate's label)
-and the gate's table, included as the gate published it.
+`configs/study2.py`, the pre-registered second study, whose `study2_mt10`
+design is its MT10 testbed): its rows, the rows found after the data (the
+first study's), and for the second study the pre-registered verdicts
+(`experiments/verdicts.py`, under the gate's label) and the gate's table,
+included as the gate published it. MT10's primary measure is the success
+rate: its page recomputes the summary from the members' success rates (the
+published `sweep.json` holds normalized scores). Several studies, one
+design each, make one page with a part per testbed, headed by the first
+study's conclusion. Each part also measures the evaluation's noise against
+the seed-to-seed spread, as the pre-registration asks.
 """
 
 import dataclasses
@@ -51,17 +58,23 @@ from experiments import publish
 from experiments import study_curves
 from experiments import verdicts as verdicts_lib
 
-_STUDY = flags.DEFINE_string('study', 'docs/study', 'Published study.')
+_STUDY = flags.DEFINE_string(
+    'study', 'docs/study',
+    'Published study; several (comma-separated) make one page with a part'
+    ' per testbed.')
 _OUT = flags.DEFINE_string('out', 'docs/results.md', 'Markdown to write.')
 _REPS = flags.DEFINE_integer('reps', 2000, 'Bootstrap replications.')
-_DESIGN = flags.DEFINE_enum(
-    'design', 'study', ['study', 'study2'],
-    "The study's config: 'study' (configs/study.py, the first study) or"
-    " 'study2' (configs/study2.py, pre-registered).")
-_GATE = flags.DEFINE_enum(
-    'gate', None, list(verdicts_lib.GATE_LABELS),
-    "--design=study2: whether the testbed passed its gate (docs/gate.md),"
-    " said above the verdicts (required there).")
+_DESIGN = flags.DEFINE_string(
+    'design', 'study',
+    "The study's design: 'study' (configs/study.py, the first study),"
+    " 'study2' (configs/study2.py, pre-registered, locomotion) or"
+    " 'study2_mt10' (configs/study2.py:mt10); with several --study, one"
+    ' per study, comma-separated.')
+_GATE = flags.DEFINE_string(
+    'gate', None,
+    "Pre-registered designs: whether the testbed passed its gate"
+    " (docs/gate.md), 'passed' or 'not_passed', said above the verdicts"
+    ' (required there); one for all studies or one per study.')
 
 METHOD = 'curriculum=max_kl,surgery=previous'
 BASELINES = ('curriculum=round_robin,surgery=none',
@@ -113,6 +126,13 @@ class Design:
       (`experiments/verdicts.py`) and the gate's table head the page.
     gate_table: the gate's published table (`experiments.gate --out`),
       relative to the repository, or ''.
+    metric: the primary measure (`sweep_summary.METRICS`): 'score', or
+      'success_rate' (MT10), which the page recomputes from the members
+      (the published `sweep.json` holds normalized scores).
+    config_arg: the config's argument (':mt10'), for the reproduce line.
+    testbed: the testbed's name, the heading of its part of a page that
+      holds several testbeds.
+    intro: what the measure is and how to read the IQM on this testbed.
   """
   title: str
   config: str
@@ -121,10 +141,35 @@ class Design:
   size_note: str
   preregistered: bool = False
   gate_table: str = ''
+  metric: str = 'score'
+  config_arg: str = ''
+  testbed: str = ''
+  intro: str = ''
 
   def found(self) -> dict[str, str]:
     return found_after_data() if self.config == 'configs/study.py' else {}
 
+
+_LOCOMOTION_INTRO = (
+    'Scores are D4RL-normalized returns of the last student checkpoint, 16'
+    ' deterministic episodes per task. The primary aggregate is the mean'
+    ' over tasks x seeds; each task\'s mean over seeds and P(X > Y) per task'
+    ' stand beside it, then the IQM; all with 95% stratified bootstrap'
+    ' intervals ({reps} replications, rliable). One seed has no interval'
+    ' (n=1). With four tasks the IQM is no summary of all four: it drops the'
+    ' lowest and highest quarter of the 20 runs x tasks, which here are'
+    ' mostly the hopper and walker2d runs, so its kept values come mostly or'
+    ' only from the two halfcheetah tasks (column *IQM keeps*).')
+_MT10_INTRO = (
+    'The primary measure is the success rate of the last student'
+    ' checkpoint, in points (0-100), over 16 deterministic episodes per task'
+    ' (`results.json` `student_success_rate`; the normalized returns are in'
+    ' the published `sweep.json`). The primary aggregate is the mean over'
+    ' the ten tasks x seeds; each task\'s mean over seeds and P(X > Y) per'
+    ' task stand beside it, then the IQM; all with 95% stratified bootstrap'
+    ' intervals ({reps} replications, rliable). Success rates pile up at 0'
+    ' and 100, so the IQM, which drops the lowest and highest quarter of'
+    ' runs x tasks, mostly drops whole tasks (column *IQM keeps*).')
 
 DESIGNS = {
     'study': Design(
@@ -140,7 +185,8 @@ DESIGNS = {
             ' previous`. So the curve confounds the teachers with the'
             ' curriculum; separating them needs a distilled row with the'
             ' baseline\'s curriculum (`round_robin`, or the mixture) at'
-            ' each size, which this study did not run.')),
+            ' each size, which this study did not run.'),
+        intro=_LOCOMOTION_INTRO),
     'study2': Design(
         title='The second study (pre-registered): results',
         config='configs/study2.py',
@@ -157,8 +203,26 @@ DESIGNS = {
             ' comparison at each size (H3) is against the better of'
             ' `scratch` and %BC (the verdicts above).'),
         preregistered=True,
-        gate_table='docs/gate/mixed.md'),
+        gate_table='docs/gate/mixed.md',
+        testbed='Locomotion (`mixed` data)',
+        intro=_LOCOMOTION_INTRO),
+    # Rows 8-11 (the 1 x 8 size) were cut by the budget rule (amendment 2
+    # of docs/preregistration.md): one size, so no size curve.
+    'study2_mt10': Design(
+        title='The second study (pre-registered), Meta-World MT10: results',
+        config='configs/study2.py',
+        config_arg=':mt10',
+        baselines=BASELINES + (PCT_BC,),
+        size_labels={},
+        size_note='',
+        preregistered=True,
+        gate_table='docs/gate/mt10_mixed.md',
+        metric='success_rate',
+        testbed='Meta-World MT10 (`mixed` data)',
+        intro=_MT10_INTRO),
 }
+UNITS = {'score': 'normalized score', 'success_rate': 'success rate (points)'}
+
 
 
 def _load(path: str) -> Any:
@@ -320,6 +384,7 @@ def main_table(summary: dict[str, Any],
                found: dict[str, str] | None = None) -> list[str]:
   """One row per configuration, then the teachers, datasets and behaviour."""
   configs, tasks = summary['configurations'], summary['tasks']
+  success = summary.get('metric') == 'success_rate'
   found = found_after_data() if found is None else found
   lines = ['## Students per configuration', '',
            '| configuration | seeds | mean | ' + ' | '.join(tasks)
@@ -358,24 +423,35 @@ def main_table(summary: dict[str, Any],
       + ' | '.join(f'{x:.1f}' for x in teacher)
       + f' | | | | 1.00 | | {sum(t_params.values()):,}'
       f' ({len(t_params)} teachers) |',
-      '| dataset (normalized mean return) | | | ' + ' | '.join(dataset)
-      + f' | {blank} |',
-      '| best behaviour policy (deterministic) | | | '
-      + ' | '.join(behaviour) + f' | {blank} |', '',
-      '*mean*: mean normalized score over tasks x seeds, the primary'
+      ('| dataset (success rate of its episodes) | | | ' if success else
+       '| dataset (normalized mean return) | | | ') + ' | '.join(dataset)
+      + f' | {blank} |']
+  if not success:  # no behaviour policy of MT10 was scored on its own
+    lines.append('| best behaviour policy (deterministic) | | | '
+                 + ' | '.join(behaviour) + f' | {blank} |')
+  dataset_note = (
+      ' *dataset*: the share of the episodes the student learns from that'
+      ' succeed (`results.json` `dataset_success_rate`, mean over seeds).'
+      if success else
+      ' *dataset*: the mean normalized return of the'
+      ' episodes the student learns from (`results.json` `dataset_score`,'
+      ' mean over seeds); *best behaviour policy*: the deterministic score'
+      ' of the best snapshot that generated them'
+      ' (`distill.data.scores.BEHAVIOUR_SCORES`, distill/envs/SNAPSHOTS.md;'
+      ' - where none was measured).')
+  lines += [
+      '',
+      f'*mean*: mean {UNITS[summary.get("metric", "score")]} over tasks x'
+      ' seeds, the primary'
       ' aggregate; per-task cells: mean over seeds; all with 95% stratified'
       ' bootstrap intervals. *P(X > baseline)*: the probability that a run'
       ' of the row beats a run of the baseline'
       f' `{summary.get("baseline")}` on a task (rliable); per task in the'
       ' next table. ' + aggregate.IQM_RULE + ' *kept of teachers*: mean'
-      ' student score / mean teacher score over tasks x seeds. *surgery'
+      ' student / mean teacher over tasks x seeds. *surgery'
       ' projected*: fraction of steps whose gradient was projected (mean ±'
-      ' sd over seeds). *dataset*: the mean normalized return of the'
-      ' episodes the student learns from (`results.json` `dataset_score`,'
-      ' mean over seeds); *best behaviour policy*: the deterministic score'
-      ' of the best snapshot that generated them'
-      ' (`distill.data.scores.BEHAVIOUR_SCORES`, distill/envs/SNAPSHOTS.md;'
-      ' - where none was measured).'
+      ' sd over seeds). *params*: the student\'s parameters, beside the'
+      ' teachers\' sum.' + dataset_note
       + (f' {FOUND_MARK.strip()}: added after seeing the data'
          ' (`configs/study.py` `found_after_data`, which says why).'
          if found else ''), '']
@@ -407,6 +483,8 @@ def size_table(summary: dict[str, Any], reps: int, plot_path: str,
   points: dict[str, list[tuple[int, dict, int]]] = {}
   names: dict[tuple[str, int], str] = {}
   labels = design.size_labels
+  if not labels:
+    return []
   first = next(iter(labels))
   for name, c in configs.items():
     method, _ = _size_key(name)
@@ -466,18 +544,85 @@ def curves_section(summary: dict[str, Any],
   return lines
 
 
-def verdicts_section(study: str, gate: str | None) -> list[str]:
+def _episode_std(task: dict[str, Any], metric: str) -> float | None:
+  """One member's episode-to-episode std on a task, in the metric's units."""
+  if metric == 'success_rate':
+    p = task.get('student_success_rate')
+    return None if p is None else 100.0 * float(np.sqrt(p * (1.0 - p)))
+  return task.get('student_score_std')
+
+
+def noise_section(by_config: dict[str, list[dict[str, Any]]],
+                  tasks: list[str], metric: str, episodes: int
+                  ) -> list[str]:
+  """The evaluation's share of the variance of a member's task mean.
+
+  Per task: the median over members of the episode-to-episode std (a
+  success is a Bernoulli episode: 100 sqrt(p (1 - p))), and the
+  seed-to-seed variance of the members' task means pooled over the
+  configurations with at least 3 seeds; the share is (median episode
+  std)^2 / episodes over that variance, as docs/preregistration.md defines
+  it.
+  """
+  scale = 100.0 if metric == 'success_rate' else 1.0
+  key = 'student_success_rate' if metric == 'success_rate' else (
+      'student_score')
+  rows = []
+  for t in tasks:
+    stds, variances = [], []
+    for members in by_config.values():
+      per = [m['results']['tasks'][t] for m in members
+             if t in m.get('results', {}).get('tasks', {})]
+      stds += [s for s in (_episode_std(x, metric) for x in per)
+               if s is not None]
+      if len(per) >= 3:
+        variances.append(np.var([scale * x[key] for x in per], ddof=1))
+    if not stds or not variances:
+      continue
+    std, seed_var = float(np.median(stds)), float(np.mean(variances))
+    share = (std ** 2 / episodes / seed_var) if seed_var > 0 else None
+    rows.append(f'| {t} | {std:.1f} | {std / np.sqrt(episodes):.1f} |'
+                f' {np.sqrt(seed_var):.1f} |'
+                f' {"-" if share is None else f"{share:.2f}"} |')
+  if not rows:
+    return []
+  return ['## Evaluation noise against the seed-to-seed spread', '',
+          f'Each member is evaluated on {episodes} episodes per task. *episode'
+          ' std*: the median over members of the episode-to-episode std of'
+          f' the {UNITS[metric]}' + (
+              ' (a success is a Bernoulli episode: 100 sqrt(p (1 - p)))'
+              if metric == 'success_rate' else '')
+          + f'; *noise of a member\'s mean*: that std / sqrt({episodes});'
+          ' *seed-to-seed std*: of the members\' task means within a'
+          ' configuration, pooled (mean variance) over the configurations'
+          ' with at least 3 seeds; *share*: the evaluation\'s share of that'
+          ' variance, (episode std)^2 / episodes over it (- where the'
+          ' members do not vary), as docs/preregistration.md fixed it.', '',
+          '| task | episode std | noise of a member\'s mean | seed-to-seed'
+          ' std | share |', '|---|---:|---:|---:|---:|', *rows, '']
+
+
+def verdicts_section(study: str, gate: str | None, metric: str = 'score'
+                     ) -> list[str]:
   """The pre-registered verdicts (experiments/verdicts.py), as registered."""
   _, runs, _ = sweeps.collect_runs(study)
-  result = verdicts_lib.verdicts(runs, 'score')
+  result = verdicts_lib.verdicts(runs, metric)
+  flag = f' --metric={metric}' if metric != 'score' else ''
+  not_run = sum(r['verdict'] == 'not run' for r in result['comparisons'])
+  read = len(result['comparisons']) - not_run
+  cut = (f' This testbed reads {read} of them; the {not_run} marked *not run*'
+         ' compare rows that the pre-registered budget rule cut'
+         ' (docs/preregistration.md, amendment 2), and the level stays as'
+         ' fixed.' if not_run else '')
   return ['## The pre-registered verdicts', '',
           'As fixed in `docs/preregistration.md` before the first member'
           ' ran, computed by `python -m experiments.verdicts'
-          f' {study} --gate={gate}` from the members\' own results: X - Y'
-          ' is the difference of the means over tasks x seeds with its 95%'
+          f' {study}{flag} --gate={gate}` from the members\' own results:'
+          ' X - Y is the difference of the means over tasks x seeds'
+          f' ({UNITS[metric]}) with its 95%'
           ' stratified bootstrap interval, and at the Bonferroni level over'
           f' the {len(verdicts_lib.COMPARISONS)} comparisons'
-          f' ({result["confidence_corrected"]:.2%}).', '',
+          f' ({result["confidence_corrected"]:.2%}).{cut}', '',
           verdicts_lib.render_markdown(result, gate).rstrip(), '',
           *_improvement_lines(result), '']
 
@@ -500,9 +645,37 @@ def _improvement_lines(result: dict[str, Any]) -> list[str]:
   return lines
 
 
+def _episodes(design: Design) -> int:
+  """Evaluation episodes per task of the study's members (its config)."""
+  if design.config == 'configs/study.py':
+    return study_config.get_config().eval.episodes
+  return study2_config.get_config(design.config_arg.lstrip(':')
+                                  ).eval.episodes
+
+
+def _compression(summary: dict[str, Any]) -> str:
+  """The students' sizes against one teacher and all of them."""
+  configs = summary['configurations']
+  t_params = next(iter(configs.values())).get('teacher_params') or {}
+  if not t_params:
+    return ''
+  one, total = max(t_params.values()), sum(t_params.values())
+  sizes = sorted({c['student_params'] for c in configs.values()
+                  if isinstance(c['student_params'], int)})
+  return ('Parameters: one teacher ' + f'{one:,}, the {len(t_params)}'
+          f' teachers {total:,}; ' + '; '.join(
+              f'a student of {p:,} is {one / p:.1f}x smaller than one teacher'
+              f' and {total / p:.0f}x smaller than all' for p in sizes)
+          + '.')
+
+
+def _design_key(design: Design) -> str:
+  return next(k for k, d in DESIGNS.items() if d is design)
+
+
 def render(study: str, out_path: str, reps: int,
-           design: Design = DESIGNS['study'], gate: str | None = None
-           ) -> str:
+           design: Design = DESIGNS['study'], gate: str | None = None,
+           conclusion: bool = True) -> str:
   """The Markdown of a study's results page (writes plots beside `study`).
 
   Args:
@@ -511,11 +684,20 @@ def render(study: str, out_path: str, reps: int,
     reps: bootstrap replications of the page's own intervals.
     design: the study's `Design`.
     gate: with a pre-registered design, 'passed' or 'not_passed'.
+    conclusion: include `<study>/conclusion.md` (a page of several
+      testbeds includes its first testbed's once, at its head).
   """
   if design.preregistered and gate not in verdicts_lib.GATE_LABELS:
     raise ValueError(f'{design.config}: the pre-registered verdicts need'
                      f' the gate\'s outcome, got gate={gate!r}')
   summary = _load(os.path.join(study, 'sweep.json'))
+  if design.metric != summary.get('metric', 'score'):
+    # The published summary holds another measure: recompute it from the
+    # members' results, with the same baseline.
+    _, runs, missing = sweeps.collect_runs(study)
+    summary = sweep_summary.summarize(
+        runs, baseline=summary['baseline'], reps=reps, missing=missing,
+        metric=design.metric)
   state = _load(os.path.join(study, sweeps.STATE))
   tasks = summary['tasks']
   members = [j for j in state['jobs'] if j['kind'] == 'member']
@@ -536,33 +718,26 @@ def render(study: str, out_path: str, reps: int,
       f' ({len(by_config)} of'
       f' {len(dict.fromkeys(j["configuration"] for j in members))}'
       ' configurations with at least one seed). Tasks:'
-      f' {", ".join(tasks)}. Scores are D4RL-normalized returns of the'
-      ' last student checkpoint, 16 deterministic episodes per task. The'
-      ' primary aggregate is the mean over tasks x seeds; each task\'s mean'
-      ' over seeds and P(X > Y) per task stand beside it, then the IQM;'
-      ' all with 95% stratified bootstrap intervals'
-      f' ({summary["bootstrap"]["reps"]} replications, rliable). One seed'
-      ' has no interval (n=1). With four tasks the IQM is no summary of'
-      ' all four: it drops the lowest and highest quarter of the 20 runs x'
-      ' tasks, which here are mostly the hopper and walker2d runs, so its'
-      ' kept values come mostly or only from the two halfcheetah tasks'
-      ' (column *IQM keeps*).', '',
-      f'Reproduce: `python -m experiments.sweep --config={design.config}'
+      f' {", ".join(tasks)}. '
+      + design.intro.format(reps=summary['bootstrap']['reps']), '',
+      _compression(summary), '',
+      'Reproduce: `python -m experiments.sweep'
+      f' --config={design.config}{design.config_arg}'
       f' --workdir=runs/{os.path.basename(os.path.normpath(study))}'
       f' --parallel=2 --publish={study} --publish_commit` (a rerun skips'
       ' finished members), then `python -m experiments.study_report'
-      f' --design={os.path.basename(design.config)[:-3]} --study={study}'
+      f' --design={_design_key(design)} --study={study}'
       + (f' --gate={gate}' if design.preregistered else '')
       + '`. Each member\'s own command, record, results and curves are one'
       f' line of `{study}/members.jsonl`; the intervals are recomputed from'
       ' the members\' results there by `python -m experiments.aggregate'
       f' {study}`.', '',
       publish.provenance_note(state, records), '']
-  if os.path.exists(os.path.join(study, 'conclusion.md')):
+  if conclusion and os.path.exists(os.path.join(study, 'conclusion.md')):
     with open(os.path.join(study, 'conclusion.md'), encoding='utf-8') as f:
       lines += ['## Conclusion', '', f.read().strip(), '']
   if design.preregistered:
-    lines += verdicts_section(study, gate)
+    lines += verdicts_section(study, gate, design.metric)
   if design.gate_table:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, design.gate_table), encoding='utf-8') as f:
@@ -574,6 +749,7 @@ def render(study: str, out_path: str, reps: int,
 
   found = design.found()
   lines += main_table(summary, by_config, found)
+  lines += noise_section(by_config, tasks, design.metric, _episodes(design))
   lines += per_task_improvement_table(summary)
   lines += found_table(summary, found, reps)
 
@@ -592,7 +768,8 @@ def render(study: str, out_path: str, reps: int,
   main = {k: v for k, v in prof['configurations'].items()
           if k in CURVE_VARIANTS or k == 'curriculum=scratch,surgery=none'}
   if main:
-    plots.plot_profiles(plot('results_profiles.png'), prof['taus'], main)
+    plots.plot_profiles(plot('results_profiles.png'), prof['taus'], main,
+                        xlabel=f'{UNITS[design.metric]} tau')
     lines += ['Performance profiles (fraction of runs x tasks above a score,'
               ' 95% bands):', '',
               f'![profiles]({rel(plot("results_profiles.png"))})', '']
@@ -606,21 +783,77 @@ def render(study: str, out_path: str, reps: int,
   return '\n'.join(lines)
 
 
+def _demote(text: str) -> str:
+  """Every Markdown heading of `text` one level deeper."""
+  return '\n'.join('#' + line if line.startswith('#') else line
+                   for line in text.split('\n'))
+
+
+def render_page(parts: list[tuple[str, Design, str | None]], out_path: str,
+                reps: int) -> str:
+  """One page of one or several testbeds of a study.
+
+  Args:
+    parts: (published study, its design, its gate's outcome) per testbed,
+      in the page's order; the first study's `conclusion.md` heads the
+      page and speaks for all of them.
+    out_path: where the page will be written (for relative links).
+    reps: bootstrap replications of the page's own intervals.
+  """
+  if len(parts) == 1:
+    study, design, gate = parts[0]
+    return render(study, out_path, reps, design, gate)
+  first = parts[0][0]
+  lines = [f'# {parts[0][1].title}', '',
+           'Testbeds: ' + '; '.join(
+               f'{d.testbed or d.title} (`{s}`)' for s, d, _ in parts)
+           + '. Each has its own part below: its members, verdicts, gate,'
+           ' tables and plots.', '']
+  if os.path.exists(os.path.join(first, 'conclusion.md')):
+    with open(os.path.join(first, 'conclusion.md'), encoding='utf-8') as f:
+      lines += ['## Conclusion', '', f.read().strip(), '']
+  for study, design, gate in parts:
+    text = render(study, out_path, reps, design, gate, conclusion=False)
+    body = text.split('\n', 1)[1]  # without the part's own title
+    lines += [f'## {design.testbed or design.title}', '',
+              _demote(body).strip(), '']
+  return '\n'.join(lines)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
-  study = _STUDY.value
-  if not os.path.exists(os.path.join(study, 'sweep.json')):
-    raise app.UsageError(f'--study={study}: no sweep.json (publish a sweep'
-                         ' there with experiments.sweep --publish)')
+  studies = _STUDY.value.split(',')
+  keys = _DESIGN.value.split(',')
+  if len(keys) != len(studies):
+    raise app.UsageError(f'--design={_DESIGN.value}: one design per study'
+                         f' of --study={_STUDY.value}, in the same order')
+  for key in keys:
+    if key not in DESIGNS:
+      raise app.UsageError(f'--design={_DESIGN.value}: unknown design'
+                           f' {key!r}; valid: {", ".join(DESIGNS)}')
+  gates = (_GATE.value or '').split(',') if _GATE.value else [None]
+  if len(gates) == 1:
+    gates = gates * len(studies)
+  if len(gates) != len(studies):
+    raise app.UsageError(f'--gate={_GATE.value}: one outcome, or one per'
+                         f' study of --study={_STUDY.value}')
+  for study in studies:
+    if not os.path.exists(os.path.join(study, 'sweep.json')):
+      raise app.UsageError(f'--study={study}: no sweep.json (publish a'
+                           ' sweep there with experiments.sweep --publish)')
   if _REPS.value < 1:
     raise app.UsageError(f'--reps={_REPS.value}: must be >= 1')
-  design = DESIGNS[_DESIGN.value]
-  if design.preregistered and _GATE.value is None:
-    raise app.UsageError(f'--design={_DESIGN.value}: give --gate=passed or'
-                         ' --gate=not_passed (whether the testbed passed its'
-                         ' gate, docs/gate.md)')
-  text = render(study, _OUT.value, _REPS.value, design, _GATE.value)
+  parts = []
+  for study, key, gate in zip(studies, keys, gates):
+    design = DESIGNS[key]
+    if design.preregistered and gate not in verdicts_lib.GATE_LABELS:
+      raise app.UsageError(
+          f'--design={key}: give --gate=passed or --gate=not_passed (whether'
+          ' the testbed passed its gate, docs/gate.md), one for all studies'
+          f' or one per study; got --gate={_GATE.value}')
+    parts.append((study, design, gate))
+  text = render_page(parts, _OUT.value, _REPS.value)
   fileio.write_atomic(_OUT.value, text + '\n')
   print(_OUT.value)
 

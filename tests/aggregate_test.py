@@ -202,6 +202,31 @@ def test_summarize_and_write_sweep_report(tmp_path):
     assert f'({png})' in text
 
 
+def test_summarize_success_rates_in_points():
+  runs = [_run('a,seed=0', 'a', 0, (10.0, 20.0)),
+          _run('a,seed=1', 'a', 1, (30.0, 40.0))]
+  for run, rates in zip(runs, ((0.25, 0.5), (0.75, 1.0))):
+    for t, p in zip(('hopper', 'walker2d'), rates):
+      run['tasks'][t].update(student_success_rate=p, teacher_success_rate=1.0,
+                             dataset_success_rate=0.5)
+  summary = sweep_summary.summarize(runs, reps=300, seed=1,
+                                    metric='success_rate')
+  a = summary['configurations']['a']
+  assert summary['metric'] == 'success_rate'
+  assert 'success rate' in summary['score']
+  assert a['student'] == aggregate.interval_estimates(
+      np.array([[25.0, 50.0], [75.0, 100.0]]), 300, 1)
+  assert [r['student_scores'] for r in a['runs']] == [
+      {'hopper': 25.0, 'walker2d': 50.0}, {'hopper': 75.0, 'walker2d': 100.0}]
+  assert a['per_task']['walker2d']['teacher_mean'] == 100.0
+  assert a['student_teacher_ratio'] == pytest.approx(62.5 / 100.0)
+  # The behaviour policies were scored in returns, not successes.
+  assert summary['datasets']['hopper'] == {'dataset_mean': 50.0,
+                                           'behaviour_score': None}
+  with pytest.raises(ValueError, match="metric 'return'"):
+    sweep_summary.summarize(runs, reps=10, metric='return')
+
+
 def test_summarize_refuses_a_baseline_without_runs_and_mixed_tasks():
   runs = [_run('a,seed=0', 'a', 0, (1.0, 2.0))]
   with pytest.raises(ValueError, match="baseline 'z'"):

@@ -272,3 +272,99 @@ def test_second_study_page_heads_with_the_preregistered_verdicts(tmp_path):
   assert f'| `{study_report.PCT_BC}` |' in text
   # No row of this study was added after the data.
   assert study_report.FOUND_MARK not in text
+
+
+STUDY2_MT10 = os.path.join(ROOT, 'docs', 'study2_mt10')
+
+
+def _mt10_copy(tmp_path):
+  study_dir = tmp_path / 'study2_mt10'
+  shutil.copytree(STUDY2_MT10, study_dir,
+                  ignore=shutil.ignore_patterns('*.png'))
+  return study_dir
+
+
+def test_mt10_page_reads_the_success_rate_in_points(tmp_path):
+  study_dir = _mt10_copy(tmp_path)
+  design = study_report.DESIGNS['study2_mt10']
+  text = study_report.render(str(study_dir), str(tmp_path / 'r.md'),
+                             reps=20, design=design, gate='not_passed')
+  lines = text.splitlines()
+  # Each configuration's mean is of its members' success rates x 100, not
+  # of the normalized scores the published sweep.json holds.
+  _, runs, _ = sweeps.collect_runs(str(study_dir))
+  tasks = list(runs[0]['tasks'])
+  name = study_report.METHOD
+  rates = np.array([[100.0 * r['tasks'][t]['student_success_rate']
+                     for t in tasks] for r in runs
+                    if r['configuration'] == name])
+  est = aggregate.interval_estimates(rates, 20, 0)['mean']
+  start = lines.index('## Students per configuration')
+  row = next(line for line in lines[start:] if line.startswith(f'| `{name}`'))
+  assert row.split('|')[3].strip() == aggregate.format_estimate(
+      est, len(rates))
+  assert '*mean*: mean success rate (points) over tasks x seeds' in text
+  assert '| dataset (success rate of its episodes) |' in text
+  assert 'best behaviour policy' not in text
+  # The verdicts on the success rate; the rows the budget rule cut are
+  # said not run, and the command that recomputes them names the metric.
+  result = verdicts.verdicts(runs, 'success_rate')
+  assert verdicts.render_markdown(result, 'not_passed').strip() in text
+  assert '--metric=success_rate --gate=not_passed' in text
+  assert result['hypotheses']['H3 1x8'] == 'not run'
+  assert 'This testbed reads 7 of them' in text
+  with open(os.path.join(ROOT, design.gate_table), encoding='utf-8') as f:
+    assert f.readline().strip() in text
+  assert '--config=configs/study2.py:mt10' in text
+  assert '--design=study2_mt10' in text
+  # One student size (rows 8-11 cut): parameters against the teachers, and
+  # no size curve.
+  assert 'Parameters: one teacher 135,816, the 10 teachers 1,358,160' in text
+  assert '## Size curve' not in text
+  assert (study_dir / 'results_profiles.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_a_page_of_two_testbeds_has_a_part_each(tmp_path):
+  loco = tmp_path / 'study2'
+  shutil.copytree(STUDY2, loco, ignore=shutil.ignore_patterns('*.png'))
+  mt10 = _mt10_copy(tmp_path)
+  designs = study_report.DESIGNS
+  text = study_report.render_page(
+      [(str(loco), designs['study2'], 'not_passed'),
+       (str(mt10), designs['study2_mt10'], 'not_passed')],
+      str(tmp_path / 'r.md'), reps=20)
+  lines = text.splitlines()
+  assert [line for line in lines if line.startswith('# ')] == [
+      '# The second study (pre-registered): results']
+  parts = [lines.index(f'## {designs[k].testbed}')
+           for k in ('study2', 'study2_mt10')]
+  conclusion = lines.index('## Conclusion')
+  assert conclusion < parts[0] < parts[1]
+  # The first study's conclusion, once; each part's verdicts, one level down.
+  with open(loco / 'conclusion.md', encoding='utf-8') as f:
+    first = f.readline().strip()
+  assert text.count(first) == 1
+  assert lines.count('### The pre-registered verdicts') == 2
+  assert lines.count('### Students per configuration') == 2
+  assert parts[0] < lines.index('### The pre-registered verdicts') < parts[1]
+
+
+def test_noise_section_is_the_evaluations_share_of_the_seed_spread():
+  def member(rate, score, std):
+    return {'results': {'tasks': {'t': {
+        'student_success_rate': rate, 'student_score': score,
+        'student_score_std': std}}}}
+  by_config = {'a': [member(0.5, 10.0, 4.0), member(0.25, 20.0, 4.0),
+                     member(0.75, 30.0, 8.0)],
+               'b': [member(0.5, 0.0, 4.0)]}  # under 3 seeds: no variance
+  lines = study_report.noise_section(by_config, ['t'], 'score', 16)
+  row = next(line for line in lines if line.startswith('| t |'))
+  # Median episode std 4; seed-to-seed variance 100 (10, 20, 30).
+  assert row == f'| t | 4.0 | 1.0 | 10.0 | {16 / 16 / 100:.2f} |'
+  lines = study_report.noise_section(by_config, ['t'], 'success_rate', 16)
+  row = next(line for line in lines if line.startswith('| t |'))
+  # The median of the four members' Bernoulli stds, 100 sqrt(p (1 - p)).
+  std = np.median([100 * np.sqrt(p * (1 - p)) for p in (0.5, 0.25, 0.75, 0.5)])
+  var = np.var([50.0, 25.0, 75.0], ddof=1)
+  assert row == (f'| t | {std:.1f} | {std / 4:.1f} | {np.sqrt(var):.1f} |'
+                 f' {std ** 2 / 16 / var:.2f} |')

@@ -74,13 +74,15 @@ def plot_estimates(path: str, estimates: Mapping[str, Mapping[str, Any]], *,
 
 
 def plot_profiles(path: str, taus_U: Sequence[float],
-                  profiles: Mapping[str, Mapping[str, Any]]) -> None:
+                  profiles: Mapping[str, Mapping[str, Any]], *,
+                  xlabel: str = 'D4RL-normalized score tau') -> None:
   """Performance profiles: fraction of runs x tasks above tau, with bands.
 
   Args:
     path: PNG file to write.
     taus_U: thresholds (x axis).
     profiles: configuration -> `performance_profile(...)`.
+    xlabel: what tau is.
   """
   fig = figure(width=7.0, height=4.0)
   ax = fig.add_subplot(1, 1, 1)
@@ -91,8 +93,8 @@ def plot_profiles(path: str, taus_U: Sequence[float],
       ax.fill_between(taus_U, prof['ci_low'], prof['ci_high'], color=color,
                       alpha=0.15)
   ax.set_ylim(0, 1.02)
-  label_axes(ax, xlabel='D4RL-normalized score tau',
-             ylabel='fraction of runs x tasks > tau', legend_size=7)
+  label_axes(ax, xlabel=xlabel, ylabel='fraction of runs x tasks > tau',
+             legend_size=7)
   save_png(fig, path)
 
 

@@ -25,15 +25,28 @@ from distill.io.fileio import write_json
 from distill.report import aggregate
 from distill.report import plots
 
+# The measures a summary can aggregate: the suffix of `results.json`'s
+# per-task keys (`student<suffix>`, `teacher<suffix>`, `dataset<suffix>`),
+# the factor to the summary's units, and what the units are.
+METRICS = {
+    'score': ('_score', 1.0,
+              'D4RL-normalized student score (results.json student_score)'),
+    'success_rate': ('_success_rate', 100.0,
+                     'success rate in points, 0-100 (results.json'
+                     ' student_success_rate x 100)'),
+}
+
+
 def _matrix(runs: Sequence[Mapping[str, Any]], tasks: Sequence[str],
-            key: str) -> np.ndarray:
-  return np.array([[run['tasks'][t][key] for t in tasks] for run in runs],
-                  dtype=np.float64)
+            key: str, scale: float = 1.0) -> np.ndarray:
+  return scale * np.array([[run['tasks'][t][key] for t in tasks]
+                           for run in runs], dtype=np.float64)
 
 
 def summarize(runs: Sequence[Mapping[str, Any]], *, baseline: str = '',
               reps: int = 2000, seed: int = 0,
-              missing: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+              missing: Sequence[Mapping[str, Any]] = (),
+              metric: str = 'score') -> dict[str, Any]:
   """The contents of `sweep.json`: per configuration, aggregates over seeds.
 
   Args:
@@ -45,6 +58,9 @@ def summarize(runs: Sequence[Mapping[str, Any]], *, baseline: str = '',
     reps: bootstrap replications.
     seed: seed of every bootstrap.
     missing: members without results (listed as given).
+    metric: a key of `METRICS`: the normalized score, or the success rate
+      in points (MT10's primary measure). Every `*_scores` field, mean and
+      interval of the summary is in its units; `score` names them.
 
   Returns:
     `{'tasks', 'baseline', 'primary', 'datasets': {task: {'dataset_mean',
@@ -63,6 +79,9 @@ def summarize(runs: Sequence[Mapping[str, Any]], *, baseline: str = '',
   """
   if not runs:
     raise ValueError('no finished runs to aggregate')
+  if metric not in METRICS:
+    raise ValueError(f'metric {metric!r}: expected one of {list(METRICS)}')
+  suffix, scale, units = METRICS[metric]
   tasks = list(runs[0]['tasks'])
   groups: dict[str, list[Mapping[str, Any]]] = {}
   for run in runs:
@@ -73,15 +92,15 @@ def summarize(runs: Sequence[Mapping[str, Any]], *, baseline: str = '',
   if baseline and baseline not in groups:
     raise ValueError(f'baseline {baseline!r} has no finished runs; the'
                      f' configurations with results: {list(groups)}')
-  scores = {name: _matrix(g, tasks, 'student_score')
+  scores = {name: _matrix(g, tasks, 'student' + suffix, scale)
             for name, g in groups.items()}
   low = min(0.0, min(float(s.min()) for s in scores.values()))
   high = max(float(s.max()) for s in scores.values())
   taus_U = np.linspace(low, max(high, low + 1.0), 41)
   configs, profiles = {}, {}
   for name, group in groups.items():
-    student_RxT, teacher_RxT = scores[name], _matrix(group, tasks,
-                                                     'teacher_score')
+    student_RxT = scores[name]
+    teacher_RxT = _matrix(group, tasks, 'teacher' + suffix, scale)
     improvement, task_improvement = None, [None] * len(tasks)
     if baseline and name != baseline:
       improvement = aggregate.probability_of_improvement(
@@ -94,14 +113,12 @@ def summarize(runs: Sequence[Mapping[str, Any]], *, baseline: str = '',
     configs[name] = {
         'runs': [{
             'member': run['member'], 'seed': run['seed'],
-            'student_scores': {t: run['tasks'][t]['student_score']
-                               for t in tasks},
-            'teacher_scores': {t: run['tasks'][t]['teacher_score']
-                               for t in tasks},
-            'dataset_scores': {t: run['tasks'][t].get('dataset_score')
-                               for t in tasks},
+            'student_scores': dict(zip(tasks, student_RxT[i].tolist())),
+            'teacher_scores': dict(zip(tasks, teacher_RxT[i].tolist())),
+            'dataset_scores': {t: _scaled(run['tasks'][t].get(
+                'dataset' + suffix), scale) for t in tasks},
             'student_params': run['student_params'],
-            'wall_s': run.get('wall_s')} for run in group],
+            'wall_s': run.get('wall_s')} for i, run in enumerate(group)],
         'n': len(group),
         'student': aggregate.interval_estimates(student_RxT, reps, seed),
         'iqm_kept': dict(zip(tasks, kept)),
@@ -125,14 +142,17 @@ def summarize(runs: Sequence[Mapping[str, Any]], *, baseline: str = '',
                                                    reps, seed)
   datasets = {}
   for t in tasks:
-    values = [run['tasks'][t].get('dataset_score') for run in runs]
+    values = [_scaled(run['tasks'][t].get('dataset' + suffix), scale)
+              for run in runs]
     values = [v for v in values if v is not None]
     datasets[t] = {
         'dataset_mean': float(np.mean(values)) if values else None,
-        'behaviour_score': score_refs.behaviour_score(t)}
+        # The behaviour policies' deterministic scores are returns.
+        'behaviour_score': (score_refs.behaviour_score(t)
+                            if metric == 'score' else None)}
   return {
-      'tasks': tasks, 'baseline': baseline,
-      'score': 'D4RL-normalized student score (results.json student_score)',
+      'tasks': tasks, 'baseline': baseline, 'metric': metric,
+      'score': units,
       'primary': 'mean over tasks (the IQM is secondary; see iqm_kept)',
       'datasets': datasets,
       'bootstrap': {'method': f'stratified bootstrap, {aggregate.METHOD}'
@@ -143,6 +163,10 @@ def summarize(runs: Sequence[Mapping[str, Any]], *, baseline: str = '',
       'performance_profile': {'taus': taus_U.tolist(),
                               'configurations': profiles},
       'missing': list(missing)}
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+  return None if value is None else scale * float(value)
 
 
 def reference_rows(summary: Mapping[str, Any], tasks: Sequence[str]
