@@ -151,13 +151,17 @@ def plot_choices(path: str, members: Sequence[Mapping[str, Any]],
   if shares is None:
     return
   _, share_WxT, steps = shares
-  fig = plots.figure(width=6.0, height=3.2)
+  many = len(tasks) > 4  # a legend inside would hide the bands
+  fig = plots.figure(width=8.0 if many else 6.0, height=3.2)
   ax = fig.add_subplot(1, 1, 1)
   ax.stackplot(steps, share_WxT.T, labels=tasks)
   ax.set_xlabel('step')
   ax.set_ylabel('share of steps per teacher')
   ax.set_ylim(0, 1)
-  ax.legend(fontsize=7, loc='upper right')
+  if many:
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
+  else:
+    ax.legend(fontsize=7, loc='upper right')
   plots.save_png(fig, path)
 
 

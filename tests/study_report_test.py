@@ -359,12 +359,16 @@ def test_noise_section_is_the_evaluations_share_of_the_seed_spread():
                'b': [member(0.5, 0.0, 4.0)]}  # under 3 seeds: no variance
   lines = study_report.noise_section(by_config, ['t'], 'score', 16)
   row = next(line for line in lines if line.startswith('| t |'))
-  # Median episode std 4; seed-to-seed variance 100 (10, 20, 30).
-  assert row == f'| t | 4.0 | 1.0 | 10.0 | {16 / 16 / 100:.2f} |'
+  # Episode stds 4, 4, 8, 4: median 4, RMS sqrt(28); seed-to-seed variance
+  # 100 (10, 20, 30; b has one seed).
+  rms = np.sqrt(28.0)
+  assert row == (f'| t | 4.0 | {rms:.1f} | {rms / 4:.1f} | 10.0 |'
+                 f' {28 / 16 / 100:.2f} |')
   lines = study_report.noise_section(by_config, ['t'], 'success_rate', 16)
   row = next(line for line in lines if line.startswith('| t |'))
-  # The median of the four members' Bernoulli stds, 100 sqrt(p (1 - p)).
-  std = np.median([100 * np.sqrt(p * (1 - p)) for p in (0.5, 0.25, 0.75, 0.5)])
+  # The four members' Bernoulli stds, 100 sqrt(p (1 - p)).
+  stds = [100 * np.sqrt(p * (1 - p)) for p in (0.5, 0.25, 0.75, 0.5)]
+  rms = np.sqrt(np.mean(np.square(stds)))
   var = np.var([50.0, 25.0, 75.0], ddof=1)
-  assert row == (f'| t | {std:.1f} | {std / 4:.1f} | {np.sqrt(var):.1f} |'
-                 f' {std ** 2 / 16 / var:.2f} |')
+  assert row == (f'| t | {np.median(stds):.1f} | {rms:.1f} | {rms / 4:.1f} |'
+                 f' {np.sqrt(var):.1f} | {rms ** 2 / 16 / var:.2f} |')
