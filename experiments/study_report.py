@@ -224,7 +224,6 @@ DESIGNS = {
 UNITS = {'score': 'normalized score', 'success_rate': 'success rate (points)'}
 
 
-
 def _load(path: str) -> Any:
   with open(path, encoding='utf-8') as f:
     return json.load(f)
@@ -566,9 +565,8 @@ def noise_section(by_config: dict[str, list[dict[str, Any]]],
   median std is 0 where most members succeed on every episode or on none,
   as on most MT10 tasks, and would hide the others' noise).
   """
-  scale = 100.0 if metric == 'success_rate' else 1.0
-  key = 'student_success_rate' if metric == 'success_rate' else (
-      'student_score')
+  suffix, scale, _ = sweep_summary.METRICS[metric]
+  key = 'student' + suffix
   rows = []
   for t in tasks:
     stds, variances = [], []
@@ -608,10 +606,16 @@ def noise_section(by_config: dict[str, list[dict[str, Any]]],
           '|---|---:|---:|---:|---:|---:|', *rows, '']
 
 
-def verdicts_section(study: str, gate: str | None, metric: str = 'score'
-                     ) -> list[str]:
-  """The pre-registered verdicts (experiments/verdicts.py), as registered."""
-  _, runs, _ = sweeps.collect_runs(study)
+def verdicts_section(study: str, runs: list[dict[str, Any]],
+                     gate: str | None, metric: str = 'score') -> list[str]:
+  """The pre-registered verdicts (experiments/verdicts.py), as registered.
+
+  Args:
+    study: the published study, for the command that recomputes them.
+    runs: its finished members (`sweeps.collect_runs`).
+    gate: 'passed' or 'not_passed'.
+    metric: the primary measure.
+  """
   result = verdicts_lib.verdicts(runs, metric)
   flag = f' --metric={metric}' if metric != 'score' else ''
   not_run = sum(r['verdict'] == 'not run' for r in result['comparisons'])
@@ -697,10 +701,10 @@ def render(study: str, out_path: str, reps: int,
     raise ValueError(f'{design.config}: the pre-registered verdicts need'
                      f' the gate\'s outcome, got gate={gate!r}')
   summary = _load(os.path.join(study, 'sweep.json'))
+  _, runs, missing = sweeps.collect_runs(study)
   if design.metric != summary.get('metric', 'score'):
     # The published summary holds another measure: recompute it from the
     # members' results, with the same baseline.
-    _, runs, missing = sweeps.collect_runs(study)
     summary = sweep_summary.summarize(
         runs, baseline=summary['baseline'], reps=reps, missing=missing,
         metric=design.metric)
@@ -743,7 +747,7 @@ def render(study: str, out_path: str, reps: int,
     with open(os.path.join(study, 'conclusion.md'), encoding='utf-8') as f:
       lines += ['## Conclusion', '', f.read().strip(), '']
   if design.preregistered:
-    lines += verdicts_section(study, gate, design.metric)
+    lines += verdicts_section(study, runs, gate, design.metric)
   if design.gate_table:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, design.gate_table), encoding='utf-8') as f:
